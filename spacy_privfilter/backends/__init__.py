@@ -1,0 +1,54 @@
+"""Runtime selection. Frameworks are imported only inside their backend module.
+
+Each backend module (``torch_backend``, ``mlx_backend``) exposes
+``load(info: CheckpointInfo, *, device: str, dtype: str, quantize: int | None) -> Backend``.
+"""
+from __future__ import annotations
+
+import os
+from typing import Literal
+
+from .._compat import has_mlx, has_torch, is_apple_silicon, require
+from ..errors import BackendUnavailableError, ConfigError
+from .base import Backend
+
+BackendName = Literal["auto", "torch", "mlx"]
+BACKENDS = ("auto", "torch", "mlx")
+DTYPES = ("auto", "float32", "bfloat16", "float16")
+
+
+def select_backend(backend: str = "auto") -> str:
+    """Resolve ``"auto"``: MLX on Apple Silicon when mlx imports, otherwise torch (MLX on Linux CPU is slower)."""
+    if backend not in BACKENDS:
+        raise ConfigError(f"backend must be one of {', '.join(BACKENDS)}; got {backend!r}")
+    if backend != "auto":
+        require(backend, f"backend={backend!r}")
+        return backend
+    if is_apple_silicon() and has_mlx():
+        return "mlx"
+    if has_torch():
+        return "torch"
+    if has_mlx():
+        return "mlx"
+    raise BackendUnavailableError(
+        "no model runtime is installed. Fix: pip install \"spacy-privfilter[torch]\" "
+        "(or on Apple Silicon: pip install \"spacy-privfilter[mlx]\")")
+
+
+def load_backend(model: str | os.PathLike, *, revision: str | None = None, backend: str = "auto",
+                 device: str = "auto", dtype: str = "auto", quantize: int | None = None) -> Backend:
+    """Resolve ``model`` (folder or Hub id), read its checkpoint and load it into the chosen runtime."""
+    from ..checkpoint import inspect_checkpoint, resolve_model_path
+
+    if dtype not in DTYPES:
+        raise ConfigError(f"dtype must be one of {', '.join(DTYPES)}; got {dtype!r}")
+    name = select_backend(backend)
+    info = inspect_checkpoint(resolve_model_path(model, revision=revision))
+    if name == "torch":
+        from . import torch_backend as module
+    else:
+        from . import mlx_backend as module
+    return module.load(info, device=device, dtype=dtype, quantize=quantize)
+
+
+__all__ = ["Backend", "BACKENDS", "DTYPES", "load_backend", "select_backend"]
