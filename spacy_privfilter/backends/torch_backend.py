@@ -1,0 +1,167 @@
+"""PyTorch runtime: canonical state dict -> PrivacyFilterModel -> ``logits(input_ids, attention_mask)``.
+
+``load(info, device=..., dtype=..., quantize=...)`` is the entry point used by ``backends.load_backend``.
+"""
+from __future__ import annotations
+
+from typing import Any, Mapping
+
+import numpy as np
+import torch
+
+from ..checkpoint import CheckpointInfo, QuantizedWeight
+from ..config import ModelConfig
+from ..errors import CheckpointError, ConfigError
+from .torch_model import PrivacyFilterModel
+from .torch_quant import QuantizedEmbedding, QuantizedExperts, dequantize
+
+DEVICES = ("auto", "cpu", "cuda", "mps")
+TORCH_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+EXPERT_PRECISIONS = ("auto", "float32", "bfloat16")
+QUANTIZED_EXPERTS = ("keep", "dequantize")
+
+
+def resolve_device(device: str) -> torch.device:
+    """``"auto"`` picks cuda, then mps, then cpu; an explicit device must be available."""
+    name = device.split(":")[0]
+    if name not in DEVICES:
+        raise ConfigError(f"device must be one of {', '.join(DEVICES)} (optionally 'cuda:N'); got {device!r}")
+    cuda, mps = torch.cuda.is_available(), bool(getattr(torch.backends, "mps", None)
+                                                   and torch.backends.mps.is_available())
+    if name == "auto":
+        return torch.device("cuda" if cuda else "mps" if mps else "cpu")
+    if (name == "cuda" and not cuda) or (name == "mps" and not mps):
+        raise ConfigError(f"device {device!r} was requested but torch reports it unavailable; use 'cpu' or 'auto'")
+    return torch.device(device)
+
+
+def resolve_dtype(dtype: str, state_dict: Mapping[str, Any], config: ModelConfig) -> torch.dtype:
+    """``"auto"`` is the dtype the embedding is stored in (files are the truth, not config.json)."""
+    if dtype != "auto":
+        if dtype not in TORCH_DTYPES:
+            raise ConfigError(f"dtype must be one of auto, {', '.join(TORCH_DTYPES)}; got {dtype!r}")
+        return TORCH_DTYPES[dtype]
+    stored = state_dict.get("model.embed_tokens.weight")
+    if isinstance(stored, QuantizedWeight):
+        stored = stored.scales
+    if isinstance(stored, torch.Tensor) and stored.is_floating_point():
+        return stored.dtype
+    return TORCH_DTYPES.get(config.dtype, torch.bfloat16)
+
+
+def build_model(state_dict: Mapping[str, Any], config: ModelConfig, *, dtype: torch.dtype = torch.float32,
+                device: torch.device | str = "cpu", expert_precision: str = "auto",
+                quantized_experts: str = "keep", block_size: int | None = None) -> PrivacyFilterModel:
+    """Build a model from canonical HF-named tensors (``QuantizedWeight`` values allowed, see checkpoint.py).
+
+    Norm scales, sinks and the router are kept in float32 (the reference computes them in float32); every
+    other dense weight is cast to ``dtype``. Quantized expert weights stay 8-bit in memory and are
+    dequantized per expert while running (``quantized_experts="keep"``) or once here (``"dequantize"``).
+    """
+    if expert_precision not in EXPERT_PRECISIONS:
+        raise ConfigError(f"expert_precision must be one of {', '.join(EXPERT_PRECISIONS)}; got {expert_precision!r}")
+    if quantized_experts not in QUANTIZED_EXPERTS:
+        raise ConfigError(f"quantized_experts must be one of {', '.join(QUANTIZED_EXPERTS)}; "
+                          f"got {quantized_experts!r}")
+    device = torch.device(device)
+    with torch.device("meta"):
+        model = PrivacyFilterModel(config, block_size=block_size)
+    expected = {name for name, _ in model.named_parameters()}
+    given = {_module_name(key) for key in state_dict}
+    missing, unexpected = sorted(expected - given), sorted(given - expected)
+    if missing or unexpected:
+        raise CheckpointError(f"state dict does not match the model: missing {missing or 'none'}; "
+                              f"unexpected {unexpected or 'none'}")
+    for key, value in state_dict.items():
+        name = _module_name(key)
+        module_path, _, attr = name.rpartition(".")
+        module = model.get_submodule(module_path)
+        target = dict(module.named_parameters(recurse=False))[attr]
+        keep_quantized = isinstance(value, QuantizedWeight) and (
+            (name == "embed_tokens.weight") or (attr in ("gate_up_proj", "down_proj") and quantized_experts == "keep"))
+        if keep_quantized:
+            continue
+        if isinstance(value, QuantizedWeight):
+            tensor = dequantize(value, dtype=dtype)
+            if attr in ("gate_up_proj", "down_proj"):
+                tensor = tensor.transpose(-1, -2)  # MLX stores experts as [E, out, in]
+        else:
+            tensor = value if isinstance(value, torch.Tensor) else torch.as_tensor(np.asarray(value))
+        if tuple(tensor.shape) != tuple(target.shape):
+            raise CheckpointError(f"tensor {key} has shape {tuple(tensor.shape)}; the config implies "
+                                  f"{tuple(target.shape)}")
+        keep_f32 = attr == "sinks" or "norm" in module_path.rsplit(".", 1)[-1] or module_path.endswith("router")
+        tensor = tensor.to(device=device, dtype=torch.float32 if keep_f32 else dtype).contiguous()
+        setattr(module, attr, torch.nn.Parameter(tensor, requires_grad=False))
+    _install_quantized(model, state_dict, dtype=dtype, device=device, keep_experts=quantized_experts == "keep")
+    if expert_precision != "auto":
+        for layer in model.layers:
+            layer.mlp.experts.compute_dtype = TORCH_DTYPES[expert_precision]
+    return model.eval()
+
+
+def _module_name(key: str) -> str:
+    return key[len("model."):] if key.startswith("model.") else key
+
+
+def _install_quantized(model: PrivacyFilterModel, state_dict: Mapping[str, Any], *, dtype: torch.dtype,
+                       device: torch.device, keep_experts: bool) -> None:
+    embed = state_dict.get("model.embed_tokens.weight")
+    if isinstance(embed, QuantizedWeight):
+        model.embed_tokens = QuantizedEmbedding(embed, dtype=dtype, device=device)
+    if not keep_experts:
+        return
+    for n, layer in enumerate(model.layers):
+        prefix = f"model.layers.{n}.mlp.experts."
+        gate_up, down = state_dict[prefix + "gate_up_proj"], state_dict[prefix + "down_proj"]
+        if isinstance(gate_up, QuantizedWeight) or isinstance(down, QuantizedWeight):
+            layer.mlp.experts = QuantizedExperts.from_experts(layer.mlp.experts, gate_up, down, dtype=dtype,
+                                                               device=device)
+
+
+class TorchBackend:
+    """A loaded PyTorch model behind the Backend protocol (``logits`` returns float32 numpy)."""
+
+    name = "torch"
+
+    def __init__(self, model: PrivacyFilterModel, config: ModelConfig, *,
+                 viterbi_biases: Mapping[str, float] | None = None) -> None:
+        self.model = model
+        self.config = config
+        self.viterbi_biases = dict(viterbi_biases) if viterbi_biases else None
+        self.device = next(model.parameters()).device
+
+    @classmethod
+    def from_state_dict(cls, state_dict: Mapping[str, Any], config: ModelConfig, *, device: str = "cpu",
+                        dtype: str = "auto", viterbi_biases: Mapping[str, float] | None = None,
+                        **options: Any) -> "TorchBackend":
+        """Build from canonical HF-named tensors; ``options`` go to ``build_model`` (e.g. expert_precision)."""
+        model = build_model(state_dict, config, dtype=resolve_dtype(dtype, state_dict, config),
+                            device=resolve_device(device), **options)
+        return cls(model, config, viterbi_biases=viterbi_biases)
+
+    def logits(self, input_ids: np.ndarray, attention_mask: np.ndarray) -> np.ndarray:
+        """input_ids int [B, T], attention_mask bool/0-1 [B, T] -> float32 [B, T, num_labels]."""
+        ids = torch.as_tensor(np.asarray(input_ids, dtype=np.int64), device=self.device)
+        mask = torch.as_tensor(np.asarray(attention_mask).astype(bool), device=self.device)
+        if ids.ndim != 2 or mask.shape != ids.shape:
+            raise ConfigError(f"input_ids and attention_mask must both be [batch, seq]; got {tuple(ids.shape)} "
+                              f"and {tuple(mask.shape)}")
+        if ids.shape[1] == 0:
+            return np.zeros((ids.shape[0], 0, self.config.num_labels), dtype=np.float32)
+        with torch.inference_mode():
+            out = self.model(ids, mask)
+        return out.float().cpu().numpy()
+
+
+def load(info: CheckpointInfo, *, device: str = "auto", dtype: str = "auto", quantize: int | None = None,
+         **options: Any) -> TorchBackend:
+    """Load a checkpoint described by ``info`` (see checkpoint.inspect_checkpoint) into the torch runtime."""
+    from ..checkpoint import load_state_dict
+
+    if quantize is not None:
+        raise ConfigError(f"the torch backend runs checkpoints as stored; quantize={quantize!r} is not supported "
+                          "(use an 8-bit MLX artifact, which the torch backend runs directly, or quantize=None)")
+    state_dict = load_state_dict(info, framework="pt")
+    return TorchBackend.from_state_dict(state_dict, info.config, device=device, dtype=dtype,
+                                        viterbi_biases=info.viterbi_biases, **options)

@@ -1,0 +1,277 @@
+"""The Privacy Filter encoder in PyTorch (architecture spec section 2).
+
+Embedding -> L pre-norm blocks (banded bidirectional GQA attention with sinks and interleaved YaRN RoPE;
+sparse top-k MoE with the clamped SwiGLU) -> final RMSNorm -> token classifier. Attribute names follow the
+canonical HF checkpoint names (without the ``model.`` prefix) so weights load by name, and the MLX model
+(``mlx_model.py``) mirrors this file class by class.
+
+Attention never builds a T x T matrix: queries are cut into blocks that attend to the keys of their own
+block plus ``sliding_window`` tokens on each side, so time and memory grow linearly with length. The MoE
+runs each expert only on the tokens routed to it (token-expert pairs sorted by expert).
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..config import ModelConfig
+
+# Blocks of attention processed at once; bounds the f32 score buffer for very long inputs.
+_SCORE_ELEMENTS_PER_CHUNK = 1 << 24
+
+
+class RMSNorm(nn.Module):
+    """Root-mean-square norm computed in float32 (the scale is kept float32), cast back to the input dtype."""
+
+    def __init__(self, hidden_size: int, *, eps: float) -> None:
+        super().__init__()
+        self.weight = nn.Parameter(torch.ones(hidden_size, dtype=torch.float32), requires_grad=False)
+        self.eps = eps
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x32 = x.float()
+        x32 = x32 * torch.rsqrt(x32.pow(2).mean(-1, keepdim=True) + self.eps)
+        return (self.weight * x32).to(x.dtype)
+
+
+class RotaryEmbedding(nn.Module):
+    """Interleaved-pair YaRN rotary embedding; the YaRN magnitude is folded into cos and sin."""
+
+    def __init__(self, config: ModelConfig) -> None:
+        super().__init__()
+        d = config.head_dim
+        base, factor = config.rope_theta, config.rope_factor
+        # Built on the CPU explicitly (not as a buffer) so a model constructed on the meta device still has it.
+        pos_freqs = base ** (torch.arange(0, d, 2, dtype=torch.float32, device="cpu") / d)
+        inv_extrapolation = 1.0 / pos_freqs
+        inv_interpolation = 1.0 / (factor * pos_freqs)
+        low = _correction_dim(config.rope_beta_fast, d, base, config.rope_original_max_position_embeddings)
+        high = _correction_dim(config.rope_beta_slow, d, base, config.rope_original_max_position_embeddings)
+        if config.rope_truncate:
+            low, high = math.floor(low), math.ceil(high)
+        low, high = max(low, 0), min(high, d - 1)
+        if low == high:
+            high += 0.001  # avoids a division by zero, as the reference does
+        ramp = torch.clamp((torch.arange(d // 2, dtype=torch.float32, device="cpu") - low) / (high - low), 0, 1)
+        extrapolation = 1 - ramp
+        inv_freq = inv_interpolation * (1 - extrapolation) + inv_extrapolation * extrapolation
+        self.inv_freq = inv_freq
+        self.magnitude = 0.1 * math.log(factor) + 1.0 if factor > 1 else 1.0
+
+    def forward(self, seq_len: int, dtype: torch.dtype, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+        """cos, sin of shape [seq_len, head_dim // 2] for positions 0..seq_len-1, in ``dtype``."""
+        positions = torch.arange(seq_len, device=device, dtype=torch.float32)
+        freqs = positions[:, None] * self.inv_freq.to(device)
+        return (freqs.cos() * self.magnitude).to(dtype), (freqs.sin() * self.magnitude).to(dtype)
+
+
+def _correction_dim(rotations: float, dim: int, base: float, max_positions: int) -> float:
+    return (dim * math.log(max_positions / (rotations * 2 * math.pi))) / (2 * math.log(base))
+
+
+def apply_rotary(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+    """Rotate pairs (x[2i], x[2i+1]). x: [B, T, heads, d]; cos/sin: [T, d/2]."""
+    cos, sin = cos[:, None, :], sin[:, None, :]
+    even, odd = x[..., 0::2], x[..., 1::2]
+    return torch.stack((even * cos - odd * sin, odd * cos + even * sin), dim=-1).flatten(-2)
+
+
+class Attention(nn.Module):
+    """Banded bidirectional GQA attention with one learned sink logit per query head."""
+
+    def __init__(self, config: ModelConfig, rotary: RotaryEmbedding, *, block_size: int | None = None) -> None:
+        super().__init__()
+        d, h, kv = config.head_dim, config.num_attention_heads, config.num_key_value_heads
+        self.head_dim, self.num_heads, self.num_kv_heads = d, h, kv
+        self.window = config.sliding_window
+        # Blocks as wide as the window keep the wasted (masked) share of each score row near a third.
+        self.block_size = block_size or max(config.sliding_window, 64)
+        self.q_proj = nn.Linear(config.hidden_size, h * d)
+        self.k_proj = nn.Linear(config.hidden_size, kv * d)
+        self.v_proj = nn.Linear(config.hidden_size, kv * d)
+        self.o_proj = nn.Linear(h * d, config.hidden_size)
+        self.sinks = nn.Parameter(torch.zeros(h, dtype=torch.float32), requires_grad=False)
+        self.rotary = rotary
+        self.scale = d ** -0.25  # applied to q and k separately, after RoPE (spec 2.2 step 4)
+
+    def forward(self, x: torch.Tensor, key_mask: torch.Tensor) -> torch.Tensor:
+        """x: [B, T, D]; key_mask: bool [B, T] (False = padding). Returns [B, T, D]."""
+        batch, seq, _ = x.shape
+        d = self.head_dim
+        q = self.q_proj(x).view(batch, seq, self.num_heads, d)
+        k = self.k_proj(x).view(batch, seq, self.num_kv_heads, d)
+        v = self.v_proj(x).view(batch, seq, self.num_kv_heads, d)
+        cos, sin = self.rotary(seq, x.dtype, x.device)
+        q = apply_rotary(q, cos, sin) * self.scale
+        k = apply_rotary(k, cos, sin) * self.scale
+        out = self._banded(q, k, v, key_mask)
+        return self.o_proj(out.reshape(batch, seq, self.num_heads * d))
+
+    def _banded(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, key_mask: torch.Tensor) -> torch.Tensor:
+        """Block-banded attention. q: [B, T, H, d]; k, v: [B, T, KV, d]; returns [B, T, H, d]."""
+        batch, seq, _, d = q.shape
+        kv, groups, w = self.num_kv_heads, self.num_heads // self.num_kv_heads, self.window
+        block = min(self.block_size, seq)
+        n_blocks = -(-seq // block)
+        padded = n_blocks * block
+        # Keys of block b span [b*block - pad, (b+1)*block + pad); pad never exceeds what other blocks hold.
+        pad = min(w, padded - block)
+        span = block + 2 * pad
+        q = F.pad(q, (0, 0, 0, 0, 0, padded - seq))
+        k = F.pad(k, (0, 0, 0, 0, pad, padded - seq + pad))
+        v = F.pad(v, (0, 0, 0, 0, pad, padded - seq + pad))
+        valid = F.pad(key_mask.bool(), (pad, padded - seq + pad), value=False)
+        # [B, n_blocks, KV, G * block, d]: the G query heads sharing a KV head are stacked along the rows.
+        q_blocks = (q.view(batch, n_blocks, block, kv, groups, d).permute(0, 1, 3, 4, 2, 5)
+                    .reshape(batch, n_blocks, kv, groups * block, d))
+        k_windows = k.unfold(1, span, block)                   # [B, n_blocks, KV, d, span]
+        v_windows = v.unfold(1, span, block).transpose(-1, -2)  # [B, n_blocks, KV, span, d]
+        valid_windows = valid.unfold(1, span, block)            # [B, n_blocks, span]
+        i = torch.arange(block, device=q.device)[:, None]
+        j = torch.arange(span, device=q.device)[None, :]
+        band = (i - j + pad).abs() <= w                         # [block, span]
+        allowed = band[None, None, None, None] & valid_windows[:, :, None, None, None, :]
+        sinks = self.sinks.view(1, 1, kv, groups, 1, 1)
+        out = torch.empty(batch, n_blocks, kv, groups * block, d, dtype=v.dtype, device=v.device)
+        step = max(1, _SCORE_ELEMENTS_PER_CHUNK // max(1, batch * self.num_heads * block * span))
+        for start in range(0, n_blocks, step):
+            sl = slice(start, start + step)
+            scores = torch.matmul(q_blocks[:, sl], k_windows[:, sl]).float()
+            scores = scores.view(batch, scores.shape[1], kv, groups, block, span)
+            scores = scores.masked_fill(~allowed[:, sl], float("-inf"))
+            # Softmax over [scores, sink] in float32 without materialising the extra column.
+            peak = torch.maximum(scores.amax(-1, keepdim=True), sinks)
+            probs = torch.exp(scores - peak)
+            denom = probs.sum(-1, keepdim=True) + torch.exp(sinks - peak)
+            probs = (probs / denom).to(v.dtype).view(batch, -1, kv, groups * block, span)
+            out[:, sl] = torch.matmul(probs, v_windows[:, sl])
+        out = (out.view(batch, n_blocks, kv, groups, block, d).permute(0, 1, 4, 2, 3, 5)
+               .reshape(batch, padded, kv * groups, d))
+        return out[:, :seq]
+
+
+class Experts(nn.Module):
+    """Per-expert clamped SwiGLU FFN; weights are [E, in, out] as in HF checkpoints (``y = x @ W[e] + b[e]``).
+
+    ``compute_dtype`` is the matmul dtype: float32 reproduces HF eager (weights upcast per expert); bfloat16
+    runs the matmuls on bf16 weights (faster on CPUs with bf16 instructions); SwiGLU is always float32.
+    """
+
+    def __init__(self, config: ModelConfig) -> None:
+        super().__init__()
+        e, dim, inter = config.num_local_experts, config.hidden_size, config.intermediate_size
+        self.num_experts, self.intermediate_size = e, inter
+        self.gate_up_proj = nn.Parameter(torch.zeros(e, dim, 2 * inter), requires_grad=False)
+        self.gate_up_proj_bias = nn.Parameter(torch.zeros(e, 2 * inter), requires_grad=False)
+        self.down_proj = nn.Parameter(torch.zeros(e, inter, dim), requires_grad=False)
+        self.down_proj_bias = nn.Parameter(torch.zeros(e, dim), requires_grad=False)
+        self.alpha, self.limit = config.swiglu_alpha, config.swiglu_limit
+        self.compute_dtype: torch.dtype | None = None  # None: the dtype of the stored weights
+
+    def expert_weight(self, name: str, expert: int, dtype: torch.dtype) -> torch.Tensor:
+        """Dense [in, out] weight of one expert in ``dtype`` (quantized subclasses dequantize here)."""
+        return getattr(self, name)[expert].to(dtype)
+
+    def swiglu(self, gate_up: torch.Tensor) -> torch.Tensor:
+        gate, up = gate_up.float().chunk(2, dim=-1)  # concatenated halves, not interleaved
+        gate = gate.clamp(max=self.limit)
+        up = up.clamp(min=-self.limit, max=self.limit)
+        return gate * torch.sigmoid(gate * self.alpha) * (up + 1)
+
+    def forward(self, x: torch.Tensor, expert_ids: torch.Tensor, routing_weights: torch.Tensor) -> torch.Tensor:
+        """x: [N, D]; expert_ids, routing_weights: [N, k]. Returns the weighted sum in float32 [N, D]."""
+        n_tokens, top_k = expert_ids.shape
+        dtype = self.compute_dtype or self.down_proj_bias.dtype
+        flat = expert_ids.reshape(-1)
+        order = torch.argsort(flat, stable=True)
+        token_of_pair = order // top_k
+        counts = torch.bincount(flat, minlength=self.num_experts).tolist()
+        x_pairs = x[token_of_pair].to(dtype)  # [N*k, D], grouped by expert in ascending id
+        gate_up = torch.empty(x_pairs.shape[0], 2 * self.intermediate_size, dtype=dtype, device=x.device)
+        start = 0
+        for expert, count in enumerate(counts):
+            if count:
+                bias = self.gate_up_proj_bias[expert].to(dtype)
+                w = self.expert_weight("gate_up_proj", expert, dtype)
+                torch.addmm(bias, x_pairs[start:start + count], w, out=gate_up[start:start + count])
+                start += count
+        hidden = self.swiglu(gate_up).to(dtype)
+        y = torch.empty(x_pairs.shape[0], x.shape[1], dtype=dtype, device=x.device)
+        start = 0
+        for expert, count in enumerate(counts):
+            if count:
+                bias = self.down_proj_bias[expert].to(dtype)
+                w = self.expert_weight("down_proj", expert, dtype)
+                torch.addmm(bias, hidden[start:start + count], w, out=y[start:start + count])
+                start += count
+        weighted = y.float() * routing_weights.reshape(-1)[order, None].float()
+        out = torch.zeros(n_tokens, x.shape[1], dtype=torch.float32, device=x.device)
+        return out.index_add_(0, token_of_pair, weighted)
+
+
+class MoE(nn.Module):
+    """float32 top-k router (softmax over the selected logits) feeding the routed experts."""
+
+    def __init__(self, config: ModelConfig) -> None:
+        super().__init__()
+        self.top_k = config.num_experts_per_tok
+        self.router = nn.Linear(config.hidden_size, config.num_local_experts, dtype=torch.float32)
+        self.experts = Experts(config)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """x: [N, D] -> [N, D] in x's dtype."""
+        logits = F.linear(x.float(), self.router.weight, self.router.bias)
+        top_logits, expert_ids = torch.topk(logits, self.top_k, dim=-1)
+        # HF divides the weights by k, casts the float32 sum, then multiplies by k; doing the same keeps
+        # bfloat16 rounding identical to the reference (exact anyway when k is a power of two).
+        routing_weights = torch.softmax(top_logits, dim=-1) / self.top_k
+        return self.experts(x, expert_ids, routing_weights).to(x.dtype) * self.top_k
+
+
+class Block(nn.Module):
+    def __init__(self, config: ModelConfig, rotary: RotaryEmbedding, *, block_size: int | None = None) -> None:
+        super().__init__()
+        self.input_layernorm = RMSNorm(config.hidden_size, eps=config.rms_norm_eps)
+        self.self_attn = Attention(config, rotary, block_size=block_size)
+        self.post_attention_layernorm = RMSNorm(config.hidden_size, eps=config.rms_norm_eps)
+        self.mlp = MoE(config)
+
+    def forward(self, x: torch.Tensor, key_mask: torch.Tensor, real_rows: torch.Tensor | None) -> torch.Tensor:
+        """x: [B, T, D]; real_rows: flat indices of non-padded tokens, or None when there is no padding."""
+        x = x + self.self_attn(self.input_layernorm(x), key_mask)
+        h = self.post_attention_layernorm(x).view(-1, x.shape[-1])
+        if real_rows is None:
+            return x + self.mlp(h).view_as(x)
+        # Padded rows are discarded downstream, so the experts skip them.
+        update = torch.zeros_like(h)
+        update[real_rows] = self.mlp(h[real_rows])
+        return x + update.view_as(x)
+
+
+class PrivacyFilterModel(nn.Module):
+    """Token classifier: ``forward(input_ids, attention_mask) -> logits [B, T, num_labels]``."""
+
+    def __init__(self, config: ModelConfig, *, block_size: int | None = None) -> None:
+        super().__init__()
+        self.config = config
+        rotary = RotaryEmbedding(config)
+        self.embed_tokens = nn.Embedding(config.vocab_size, config.hidden_size)
+        self.layers = nn.ModuleList(Block(config, rotary, block_size=block_size)
+                                    for _ in range(config.num_hidden_layers))
+        self.norm = RMSNorm(config.hidden_size, eps=config.rms_norm_eps)
+        self.score = nn.Linear(config.hidden_size, max(1, config.num_labels))
+        self.requires_grad_(False)
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None) -> torch.Tensor:
+        """input_ids: int64 [B, T] (right-padded); attention_mask: bool/0-1 [B, T]. Returns [B, T, C]."""
+        if attention_mask is None:
+            attention_mask = torch.ones_like(input_ids, dtype=torch.bool)
+        key_mask = attention_mask.bool()
+        real_rows = None if bool(key_mask.all()) else key_mask.reshape(-1).nonzero().squeeze(1)
+        x = self.embed_tokens(input_ids)
+        for layer in self.layers:
+            x = layer(x, key_mask, real_rows)
+        return self.score(self.norm(x))

@@ -1,0 +1,123 @@
+"""MLX affine-quantized weights (uint32-packed codes, per-group scales and biases) on PyTorch.
+
+Codes are unpacked to uint8 once at load (one byte per weight) and dequantized where they are used:
+embedding rows after the lookup, expert matrices one expert at a time inside the MoE loop. That keeps the
+8-bit artifact at about 1.1 bytes per parameter in memory instead of 2 (bfloat16).
+"""
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from ..checkpoint import QuantizedWeight
+from ..errors import CheckpointError
+from .torch_model import Experts
+
+
+def _as_tensor(value: Any) -> torch.Tensor:
+    if isinstance(value, torch.Tensor):
+        return value
+    array = np.asarray(value)
+    if array.dtype == np.uint32:
+        array = array.view(np.int32)  # same bits; torch's uint32 support is thin
+    return torch.from_numpy(np.ascontiguousarray(array))
+
+
+def unpack_codes(packed: Any, bits: int) -> torch.Tensor:
+    """uint32 words [..., n_words] -> uint8 codes [..., n_words * 32 // bits] (element j in bits [j*b, j*b+b))."""
+    if bits not in (2, 4, 8):
+        raise CheckpointError(f"{bits}-bit MLX weights are not supported by the torch backend (2, 4 and 8 are)")
+    words = _as_tensor(packed).contiguous()
+    if words.element_size() != 4:
+        raise CheckpointError(f"quantized weight codes must be 32-bit words; got dtype {words.dtype}")
+    as_bytes = words.view(torch.uint8)  # little-endian: byte i of a word holds bits [8i, 8i+8)
+    if not np.little_endian:
+        as_bytes = as_bytes.view(*words.shape, 4).flip(-1).reshape(*words.shape[:-1], -1)
+    if bits == 8:
+        return as_bytes
+    per_byte = 8 // bits
+    shifts = torch.arange(per_byte, dtype=torch.uint8) * bits
+    codes = (as_bytes.unsqueeze(-1) >> shifts) & ((1 << bits) - 1)
+    return codes.reshape(*as_bytes.shape[:-1], -1)
+
+
+def dequantize_codes(codes: torch.Tensor, scales: torch.Tensor, biases: torch.Tensor, *, group_size: int,
+                     dtype: torch.dtype) -> torch.Tensor:
+    """uint8 codes [..., cols] with scales/biases [..., cols // group_size] -> ``scale * q + bias`` in dtype."""
+    shape = codes.shape
+    grouped = codes.reshape(*shape[:-1], shape[-1] // group_size, group_size).to(dtype)
+    out = torch.addcmul(biases.to(dtype).unsqueeze(-1), grouped, scales.to(dtype).unsqueeze(-1))
+    return out.reshape(shape)
+
+
+def dequantize(weight: QuantizedWeight, *, dtype: torch.dtype) -> torch.Tensor:
+    """Dense tensor [..., rows, cols] of a QuantizedWeight, in ``dtype``."""
+    codes = unpack_codes(weight.weight, weight.bits)
+    return dequantize_codes(codes, _as_tensor(weight.scales), _as_tensor(weight.biases),
+                            group_size=weight.group_size, dtype=dtype)
+
+
+class QuantizedTensor(nn.Module):
+    """uint8 codes plus per-group scales and biases, kept on ``device``; dequantized on demand."""
+
+    def __init__(self, weight: QuantizedWeight, *, dtype: torch.dtype, device: torch.device) -> None:
+        super().__init__()
+        self.group_size = weight.group_size
+        self.register_buffer("codes", unpack_codes(weight.weight, weight.bits).to(device))
+        self.register_buffer("scales", _as_tensor(weight.scales).to(device=device, dtype=dtype))
+        self.register_buffer("biases", _as_tensor(weight.biases).to(device=device, dtype=dtype))
+        if self.codes.shape[-1] != self.scales.shape[-1] * self.group_size:
+            raise CheckpointError(f"quantized weight has {self.codes.shape[-1]} columns but "
+                                  f"{self.scales.shape[-1]} groups of {self.group_size}")
+
+    @property
+    def shape(self) -> torch.Size:
+        return self.codes.shape
+
+    def rows(self, index: Any, dtype: torch.dtype) -> torch.Tensor:
+        """Dequantized ``self[index]`` (index over the leading axis)."""
+        return dequantize_codes(self.codes[index], self.scales[index], self.biases[index],
+                                group_size=self.group_size, dtype=dtype)
+
+
+class QuantizedEmbedding(nn.Module):
+    """Embedding table kept quantized; only the looked-up rows are dequantized."""
+
+    def __init__(self, weight: QuantizedWeight, *, dtype: torch.dtype, device: torch.device) -> None:
+        super().__init__()
+        self.weight = QuantizedTensor(weight, dtype=dtype, device=device)
+        self.dtype = dtype
+
+    def forward(self, input_ids: torch.Tensor) -> torch.Tensor:
+        return self.weight.rows(input_ids, self.dtype)
+
+
+class QuantizedExperts(Experts):
+    """Experts whose two weight matrices are MLX-quantized in the transposed layout [E, out, in]."""
+
+    @classmethod
+    def from_experts(cls, dense: Experts, gate_up: Any, down: Any, *, dtype: torch.dtype,
+                     device: torch.device) -> "QuantizedExperts":
+        new = cls.__new__(cls)
+        nn.Module.__init__(new)
+        new.num_experts, new.intermediate_size = dense.num_experts, dense.intermediate_size
+        new.alpha, new.limit, new.compute_dtype = dense.alpha, dense.limit, dense.compute_dtype
+        new.gate_up_proj_bias, new.down_proj_bias = dense.gate_up_proj_bias, dense.down_proj_bias
+        for name, value, want in (("gate_up_proj", gate_up, dense.gate_up_proj.shape),
+                                  ("down_proj", down, dense.down_proj.shape)):
+            if not isinstance(value, QuantizedWeight):
+                raise CheckpointError(f"experts.{name} is dense while its sibling is quantized; "
+                                      "an MLX 8-bit artifact quantizes both")
+            tensor = QuantizedTensor(value, dtype=dtype, device=device)
+            if tuple(tensor.shape) != (want[0], want[2], want[1]):
+                raise CheckpointError(f"quantized experts.{name} unpacks to {tuple(tensor.shape)}; the config "
+                                      f"implies [E, out, in] = {(want[0], want[2], want[1])}")
+            setattr(new, name, tensor)
+        return new
+
+    def expert_weight(self, name: str, expert: int, dtype: torch.dtype) -> torch.Tensor:
+        # [out, in] -> [in, out] view; addmm handles the transposed stride without a copy.
+        return getattr(self, name).rows(expert, dtype).t()
