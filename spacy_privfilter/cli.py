@@ -1,0 +1,221 @@
+"""``spacy-privfilter`` (also ``python -m spacy_privfilter``): scrub files and streams from the shell.
+
+Commands: redact, detect, evaluate, convert, download, info. Exit codes: 0 success, 1 some inputs (or the
+model) failed, 2 the command line is wrong, 130 interrupted. Messages never contain document text.
+"""
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+from typing import Sequence
+
+from .cli_io import FORMATS, UsageError
+from .errors import ConfigError, PrivFilterError
+
+EXIT_OK, EXIT_INPUT, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
+STYLES = ("tag", "mask", "hash", "surrogate", "remove")  # mirrors redact.STYLES (kept light: no import)
+
+MAIN_EPILOG = """\
+examples:
+  spacy-privfilter redact notes.txt                      redacted text on stdout
+  spacy-privfilter redact notes/ -o scrubbed/            a whole folder, tree mirrored
+  spacy-privfilter redact export.jsonl -o clean.jsonl --text-key body
+  cat mail.txt | spacy-privfilter redact - --style mask
+  spacy-privfilter detect export.jsonl -o spans.jsonl
+  spacy-privfilter evaluate gold.jsonl --predictions spans.jsonl
+  spacy-privfilter download OpenMed/privacy-filter-nemotron
+  spacy-privfilter info
+
+exit codes: 0 ok, 1 some inputs failed (the others are written), 2 usage error, 130 interrupted.
+"""
+
+REDACT_EPILOG = """\
+examples:
+  spacy-privfilter redact letter.txt -o letter.redacted.txt
+  spacy-privfilter redact notes/ -o scrubbed/ --glob '*.txt'
+  spacy-privfilter redact export.jsonl -o clean.jsonl --text-key body --batch-size 64
+  spacy-privfilter redact big.jsonl -o clean.jsonl --resume        continue an interrupted run
+  cat notes.txt | spacy-privfilter redact - --format lines --style mask --keep-last 4
+  PRIVFILTER_HASH_KEY=secret spacy-privfilter redact notes/ -o out/ --style hash
+  spacy-privfilter redact notes/ -o out/ --label-style email=hash --label-style date=surrogate --seed 7
+
+Text files become text files; JSONL records keep every key, with the text key replaced.
+Without -o the result goes to stdout (one input only). A folder or several inputs need -o FOLDER.
+"""
+
+DETECT_EPILOG = """\
+examples:
+  spacy-privfilter detect export.jsonl -o spans.jsonl
+  spacy-privfilter detect notes/ -o spans.jsonl --threshold 0.5
+  echo "Call Anna at 555-0100" | spacy-privfilter detect - --with-text
+
+One JSON line per document: JSONL inputs keep their keys (minus the text unless --with-text), text files
+get "file"; "spans" holds {start, end, label, score} with character offsets (code points, end exclusive).
+"""
+
+EVALUATE_EPILOG = """\
+examples:
+  spacy-privfilter evaluate gold.jsonl                              run the model, then score
+  spacy-privfilter evaluate gold.jsonl --predictions spans.jsonl    score precomputed spans (no model)
+  spacy-privfilter evaluate gold.jsonl --ignore-unannotated-labels --json > report.json
+
+gold.jsonl: {"text": ..., "spans": [{"start", "end", "label"}], "source": ...} per line. Predictions use the
+format that `detect` writes, one line per gold line, in the same order.
+"""
+
+
+def _add_common(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("output detail")
+    g.add_argument("-q", "--quiet", action="count", default=0, help="only errors (no progress bar, no summary)")
+    g.add_argument("-v", "--verbose", action="count", default=0, help="more detail (-vv for debug)")
+
+
+def _add_model(p: argparse.ArgumentParser) -> None:
+    from .detector import DEFAULT_MODEL
+    g = p.add_argument_group("model")
+    g.add_argument("--model", default=DEFAULT_MODEL, help="Hub repo id or local folder (default: %(default)s)")
+    g.add_argument("--revision", help="Hub revision (branch, tag or commit)")
+    g.add_argument("--backend", choices=("auto", "torch", "mlx"), default="auto", help="runtime (default: auto)")
+    g.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1, mps, gpu (default: auto)")
+    g.add_argument("--dtype", choices=("auto", "float32", "bfloat16", "float16"), default="auto")
+    g.add_argument("--threshold", type=float, help="drop spans scoring below this (0-1)")
+    g.add_argument("--label-threshold", action="append", default=[], metavar="LABEL=SCORE",
+                   help="per-label threshold (repeatable)")
+    g.add_argument("--labels", help="comma-separated labels to keep (default: all)")
+    g.add_argument("--max-batch-tokens", type=int, help="tokens per model call")
+    g.add_argument("--alignment-mode", choices=("strict", "contract", "expand"),
+                   help="how detected spans snap to spaCy tokens (default: expand)")
+    g.add_argument("--batch-size", type=int, default=32, help="documents per batch (default: %(default)s)")
+    g.add_argument("--lang", default="xx", help="spaCy language of the blank pipeline (default: %(default)s)")
+
+
+def _add_inputs(p: argparse.ArgumentParser) -> None:
+    p.add_argument("inputs", nargs="+", metavar="INPUT", help="text file, folder, .jsonl file, or - for stdin")
+    g = p.add_argument_group("input")
+    g.add_argument("--format", choices=FORMATS, default="auto",
+                   help="auto: .jsonl/.ndjson files are JSONL, others (and stdin) are whole texts; lines: one "
+                        "document per line")
+    g.add_argument("--text-key", default="text", help="JSONL key holding the text (default: %(default)s)")
+    g.add_argument("--glob", default="*", help="file-name pattern inside folders (default: all files)")
+    g.add_argument("--encoding", default="utf-8", help="input encoding (default: %(default)s)")
+    g.add_argument("--resume", action="store_true", help="continue an interrupted run into the same -o")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from . import __version__
+    fmt = argparse.RawDescriptionHelpFormatter
+    parser = argparse.ArgumentParser(prog="spacy-privfilter", formatter_class=fmt, epilog=MAIN_EPILOG,
+                                     description="Find and scrub personal data (PII/PHI) with the OpenAI Privacy "
+                                                 "Filter model family in spaCy.")
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    p = sub.add_parser("redact", help="write redacted copies of files, folders, JSONL or stdin",
+                       formatter_class=fmt, epilog=REDACT_EPILOG)
+    _add_inputs(p)
+    p.add_argument("-o", "--output", help="output file or folder (default: stdout)")
+    g = p.add_argument_group("redaction")
+    g.add_argument("--style", choices=STYLES, help="replacement style (default: tag)")
+    g.add_argument("--label-style", action="append", default=[], metavar="LABEL=STYLE",
+                   help="style for one label (repeatable)")
+    g.add_argument("--tag-format", help="tag style format, fields {label} {LABEL} {n} (default: '[{LABEL}]')")
+    g.add_argument("--mask-char", help="mask style character (default: *)")
+    g.add_argument("--keep-last", type=int, help="mask style: letters/digits left visible at the end")
+    g.add_argument("--hash-key-env", metavar="VAR",
+                   help="environment variable holding the hash style key (default: PRIVFILTER_HASH_KEY)")
+    g.add_argument("--locale", help="surrogate style Faker locale (default: en_US)")
+    g.add_argument("--seed", help="surrogate style seed: same value, same surrogate across documents")
+    g.add_argument("--with-redactions", action="store_true",
+                   help="JSONL: add a 'redactions' key with offsets, labels and replacements")
+    _add_model(p)
+    _add_common(p)
+
+    p = sub.add_parser("detect", help="write detected spans (labels, offsets, scores) as JSONL",
+                       formatter_class=fmt, epilog=DETECT_EPILOG)
+    _add_inputs(p)
+    p.add_argument("-o", "--output", help="output JSONL file (default: stdout)")
+    p.add_argument("--with-text", action="store_true", help="also write the text of each span and document")
+    _add_model(p)
+    _add_common(p)
+
+    p = sub.add_parser("evaluate", help="score the model (or precomputed spans) against labelled JSONL",
+                       formatter_class=fmt, epilog=EVALUATE_EPILOG)
+    p.add_argument("data", nargs="+", metavar="DATA.jsonl", help="labelled JSONL file(s)")
+    p.add_argument("--predictions", metavar="PRED.jsonl", help="precomputed spans (detect output); no model run")
+    p.add_argument("--ignore-unannotated-labels", action="store_true",
+                   help="ignore predicted labels that a source never annotates (not false positives)")
+    p.add_argument("--json", action="store_true", help="print the report as JSON instead of a table")
+    p.add_argument("--text-key", default="text", help="JSONL key holding the text (default: %(default)s)")
+    p.add_argument("--spans-key", default="spans", help="JSONL key holding the spans (default: %(default)s)")
+    _add_model(p)
+    _add_common(p)
+
+    p = sub.add_parser("convert", help="convert a checkpoint to MLX bf16 or 8-bit", formatter_class=fmt,
+                       epilog="example:\n  spacy-privfilter convert OpenMed/privacy-filter-nemotron ./pf-mlx8 "
+                              "--to mlx-8bit")
+    p.add_argument("src", help="Hub repo id or local checkpoint folder")
+    p.add_argument("dst", help="output folder")
+    p.add_argument("--to", required=True, choices=("mlx-bf16", "mlx-8bit"), help="target format")
+    p.add_argument("--revision", help="Hub revision of SRC")
+    _add_common(p)
+
+    p = sub.add_parser("download", help="fetch a model into the Hugging Face cache for offline use",
+                       formatter_class=fmt,
+                       epilog="example:\n  spacy-privfilter download OpenMed/privacy-filter-nemotron\n"
+                              "  HF_HUB_OFFLINE=1 spacy-privfilter redact notes/ -o out/ "
+                              "--model OpenMed/privacy-filter-nemotron")
+    p.add_argument("model", help="Hub repo id")
+    p.add_argument("--revision", help="branch, tag or commit")
+    p.add_argument("--cache-dir", help="cache folder (default: the Hugging Face cache)")
+    _add_common(p)
+
+    p = sub.add_parser("info", help="versions, backends, devices and cache locations", formatter_class=fmt)
+    p.add_argument("--json", action="store_true", help="print as JSON")
+    _add_common(p)
+    return parser
+
+
+def setup_logging(quiet: int, verbose: int) -> None:
+    level = logging.ERROR if quiet else (logging.WARNING, logging.INFO, logging.DEBUG)[min(verbose, 2)]
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("spacy-privfilter: %(levelname)s: %(message)s"
+                                           if verbose else "spacy-privfilter: %(message)s"))
+    root = logging.getLogger("spacy_privfilter")
+    root.handlers[:] = [handler]
+    root.setLevel(level)
+    root.propagate = False
+    logging.captureWarnings(True)
+    warn_logger = logging.getLogger("py.warnings")
+    warn_logger.handlers[:] = [handler]
+    warn_logger.setLevel(logging.ERROR if quiet else logging.WARNING)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the command line; returns the exit code (the console script exits with it)."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    setup_logging(args.quiet, args.verbose)
+    log = logging.getLogger("spacy_privfilter.cli")
+    try:
+        if args.command in ("redact", "detect"):
+            from .cli_commands import run_detect, run_redact
+            return (run_redact if args.command == "redact" else run_detect)(args)
+        from . import cli_tools
+        return getattr(cli_tools, f"run_{args.command}")(args)
+    except UsageError as exc:
+        parser.exit(EXIT_USAGE, f"spacy-privfilter {args.command}: error: {exc}\n")
+    except ConfigError as exc:
+        log.error("%s", exc)
+        return EXIT_USAGE
+    except PrivFilterError as exc:
+        log.error("%s", exc)
+        return EXIT_INPUT
+    except KeyboardInterrupt:
+        log.error("interrupted; finished work is kept (rerun with --resume to continue)")
+        return EXIT_INTERRUPTED
+    except BrokenPipeError:
+        # The reader went away (e.g. `| head`): stop quietly, and keep Python's exit-time flush from failing.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return EXIT_OK

@@ -1,0 +1,206 @@
+"""``redact`` and ``detect``: build the spaCy pipeline, plan the outputs, stream the inputs through it."""
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from pathlib import Path
+from typing import Any
+
+from .cli_io import Item, Source, UsageError, count_positions, discover, iter_items
+from .cli_out import Outputs, Progress, json_line, progress_path
+from .cli_run import RunStats, progress_bar, run, summary
+
+log = logging.getLogger("spacy_privfilter.cli")
+EXIT_OK, EXIT_INPUT = 0, 1
+
+
+def parse_pairs(pairs: list[str], option: str, convert: Any = str) -> dict[str, Any]:
+    """``["email=hash", ...]`` -> ``{"email": "hash"}``; a malformed pair is a usage error."""
+    out: dict[str, Any] = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key.strip() or not value.strip():
+            raise UsageError(f"{option} expects LABEL=VALUE; got {pair!r}")
+        try:
+            out[key.strip()] = convert(value.strip())
+        except ValueError as exc:
+            raise UsageError(f"{option} {key.strip()}: invalid value {value.strip()!r}") from exc
+    return out
+
+
+def filter_config(args: argparse.Namespace) -> dict[str, Any]:
+    """``privacy_filter`` config from the model options; unset options keep the factory defaults."""
+    config: dict[str, Any] = {"model": args.model, "backend": args.backend, "device": args.device,
+                              "dtype": args.dtype}
+    if args.revision:
+        config["revision"] = args.revision
+    if args.threshold is not None:
+        config["threshold"] = args.threshold
+    if args.label_threshold:
+        config["label_thresholds"] = parse_pairs(args.label_threshold, "--label-threshold", float)
+    if args.labels:
+        config["labels"] = [label.strip() for label in args.labels.split(",") if label.strip()]
+    if args.max_batch_tokens is not None:
+        config["max_batch_tokens"] = args.max_batch_tokens
+    if args.alignment_mode is not None:
+        config["alignment_mode"] = args.alignment_mode
+    return config
+
+
+def redactor_config(args: argparse.Namespace) -> dict[str, Any]:
+    """``privacy_redactor`` config from the redaction options; unset options keep the factory defaults."""
+    config: dict[str, Any] = {}
+    for option in ("style", "tag_format", "mask_char", "keep_last", "hash_key_env", "locale"):
+        if getattr(args, option) is not None:
+            config[option] = getattr(args, option)
+    if args.label_style:
+        config["label_styles"] = parse_pairs(args.label_style, "--label-style")
+    if args.seed is not None:
+        config["seed"] = int(args.seed) if args.seed.lstrip("-").isdigit() else args.seed
+    return config
+
+
+def build_nlp(args: argparse.Namespace, *, redact: bool) -> Any:
+    """A blank spaCy pipeline with ``privacy_filter`` (and ``privacy_redactor``), weights loaded up front."""
+    import spacy
+
+    if args.batch_size < 1:
+        raise UsageError(f"--batch-size must be at least 1; got {args.batch_size}")
+    nlp = spacy.blank(args.lang)
+    nlp.add_pipe("privacy_filter", config=filter_config(args))
+    if redact:
+        nlp.add_pipe("privacy_redactor", config=redactor_config(args))
+    log.info("loading model %s (backend %s, device %s)", args.model, args.backend, args.device)
+    # Load now, so a bad model fails before any output is written rather than inside the first batch.
+    nlp("")
+    return nlp
+
+
+def doc_spans(doc: Any, spans_key: str) -> list[dict[str, Any]]:
+    """The spans the pipeline put in ``doc.spans[spans_key]`` as ``{start, end, label, score}`` dicts.
+
+    Offsets are the character offsets of the token-aligned spaCy spans (what the Python API exposes and
+    what the redactor hides), see ``--alignment-mode``.
+    """
+    group = doc.spans[spans_key] if spans_key in doc.spans else []
+    scores = list(group.attrs.get("scores", [])) if len(group) else []
+    if len(scores) != len(group):
+        scores = [None] * len(group)
+    return [{"start": span.start_char, "end": span.end_char, "label": span.label_,
+             "score": None if score is None else round(float(score), 6)} for span, score in zip(group, scores)]
+
+
+def spans_key_of(nlp: Any) -> str:
+    return str(nlp.get_pipe_config("privacy_filter").get("spans_key") or "pii")
+
+
+def plan_outputs(args: argparse.Namespace, sources: list[Source], *, single_stream: bool) -> tuple[Path | None, bool]:
+    """Decide where results go: ``(target, as_dir)``; target None is stdout."""
+    to_stdout = args.output in (None, "-")
+    folder_input = any(Path(arg).is_dir() for arg in args.inputs if arg != "-")
+    if to_stdout:
+        if args.resume:
+            raise UsageError("--resume needs -o: output written to stdout cannot be resumed")
+        if not single_stream and (folder_input or len(args.inputs) > 1):
+            raise UsageError("a folder or several inputs need -o FOLDER (the tree is mirrored there)")
+        return None, False
+    target = Path(args.output)
+    as_dir = not single_stream and (folder_input or len(args.inputs) > 1 or target.is_dir())
+    if as_dir:
+        if target.exists() and not target.is_dir():
+            raise UsageError(f"-o {target} must be a folder for a folder or several inputs")
+        target_abs = target.resolve()
+        for arg in args.inputs:
+            if arg != "-" and Path(arg).is_dir() and Path(arg).resolve() in (target_abs, *target_abs.parents):
+                raise UsageError(f"-o {target} is inside the input folder {arg}; choose another folder")
+        dests = [s.dest for s in sources]
+        dupes = sorted({d for d in dests if dests.count(d) > 1})
+        if dupes:
+            raise UsageError(f"several inputs would write the same output file(s): {', '.join(dupes[:5])}")
+    elif any(s.path is not None and s.path.resolve() == target.resolve() for s in sources):
+        raise UsageError(f"-o {target} is also an input")
+    return target, as_dir
+
+
+def _execute(args: argparse.Namespace, *, command: str, redact: bool) -> int:
+    sources = discover(args.inputs, fmt=args.format, glob=args.glob)
+    target, as_dir = plan_outputs(args, sources, single_stream=not redact)
+    if redact and not as_dir and target is None and len(sources) != 1:
+        raise UsageError("a folder or several inputs need -o FOLDER")
+    fingerprint = {"command": command, "inputs": [str(Path(a).resolve()) if a != "-" else "-" for a in args.inputs],
+                   "format": args.format, "glob": args.glob, "text_key": args.text_key}
+    progress = Progress(progress_path(target, as_dir) if target is not None else None, fingerprint)
+    done, sizes = 0, {}
+    if args.resume:
+        state = progress.load()
+        if state is None and target is not None and target.exists():
+            log.warning("nothing to resume: %s has no progress file (its run finished)", target)
+            return EXIT_OK
+        if state is not None:
+            done, sizes = state["done"], state["sizes"]
+            log.info("resuming after %d input position(s)", done)
+    if not sources:
+        log.warning("no input files found (folder empty, or nothing matches --glob %r)", args.glob)
+    nlp = build_nlp(args, redact=redact)
+    outputs = Outputs(target, as_dir=as_dir, sizes=sizes)
+    write = _redact_writer(args, outputs) if redact else _detect_writer(args, outputs, spans_key_of(nlp))
+    items = iter_items(sources, text_key=args.text_key, encoding=args.encoding, skip=done)
+    show_bar = not args.quiet and sys.stderr.isatty()
+    bar = progress_bar(total=count_positions(sources), enabled=show_bar, initial=done)
+    stats = RunStats()
+    try:
+        run(nlp, items, outputs, progress, write=write, batch_size=args.batch_size, done=done, bar=bar, stats=stats)
+    finally:
+        if bar is not None:
+            bar.close()
+        outputs.close()
+    progress.remove()
+    if not args.quiet:
+        print(summary("redacted" if redact else "scanned", stats), file=sys.stderr)
+    return EXIT_INPUT if stats.errors else EXIT_OK
+
+
+def _redact_writer(args: argparse.Namespace, outputs: Outputs) -> Any:
+    def write(item: Item, doc: Any) -> int:
+        redactions = list(doc._.redactions or [])
+        if item.record is not None:
+            record = dict(item.record)
+            record[args.text_key] = doc._.redacted_text
+            if args.with_redactions:
+                record["redactions"] = [dict(r) for r in redactions]
+            outputs.write_line(item, json_line(record))
+        elif item.line is not None:
+            outputs.write_line(item, doc._.redacted_text.replace("\n", " ") + "\n")
+        else:
+            outputs.write_document(item, doc._.redacted_text)
+        return len(redactions)
+    return write
+
+
+def _detect_writer(args: argparse.Namespace, outputs: Outputs, spans_key: str) -> Any:
+    def write(item: Item, doc: Any) -> int:
+        spans = doc_spans(doc, spans_key)
+        if args.with_text:
+            for span in spans:
+                span["text"] = doc.text[span["start"]:span["end"]]
+        if item.record is not None:
+            record = {k: v for k, v in item.record.items() if k != args.text_key or args.with_text}
+        else:
+            record = {"file": item.source.display}
+            if item.line is not None:
+                record["line"] = item.line
+            if args.with_text:
+                record["text"] = doc.text
+        record["spans"] = spans
+        outputs.write_line(item, json_line(record))
+        return len(spans)
+    return write
+
+
+def run_redact(args: argparse.Namespace) -> int:
+    return _execute(args, command="redact", redact=True)
+
+
+def run_detect(args: argparse.Namespace) -> int:
+    return _execute(args, command="detect", redact=False)

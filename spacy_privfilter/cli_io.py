@@ -1,0 +1,203 @@
+"""Command-line input: files, folders, JSONL and stdin turned into a lazy stream of documents.
+
+Every input position (a whole text file, or one line of a JSONL / line-per-document input) becomes one
+``Item``, read only when the stream reaches it, so memory stays flat however large the input. Bad input
+(missing file, binary file, wrong encoding, invalid JSON line) becomes an ``Item`` with an ``error`` that
+names the file and line but never the text. Positions are counted the same way on every run, which is
+what ``--resume`` relies on to skip work already written.
+"""
+from __future__ import annotations
+
+import fnmatch
+import json
+import os
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, BinaryIO, Iterator, Literal, Sequence
+
+Format = Literal["auto", "text", "jsonl", "lines"]
+FORMATS = ("auto", "text", "jsonl", "lines")
+JSONL_SUFFIXES = (".jsonl", ".ndjson")
+BINARY_SNIFF_BYTES = 8192
+
+
+class UsageError(Exception):
+    """The command line itself is wrong (exit code 2)."""
+
+
+@dataclass(frozen=True)
+class Source:
+    """One input file (or stdin when ``path`` is None).
+
+    Attributes:
+        path: the file to read; None for stdin.
+        kind: "text" (the whole file is one document), "jsonl" (one JSON object per line) or "lines"
+            (one document per line).
+        dest: output name relative to the output folder (used when writing a mirrored tree).
+        display: the name used in messages.
+    """
+
+    path: Path | None
+    kind: str
+    dest: str
+    display: str
+
+
+@dataclass(frozen=True)
+class Item:
+    """One input position: a document to process, a blank line to pass over, or an error to report."""
+
+    source: Source
+    line: int | None
+    text: str | None = None
+    record: dict[str, Any] | None = None
+    error: str | None = None
+
+    @property
+    def where(self) -> str:
+        return f"{self.source.display}:{self.line}" if self.line is not None else self.source.display
+
+
+def source_kind(path: Path | None, fmt: str) -> str:
+    if fmt != "auto":
+        return fmt
+    if path is not None and path.suffix.lower() in JSONL_SUFFIXES:
+        return "jsonl"
+    return "text"
+
+
+def discover(inputs: Sequence[str], *, fmt: str = "auto", glob: str = "*") -> list[Source]:
+    """Expand the INPUT arguments into sources, folders walked recursively in sorted (stable) order.
+
+    Hidden files and folders (name starting with ".") are skipped inside folders. A path that does not
+    exist is kept as a source; reading it reports the error, so the other inputs still run.
+    """
+    if fmt not in FORMATS:
+        raise UsageError(f"--format must be one of {', '.join(FORMATS)}; got {fmt!r}")
+    if list(inputs).count("-") > 1:
+        raise UsageError("'-' (stdin) can be given only once")
+    sources: list[Source] = []
+    for arg in inputs:
+        if arg == "-":
+            sources.append(Source(None, source_kind(None, fmt), "-", "<stdin>"))
+            continue
+        path = Path(arg)
+        if path.is_dir():
+            for file in walk(path, glob):
+                rel = file.relative_to(path).as_posix()
+                dest = rel if len(inputs) == 1 else f"{path.name}/{rel}"
+                sources.append(Source(file, source_kind(file, fmt), dest, str(file)))
+        else:
+            sources.append(Source(path, source_kind(path, fmt), path.name, str(path)))
+    return sources
+
+
+def walk(folder: Path, glob: str) -> list[Path]:
+    """Files under ``folder`` whose name matches ``glob``, sorted, hidden entries skipped."""
+    found: list[Path] = []
+    for root, dirs, files in os.walk(folder):
+        dirs[:] = sorted(d for d in dirs if not d.startswith("."))
+        found.extend(Path(root) / f for f in files if not f.startswith(".") and fnmatch.fnmatch(f, glob))
+    return sorted(found, key=lambda p: p.relative_to(folder).parts)
+
+
+def iter_items(sources: Sequence[Source], *, text_key: str = "text", encoding: str = "utf-8",
+               skip: int = 0) -> Iterator[Item]:
+    """Yield one ``Item`` per input position, lazily; the first ``skip`` positions are passed over unread.
+
+    Text files are passed over without being opened; JSONL lines are counted but not parsed.
+    """
+    for source in sources:
+        if source.kind == "text":
+            if skip:
+                skip -= 1
+                continue
+            yield _read_text(source, encoding)
+            continue
+        handle, error = _open(source)
+        if handle is None:
+            if skip:
+                skip -= 1
+            else:
+                yield Item(source, None, error=error)
+            continue
+        try:
+            for number, raw in enumerate(handle, 1):
+                if skip:
+                    skip -= 1
+                    continue
+                yield _parse_line(source, number, raw, text_key, encoding)
+        finally:
+            if handle is not sys.stdin.buffer:
+                handle.close()
+
+
+def count_positions(sources: Sequence[Source]) -> int | None:
+    """How many positions the stream will have, when that is cheap to know (no JSONL or line inputs)."""
+    if all(s.kind == "text" for s in sources):
+        return len(sources)
+    return None
+
+
+def _open(source: Source) -> tuple[BinaryIO | None, str | None]:
+    if source.path is None:
+        return sys.stdin.buffer, None
+    try:
+        return open(source.path, "rb"), None
+    except FileNotFoundError:
+        return None, f"{source.display}: no such file"
+    except IsADirectoryError:
+        return None, f"{source.display}: is a folder"
+    except OSError as exc:
+        return None, f"{source.display}: cannot read ({exc.strerror or type(exc).__name__})"
+
+
+def _read_text(source: Source, encoding: str) -> Item:
+    handle, error = _open(source)
+    if handle is None:
+        return Item(source, None, error=error)
+    if source.path is None:
+        data = handle.read()
+    else:
+        with handle:
+            data = handle.read()
+    if b"\x00" in data[:BINARY_SNIFF_BYTES] and not encoding.lower().startswith("utf-16"):
+        return Item(source, None, error=f"{source.display}: looks like a binary file (contains NUL bytes); skipped")
+    try:
+        text = data.decode(encoding)
+    except UnicodeDecodeError as exc:
+        line = data.count(b"\n", 0, exc.start) + 1
+        return Item(source, line, error=f"{source.display}:{line}: not valid {encoding} "
+                                        f"(byte offset {exc.start}); pass --encoding if the file uses another one")
+    return Item(source, None, text=text)
+
+
+def _parse_line(source: Source, number: int, raw: bytes, text_key: str, encoding: str) -> Item:
+    where = f"{source.display}:{number}"
+    if b"\x00" in raw:
+        return Item(source, number, error=f"{where}: contains NUL bytes (binary data?); line skipped")
+    try:
+        line = raw.decode(encoding)
+    except UnicodeDecodeError as exc:
+        return Item(source, number, error=f"{where}: not valid {encoding} (byte {exc.start} of the line); "
+                                          f"line skipped")
+    if source.kind == "lines":
+        return Item(source, number, text=line.rstrip("\n").rstrip("\r"))
+    if not line.strip():
+        return Item(source, number)  # blank line: nothing to do, nothing to report
+    try:
+        record = json.loads(line)
+    except json.JSONDecodeError as exc:
+        return Item(source, number, error=f"{where}: invalid JSON ({exc.msg} at column {exc.colno}); line skipped")
+    if not isinstance(record, dict):
+        return Item(source, number, error=f"{where}: expected a JSON object, got {type(record).__name__}; "
+                                          f"line skipped")
+    text = record.get(text_key)
+    if not isinstance(text, str):
+        found = "missing" if text_key not in record else f"a {type(text).__name__}, not a string"
+        keys = ", ".join(sorted(map(str, record))[:10])
+        return Item(source, number, error=f"{where}: key {text_key!r} is {found} (keys: {keys}); "
+                                          f"use --text-key; line skipped")
+    return Item(source, number, text=text, record=record)
+

@@ -1,0 +1,100 @@
+"""The streaming loop behind ``redact`` and ``detect``: batches of input positions through ``nlp.pipe``.
+
+At most one batch of documents is held in memory. After every batch the outputs are flushed and the progress
+file is replaced, so a run killed at any moment can be resumed; see ``cli_out``.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import sys
+import time
+from dataclasses import dataclass, field
+from itertools import islice
+from typing import Any, Callable, Iterable, Iterator
+
+from .cli_io import Item
+from .cli_out import Outputs, Progress
+
+log = logging.getLogger("spacy_privfilter.cli")
+
+# Test hook: kill this process with SIGKILL right after the batch that takes the run past N input positions has
+# been written and flushed, but before its progress is saved (the worst moment), to test --resume.
+CRASH_AFTER_ENV = "_SPACY_PRIVFILTER_CRASH_AFTER"
+
+
+@dataclass
+class RunStats:
+    """Counts of one run (shown in the summary line)."""
+
+    positions: int = 0
+    docs: int = 0
+    spans: int = 0
+    errors: int = 0
+    error_messages: list[str] = field(default_factory=list)
+    started: float = field(default_factory=time.perf_counter)
+
+    @property
+    def seconds(self) -> float:
+        return time.perf_counter() - self.started
+
+
+def batched(items: Iterable[Item], size: int) -> Iterator[list[Item]]:
+    iterator = iter(items)
+    while batch := list(islice(iterator, size)):
+        yield batch
+
+
+def progress_bar(*, total: int | None, enabled: bool, initial: int = 0) -> Any:
+    """A tqdm bar on stderr (docs and docs/s) when enabled and tqdm is installed, else None."""
+    if not enabled:
+        return None
+    try:
+        from tqdm.auto import tqdm
+    except ImportError:
+        log.debug("tqdm is not installed; no progress bar (pip install tqdm)")
+        return None
+    return tqdm(total=total, initial=initial, unit="doc", file=sys.stderr, dynamic_ncols=True, smoothing=0.1)
+
+
+def run(nlp: Any, items: Iterable[Item], outputs: Outputs, progress: Progress, *,
+        write: Callable[[Item, Any], int], batch_size: int, done: int = 0, bar: Any = None,
+        stats: RunStats | None = None) -> RunStats:
+    """Process ``items`` in batches; ``write(item, doc)`` writes one result and returns its span count.
+
+    Error items are reported (file and line, never text) and counted; nothing is written for them.
+    ``done`` is the number of positions an earlier, interrupted run finished (resume).
+    """
+    stats = stats or RunStats()
+    crash_after = int(os.environ.get(CRASH_AFTER_ENV, "0") or 0)
+    progress.save(done, outputs.sizes)
+    for batch in batched(items, batch_size):
+        docs = iter(nlp.pipe([item.text for item in batch if item.text is not None], batch_size=batch_size))
+        for item in batch:
+            if item.error is not None:
+                stats.errors += 1
+                stats.error_messages.append(item.error)
+                log.error("%s", item.error)
+            elif item.text is not None:
+                stats.spans += write(item, next(docs))
+                stats.docs += 1
+        outputs.flush()
+        done += len(batch)
+        stats.positions += len(batch)
+        if crash_after and stats.positions >= crash_after:
+            os.kill(os.getpid(), signal.SIGKILL)
+        progress.save(done, outputs.sizes)
+        if bar is not None:
+            bar.update(len(batch))
+    outputs.close()
+    return stats
+
+
+def summary(verb: str, stats: RunStats) -> str:
+    rate = stats.docs / stats.seconds if stats.seconds > 0 else 0.0
+    line = (f"{verb} {stats.docs} document(s), {stats.spans} span(s) in {stats.seconds:.1f} s "
+            f"({rate:.1f} docs/s)")
+    if stats.errors:
+        line += f"; {stats.errors} input error(s), see above"
+    return line
