@@ -1,0 +1,222 @@
+"""Tensor naming and shapes of each checkpoint format, as data.
+
+The canonical naming is HF's (``model.layers.{n}.self_attn.q_proj.weight`` ...). The original opf checkpoint and
+the OpenMed MLX artifacts share one naming (``block.{n}.attn.qkv.weight`` ...); the tables below map it to the
+canonical names. Everything here is pure: names, shapes and config dictionaries, no tensors.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+from .config import OPF_MODEL_TYPE, ModelConfig, QuantizationConfig
+
+# opf/MLX name -> canonical name, for tensors outside the blocks.
+GLOBAL_RENAMES: dict[str, str] = {
+    "embedding.weight": "model.embed_tokens.weight",
+    "norm.scale": "model.norm.weight",
+    "unembedding.weight": "score.weight",
+    "unembedding.bias": "score.bias",
+}
+# opf/MLX suffix under ``block.{n}.`` -> canonical suffix under ``model.layers.{n}.``.
+LAYER_RENAMES: dict[str, str] = {
+    "attn.norm.scale": "input_layernorm.weight",
+    "attn.out.weight": "self_attn.o_proj.weight",
+    "attn.out.bias": "self_attn.o_proj.bias",
+    "attn.sinks": "self_attn.sinks",
+    "mlp.norm.scale": "post_attention_layernorm.weight",
+    "mlp.gate.weight": "mlp.router.weight",
+    "mlp.gate.bias": "mlp.router.bias",
+    "mlp.swiglu.weight": "mlp.experts.gate_up_proj",
+    "mlp.swiglu.bias": "mlp.experts.gate_up_proj_bias",
+    "mlp.out.weight": "mlp.experts.down_proj",
+    "mlp.out.bias": "mlp.experts.down_proj_bias",
+}
+# Fused opf/MLX tensors whose output rows are [q | k | v].
+FUSED_QKV: dict[str, tuple[str, str, str]] = {
+    "attn.qkv.weight": ("self_attn.q_proj.weight", "self_attn.k_proj.weight", "self_attn.v_proj.weight"),
+    "attn.qkv.bias": ("self_attn.q_proj.bias", "self_attn.k_proj.bias", "self_attn.v_proj.bias"),
+}
+# Modules that ``mlx.nn.quantize`` turns into quantized ones (``<module>.weight`` becomes uint32 codes plus
+# ``<module>.scales`` / ``<module>.biases``). Expert modules are quantized transposed ([E, out, in]).
+QUANTIZED_GLOBAL = ("embedding", "unembedding")
+QUANTIZED_LAYER = ("attn.qkv", "attn.out", "mlp.gate", "mlp.swiglu", "mlp.out")
+TRANSPOSED_EXPERTS = ("mlp.swiglu", "mlp.out")
+
+
+def canonical_shapes(config: ModelConfig) -> dict[str, tuple[int, ...]]:
+    """Every canonical tensor name -> its shape for ``config``."""
+    d, e, i = config.hidden_size, config.num_local_experts, config.intermediate_size
+    q, kv = config.num_attention_heads * config.head_dim, config.num_key_value_heads * config.head_dim
+    shapes: dict[str, tuple[int, ...]] = {"model.embed_tokens.weight": (config.vocab_size, d)}
+    for n in range(config.num_hidden_layers):
+        p = f"model.layers.{n}."
+        shapes.update({
+            p + "input_layernorm.weight": (d,),
+            p + "self_attn.q_proj.weight": (q, d), p + "self_attn.q_proj.bias": (q,),
+            p + "self_attn.k_proj.weight": (kv, d), p + "self_attn.k_proj.bias": (kv,),
+            p + "self_attn.v_proj.weight": (kv, d), p + "self_attn.v_proj.bias": (kv,),
+            p + "self_attn.o_proj.weight": (d, q), p + "self_attn.o_proj.bias": (d,),
+            p + "self_attn.sinks": (config.num_attention_heads,),
+            p + "post_attention_layernorm.weight": (d,),
+            p + "mlp.router.weight": (e, d), p + "mlp.router.bias": (e,),
+            p + "mlp.experts.gate_up_proj": (e, d, 2 * i), p + "mlp.experts.gate_up_proj_bias": (e, 2 * i),
+            p + "mlp.experts.down_proj": (e, i, d), p + "mlp.experts.down_proj_bias": (e, d),
+        })
+    shapes.update({"model.norm.weight": (d,), "score.weight": (config.num_labels, d), "score.bias": (config.num_labels,)})
+    return shapes
+
+
+def qkv_rows(config: ModelConfig) -> tuple[int, int, int]:
+    """Row counts of the q, k and v blocks inside a fused qkv tensor."""
+    q, kv = config.num_attention_heads * config.head_dim, config.num_key_value_heads * config.head_dim
+    return q, kv, kv
+
+
+def opf_to_canonical(name: str) -> tuple[str, ...] | None:
+    """Canonical name(s) that the opf/MLX tensor ``name`` holds (three for a fused qkv); None if unknown."""
+    if name in GLOBAL_RENAMES:
+        return (GLOBAL_RENAMES[name],)
+    parts = name.split(".", 2)
+    if len(parts) != 3 or parts[0] != "block" or not parts[1].isdigit():
+        return None
+    prefix = f"model.layers.{parts[1]}."
+    if parts[2] in LAYER_RENAMES:
+        return (prefix + LAYER_RENAMES[parts[2]],)
+    if parts[2] in FUSED_QKV:
+        return tuple(prefix + s for s in FUSED_QKV[parts[2]])
+    return None
+
+
+def opf_shapes(config: ModelConfig, *, score_bias: bool) -> dict[str, tuple[int, ...]]:
+    """Every dense opf/MLX tensor name -> its shape (before any quantization)."""
+    canon = canonical_shapes(config)
+    d, (q, kv, _) = config.hidden_size, qkv_rows(config)
+    shapes = {src: canon[dst] for src, dst in GLOBAL_RENAMES.items() if src != "unembedding.bias" or score_bias}
+    for n in range(config.num_hidden_layers):
+        for src, dst in LAYER_RENAMES.items():
+            shapes[f"block.{n}.{src}"] = canon[f"model.layers.{n}.{dst}"]
+        shapes[f"block.{n}.attn.qkv.weight"] = (q + 2 * kv, d)
+        shapes[f"block.{n}.attn.qkv.bias"] = (q + 2 * kv,)
+    return shapes
+
+
+def quantized_modules(config: ModelConfig) -> tuple[str, ...]:
+    """opf/MLX module names that an MLX quantized artifact stores as codes + scales + biases."""
+    layers = tuple(f"block.{n}.{m}" for n in range(config.num_hidden_layers) for m in QUANTIZED_LAYER)
+    return QUANTIZED_GLOBAL + layers
+
+
+def is_transposed_expert(module: str) -> bool:
+    return module.split(".", 2)[-1] in TRANSPOSED_EXPERTS
+
+
+def mlx_file_shapes(config: ModelConfig, quantization: QuantizationConfig | None, *,
+                    score_bias: bool) -> dict[str, tuple[int, ...]]:
+    """Every tensor name in an MLX ``weights.safetensors`` -> its shape (quantized layout when quantized)."""
+    shapes = opf_shapes(config, score_bias=score_bias)
+    if quantization is None:
+        return shapes
+    for module in quantized_modules(config):
+        dense = shapes.pop(module + ".weight")
+        if is_transposed_expert(module):
+            dense = (dense[0], dense[2], dense[1])
+        lead, cols = dense[:-1], dense[-1]
+        shapes[module + ".weight"] = (*lead, cols * quantization.bits // 32)
+        shapes[module + ".scales"] = (*lead, cols // quantization.group_size)
+        shapes[module + ".biases"] = (*lead, cols // quantization.group_size)
+    return shapes
+
+
+# -- config.json writers -------------------------------------------------------------------------------------
+def hf_config_dict(config: ModelConfig) -> dict[str, Any]:
+    return config.to_hf_dict()
+
+
+def opf_config_dict(config: ModelConfig) -> dict[str, Any]:
+    """The original opf ``config.json`` (§1.2): full band width in ``sliding_window``, contexts on each side."""
+    w = config.sliding_window
+    return {
+        "model_type": OPF_MODEL_TYPE,
+        "encoding": "o200k_base",
+        "num_hidden_layers": config.num_hidden_layers,
+        "num_experts": config.num_local_experts,
+        "experts_per_token": config.num_experts_per_tok,
+        "vocab_size": config.vocab_size,
+        "num_labels": config.num_labels,
+        "hidden_size": config.hidden_size,
+        "intermediate_size": config.intermediate_size,
+        "head_dim": config.head_dim,
+        "num_attention_heads": config.num_attention_heads,
+        "num_key_value_heads": config.num_key_value_heads,
+        "sliding_window": 2 * w + 1,
+        "bidirectional_context": True,
+        "bidirectional_left_context": w,
+        "bidirectional_right_context": w,
+        "initial_context_length": config.rope_original_max_position_embeddings,
+        "rope_theta": config.rope_theta,
+        "rope_scaling_factor": config.rope_factor,
+        "rope_ntk_alpha": config.rope_beta_slow,
+        "rope_ntk_beta": config.rope_beta_fast,
+        "param_dtype": config.dtype,
+        "max_position_embeddings": config.max_position_embeddings,
+        "swiglu_limit": config.swiglu_limit,
+        "rms_norm_eps": config.rms_norm_eps,
+        "id2label": {str(i): label for i, label in enumerate(config.id2label)},
+        "ner_class_names": list(config.id2label),
+    }
+
+
+def mlx_config_dict(config: ModelConfig, quantization: QuantizationConfig | None, *,
+                    classifier_bias: bool) -> dict[str, Any]:
+    """OpenMed MLX ``config.json``: the HF config, the opf-style aliases OpenMed fills, and ``_mlx_*`` keys.
+
+    The bidirectional contexts are written explicitly (= the one-sided HF window) so that OpenMed's runtime, which
+    otherwise derives ``(sliding_window - 1) // 2``, attends over the same band as the trained model.
+    """
+    out = config.to_hf_dict()
+    out.update({
+        "num_experts": config.num_local_experts,
+        "experts_per_token": config.num_experts_per_tok,
+        "rope_theta": config.rope_theta,
+        "rope_scaling_factor": config.rope_factor,
+        "rope_ntk_alpha": config.rope_beta_slow,
+        "rope_ntk_beta": config.rope_beta_fast,
+        "initial_context_length": config.rope_original_max_position_embeddings,
+        "bidirectional_left_context": config.sliding_window,
+        "bidirectional_right_context": config.sliding_window,
+        "param_dtype": config.dtype,
+        "classifier_bias": classifier_bias,
+        "encoding": "o200k_base",
+        "_mlx_family": "openai-privacy-filter",
+        "_mlx_model_type": config.to_hf_dict()["model_type"],
+        "_mlx_task": "token-classification",
+        "_mlx_weights_format": "safetensors",
+    })
+    if quantization is not None:
+        out["_mlx_quantization"] = {"bits": quantization.bits, "format": f"mlx-{quantization.bits}bit",
+                                    "group_size": quantization.group_size}
+    return out
+
+
+def mlx_manifest(config: ModelConfig, quantization: QuantizationConfig | None, *,
+                 source_model_id: str | None = None) -> dict[str, Any]:
+    """``openmed-mlx.json`` (format_version 2)."""
+    return {
+        "format": "openmed-mlx",
+        "format_version": 2,
+        "formats": [f"mlx-{quantization.bits}bit" if quantization else "mlx-fp"],
+        "task": "token-classification",
+        "family": "openai-privacy-filter",
+        "source_model_id": source_model_id,
+        "config_path": "config.json",
+        "label_map_path": "id2label.json",
+        "preferred_weights": "weights.safetensors",
+        "fallback_weights": None,
+        "available_weights": ["weights.safetensors"],
+        "weights_format": "safetensors",
+        "quantization": (None if quantization is None else
+                         {"bits": quantization.bits, "format": f"mlx-{quantization.bits}bit",
+                          "group_size": quantization.group_size}),
+        "max_sequence_length": config.max_position_embeddings,
+        "tokenizer": {"path": ".", "files": []},
+    }

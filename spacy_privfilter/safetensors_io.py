@@ -1,0 +1,140 @@
+"""Minimal safetensors reading and streaming writing in numpy (bfloat16 as raw bits), with clear file errors.
+
+The header is checked before any tensor is read, so a truncated or corrupt file fails with an error naming the
+file rather than deep inside a framework. Writing streams one tensor at a time, so a full-size checkpoint never
+has to sit in memory at once.
+"""
+from __future__ import annotations
+
+import json
+import os
+import struct
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Iterable, Mapping
+
+import numpy as np
+
+from .errors import CheckpointError
+from .quant import from_bfloat16_bits
+
+NUMPY_DTYPES: dict[str, Any] = {
+    "F64": np.float64, "F32": np.float32, "F16": np.float16, "BF16": np.uint16, "I64": np.int64, "I32": np.int32,
+    "I16": np.int16, "I8": np.int8, "U64": np.uint64, "U32": np.uint32, "U16": np.uint16, "U8": np.uint8,
+    "BOOL": np.bool_,
+}
+ITEM_SIZE = {name: np.dtype(dt).itemsize for name, dt in NUMPY_DTYPES.items()}
+MAX_HEADER_BYTES = 100_000_000
+
+
+@dataclass(frozen=True)
+class TensorEntry:
+    dtype: str
+    shape: tuple[int, ...]
+    start: int
+    end: int
+
+
+@dataclass(frozen=True)
+class SafetensorsHeader:
+    path: Path
+    tensors: Mapping[str, TensorEntry]
+    metadata: Mapping[str, str]
+    data_start: int
+
+
+def _corrupt(path: Path, why: str) -> CheckpointError:
+    return CheckpointError(
+        f"weight file '{path.name}' is truncated or corrupt ({why}); download it again or re-export the checkpoint")
+
+
+def read_header(path: str | os.PathLike) -> SafetensorsHeader:
+    """Parse and validate the header of a ``.safetensors`` file (no tensor data is read)."""
+    path = Path(path)
+    try:
+        size = path.stat().st_size
+        with open(path, "rb") as handle:
+            prefix = handle.read(8)
+            if len(prefix) < 8:
+                raise _corrupt(path, f"file is only {size} bytes")
+            (header_len,) = struct.unpack("<Q", prefix)
+            if header_len > min(MAX_HEADER_BYTES, size - 8):
+                raise _corrupt(path, f"header claims {header_len} bytes but the file has {size}")
+            raw = handle.read(header_len)
+    except OSError as exc:
+        raise CheckpointError(f"cannot read weight file '{path.name}': {exc.strerror or exc}") from exc
+    try:
+        header = json.loads(raw.decode("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError):
+        raise _corrupt(path, "header is not valid JSON") from None
+    if not isinstance(header, dict):
+        raise _corrupt(path, "header is not a JSON object")
+    metadata = header.pop("__metadata__", None) or {}
+    data_start = 8 + header_len
+    tensors: dict[str, TensorEntry] = {}
+    for name, spec in header.items():
+        try:
+            dtype, shape, (start, end) = spec["dtype"], tuple(int(d) for d in spec["shape"]), spec["data_offsets"]
+        except (KeyError, TypeError, ValueError):
+            raise _corrupt(path, f"bad header entry for tensor '{name}'") from None
+        if dtype not in ITEM_SIZE:
+            raise CheckpointError(f"weight file '{path.name}': tensor '{name}' has unsupported dtype {dtype}")
+        if end - start != int(np.prod(shape, dtype=np.int64)) * ITEM_SIZE[dtype] or start < 0:
+            raise _corrupt(path, f"tensor '{name}' has inconsistent offsets")
+        tensors[name] = TensorEntry(dtype, shape, int(start), int(end))
+    data_len = max((t.end for t in tensors.values()), default=0)
+    if data_start + data_len > size:
+        raise _corrupt(path, f"expected {data_start + data_len} bytes, found {size}")
+    return SafetensorsHeader(path, tensors, dict(metadata), data_start)
+
+
+def read_numpy(header: SafetensorsHeader, name: str) -> np.ndarray:
+    """Read one tensor as numpy; bfloat16 is upcast to float32 (numpy has no bfloat16)."""
+    entry = header.tensors[name]
+    count = int(np.prod(entry.shape, dtype=np.int64))
+    with open(header.path, "rb") as handle:
+        handle.seek(header.data_start + entry.start)
+        data = np.fromfile(handle, dtype=np.dtype(NUMPY_DTYPES[entry.dtype]).newbyteorder("<"), count=count)
+    if data.size != count:
+        raise _corrupt(header.path, f"tensor '{name}' is cut short")
+    data = data.reshape(entry.shape)
+    return from_bfloat16_bits(data) if entry.dtype == "BF16" else data.astype(data.dtype.newbyteorder("="))
+
+
+@dataclass(frozen=True)
+class PendingTensor:
+    """A tensor to write: its safetensors dtype, shape and a function producing the numpy data.
+
+    For ``dtype="BF16"`` the producer returns uint16 bit patterns.
+    """
+
+    name: str
+    dtype: str
+    shape: tuple[int, ...]
+    produce: Callable[[], np.ndarray]
+
+
+def write_safetensors(path: str | os.PathLike, tensors: Iterable[PendingTensor],
+                      metadata: Mapping[str, str] | None = None) -> Path:
+    """Stream tensors into ``path`` (written under a temporary name, renamed when complete)."""
+    path = Path(path)
+    pending = list(tensors)
+    header: dict[str, Any] = {"__metadata__": dict(metadata)} if metadata else {}
+    offset = 0
+    for t in pending:
+        nbytes = int(np.prod(t.shape, dtype=np.int64)) * ITEM_SIZE[t.dtype]
+        header[t.name] = {"dtype": t.dtype, "shape": list(t.shape), "data_offsets": [offset, offset + nbytes]}
+        offset += nbytes
+    raw = json.dumps(header, separators=(",", ":")).encode("utf-8")
+    raw += b" " * (-len(raw) % 8)  # the reference writer pads the header to 8 bytes
+    tmp = path.with_name(path.name + ".partial")
+    with open(tmp, "wb") as handle:
+        handle.write(struct.pack("<Q", len(raw)))
+        handle.write(raw)
+        for t in pending:
+            data = np.ascontiguousarray(t.produce(), dtype=NUMPY_DTYPES[t.dtype])
+            if tuple(data.shape) != tuple(t.shape):
+                raise CheckpointError(f"tensor '{t.name}' has shape {list(data.shape)}, expected {list(t.shape)}")
+            data.astype(data.dtype.newbyteorder("<"), copy=False).tofile(handle)
+    os.replace(tmp, path)
+    return path
