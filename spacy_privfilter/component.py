@@ -1,0 +1,280 @@
+"""spaCy component ``privacy_filter``: PII spans with scores, ents merging, batched ``pipe``, save/load, scoring.
+
+``nlp.add_pipe("privacy_filter")`` works without importing this package: the factory is registered through
+the ``spacy_factories`` entry point. The constructor is cheap; the model loads once, on first use or in
+``initialize``, and is shared by every later call.
+"""
+import functools
+import tempfile
+from pathlib import Path
+from typing import Any, Callable, Dict, Iterable, Iterator, List, Literal, Optional, Sequence, Tuple
+
+import numpy as np
+from spacy.language import Language
+from spacy.pipeline import Pipe
+from spacy.scorer import Scorer, get_ner_prf
+from spacy.tokens import Doc, SpanGroup
+from spacy.training import Example
+from spacy.util import minibatch
+
+from .alignment import align_spans, merge_ents, warn_unaligned
+from .detector import DEFAULT_MODEL
+from .persistence import ModelStorage
+from .settings import FilterSettings
+from .spans import CharSpan
+
+DETECTOR_MAX_TOKENS = 8192  # window length; a smaller max_batch_tokens shrinks it to fit
+
+DEFAULT_CONFIG: Dict[str, Any] = {
+    "model": DEFAULT_MODEL,
+    "revision": None,
+    "backend": "auto",
+    "device": "auto",
+    "dtype": "auto",
+    "spans_key": "pii",
+    "set_ents": False,
+    "ents_policy": "prioritize_new",
+    "labels": None,
+    "label_map": {},
+    "threshold": 0.0,
+    "label_thresholds": {},
+    "viterbi_biases": None,
+    "alignment_mode": "expand",
+    "max_batch_tokens": 16384,
+    "save_model": "copy",
+}
+
+
+@Language.factory(
+    "privacy_filter",
+    default_config=DEFAULT_CONFIG,
+    assigns=["doc.spans", "doc.ents"],
+    default_score_weights={"spans_pii_f": 1.0, "spans_pii_p": 0.0, "spans_pii_r": 0.0},
+)
+def make_privacy_filter(
+    nlp: Language,
+    name: str,
+    model: str,
+    revision: Optional[str],
+    backend: Literal["auto", "torch", "mlx"],
+    device: str,
+    dtype: Literal["auto", "float32", "bfloat16", "float16"],
+    spans_key: str,
+    set_ents: bool,
+    ents_policy: Literal["prioritize_new", "prioritize_existing", "replace"],
+    labels: Optional[List[str]],
+    label_map: Dict[str, str],
+    threshold: float,
+    label_thresholds: Dict[str, float],
+    viterbi_biases: Optional[Dict[str, float]],
+    alignment_mode: Literal["strict", "contract", "expand"],
+    max_batch_tokens: int,
+    save_model: Literal["copy", "reference"],
+) -> "PrivacyFilter":
+    """Build a ``privacy_filter`` component.
+
+    Args:
+        model: Hub repo id or local folder of a Privacy Filter checkpoint (HF, opf or OpenMed MLX format).
+        revision: Hub revision (branch, tag or commit); ignored for folders.
+        backend: runtime, ``auto`` picks MLX on Apple Silicon and torch elsewhere.
+        device: ``auto``, ``cpu``, ``cuda``, ``cuda:N`` or ``mps`` (torch).
+        dtype: compute dtype; ``auto`` follows the checkpoint.
+        spans_key: key of the ``doc.spans`` group that receives the spans.
+        set_ents: also write non-overlapping spans to ``doc.ents``.
+        ents_policy: how new spans merge with entities already in ``doc.ents``.
+        labels: keep only these classes (model class names or ``label_map`` targets); null keeps all.
+        label_map: rename classes on output, e.g. ``{"first_name": "PERSON"}``.
+        threshold: drop spans whose score is below this.
+        label_thresholds: per-class thresholds overriding ``threshold`` (class names or ``label_map`` targets).
+        viterbi_biases: transition biases for the decoder (the six ``transition_bias_*`` keys).
+        alignment_mode: how character spans snap to tokens: ``strict``, ``contract`` or ``expand``.
+        max_batch_tokens: most model tokens per forward pass (caps memory; long docs are windowed).
+        save_model: ``copy`` stores the model files in the saved pipeline (offline load); ``reference`` only
+            stores the model name.
+    """
+    settings = FilterSettings(
+        model=model, revision=revision, backend=backend, device=device, dtype=dtype, spans_key=spans_key,
+        set_ents=set_ents, ents_policy=ents_policy, labels=labels, label_map=label_map, threshold=threshold,
+        label_thresholds=label_thresholds, viterbi_biases=viterbi_biases, alignment_mode=alignment_mode,
+        max_batch_tokens=max_batch_tokens, save_model=save_model)
+    return PrivacyFilter(nlp.vocab, name=name, settings=settings)
+
+
+def _spans_for_scoring(doc: Doc, attr: str) -> Iterable[Any]:
+    """``Scorer.score_spans`` getter: ``attr`` is ``spans_<key>``."""
+    return doc.spans.get(attr[len("spans_"):], [])
+
+
+def _has_spans(doc: Doc, *, spans_key: str) -> bool:
+    return spans_key in doc.spans
+
+
+def _is_blank(text: str) -> bool:
+    return not text or text.isspace()
+
+
+class PrivacyFilter(ModelStorage, Pipe):
+    """Detect PII with a Privacy Filter model and annotate ``doc.spans[spans_key]`` (and ``doc.ents``).
+
+    Attributes:
+        detector: the shared ``Detector`` (loaded on first access); assign one to inject it (tests do).
+        settings: the validated options (``FilterSettings``).
+    """
+
+    def __init__(self, vocab, name: str = "privacy_filter", *, settings: FilterSettings) -> None:
+        self.vocab = vocab
+        self.name = name
+        self.settings = settings
+        self._detector = None
+        self._injected = False
+        self._model_path: Optional[Path] = None  # model files stored with a loaded pipeline
+        self._source: Tuple[str, Optional[str]] = (settings.model, settings.revision)
+        self._tmpdir: Optional[tempfile.TemporaryDirectory] = None
+        self._rules: Dict[str, Tuple[bool, str, float]] = {}
+
+    # -- the model -------------------------------------------------------------------------
+    @property
+    def detector(self):
+        if self._detector is None:
+            self._detector = self._load_detector()
+            self._check_labels()
+        return self._detector
+
+    @detector.setter
+    def detector(self, detector) -> None:
+        self._detector = detector
+        self._injected = detector is not None
+        if detector is not None:
+            self._check_labels()
+
+    def _load_detector(self):
+        from .detector import Detector
+
+        s = self.settings
+        if self._model_path is not None:
+            model, revision = str(self._model_path), None
+        else:
+            model, revision = self._source
+        return Detector.from_pretrained(
+            model, revision=revision, backend=s.backend, device=s.device, dtype=s.dtype,
+            max_tokens=min(DETECTOR_MAX_TOKENS, s.max_batch_tokens), max_batch_tokens=s.max_batch_tokens,
+            biases=dict(s.viterbi_biases) if s.viterbi_biases else None)
+
+    def _check_labels(self) -> None:
+        classes = _model_classes(self._detector)
+        if classes is not None:
+            self.settings.check_labels(classes)
+
+    def initialize(self, get_examples: Optional[Callable[[], Iterable[Example]]] = None, *,
+                   nlp: Optional[Language] = None) -> None:
+        """Load the model now rather than on the first document (nothing is trained)."""
+        self.detector  # noqa: B018  (property access loads and validates)
+
+    # -- running -------------------------------------------------------------------------
+    def __call__(self, doc: Doc) -> Doc:
+        self.set_annotations([doc], self._detect([doc.text]))
+        return doc
+
+    def pipe(self, stream: Iterable[Doc], *, batch_size: int = 128) -> Iterator[Doc]:
+        """Annotate docs chunk by chunk: one ``detect_batch`` call per chunk of ``batch_size`` docs.
+
+        The Detector packs the chunk's texts by model tokens and windows long ones, so the result equals
+        one-by-one processing. If a chunk fails, its docs are retried one by one so that only a failing doc
+        reaches the error handler (``nlp.set_error_handler``); docs come back in input order.
+        """
+        error_handler = self.get_error_handler()
+        for docs in minibatch(stream, size=batch_size):
+            try:
+                char_spans = self._detect([doc.text for doc in docs])
+                self.set_annotations(docs, char_spans)
+            except Exception:  # retry doc by doc below; the handler sees each doc's own error
+                char_spans = None
+            if char_spans is not None:
+                yield from docs
+                continue
+            for doc in docs:
+                try:
+                    yield self(doc)
+                except Exception as exc:
+                    error_handler(self.name, self, [doc], exc)
+
+    def _detect(self, texts: Sequence[str]) -> List[List[CharSpan]]:
+        """Detected spans per text; blank texts skip the model (nothing to find, nothing to pay)."""
+        results: List[List[CharSpan]] = [[] for _ in texts]
+        todo = [i for i, text in enumerate(texts) if not _is_blank(text)]
+        if todo:
+            found = self.detector.detect_batch([texts[i] for i in todo])
+            if len(found) != len(todo):
+                raise RuntimeError(f"detector returned {len(found)} results for {len(todo)} texts")
+            for i, spans in zip(todo, found):
+                results[i] = spans
+        return results
+
+    def _rule(self, label: str) -> Tuple[bool, str, float]:
+        """(keep, output label, threshold) of one class, cached: a dict lookup per span on the hot path."""
+        rule = self._rules.get(label)
+        if rule is None:
+            s = self.settings
+            out = s.output_label(label)
+            keep = s.labels is None or label in s.labels or out in s.labels
+            threshold = s.label_thresholds.get(label, s.label_thresholds.get(out, s.threshold))
+            rule = self._rules[label] = (keep, out, threshold)
+        return rule
+
+    def set_annotations(self, docs: Sequence[Doc], char_spans: Sequence[Sequence[CharSpan]]) -> None:
+        """Write detected spans into each doc: ``doc.spans[key]`` (+ ``attrs``) and optionally ``doc.ents``."""
+        s = self.settings
+        for doc, found in zip(docs, char_spans):
+            kept: List[CharSpan] = []
+            labels: List[str] = []
+            for span in found:
+                keep, out, threshold = self._rule(span.label)
+                if keep and span.score >= threshold:
+                    kept.append(span)
+                    labels.append(out)
+            spans, scores, unaligned = align_spans(doc, kept, labels, alignment_mode=s.alignment_mode)
+            group = SpanGroup(doc, name=s.spans_key, spans=spans)
+            group.attrs["scores"] = np.asarray(scores, dtype=np.float32)
+            group.attrs["unaligned"] = len(unaligned)
+            doc.spans[s.spans_key] = group
+            if unaligned:
+                warn_unaligned(unaligned, alignment_mode=s.alignment_mode, spans_key=s.spans_key)
+            if s.set_ents:
+                merge_ents(doc, spans, policy=s.ents_policy)
+
+    # -- evaluation ----------------------------------------------------------------------
+    def score(self, examples: Iterable[Example], **kwargs: Any) -> Dict[str, Any]:
+        """Span P/R/F overall and per label on ``spans_key`` (``spans_<key>_*``), plus ``ents_*`` with set_ents.
+
+        Only examples whose reference doc has ``doc.spans[spans_key]`` are scored for spans.
+        """
+        examples = list(examples)
+        key = self.settings.spans_key
+        scores = Scorer.score_spans(examples, f"spans_{key}", getter=_spans_for_scoring,
+                                    has_annotation=functools.partial(_has_spans, spans_key=key),
+                                    labeled=True, allow_overlap=True)
+        if self.settings.set_ents:
+            scores.update(get_ner_prf(examples))
+        return scores
+
+    # -- multiprocessing -------------------------------------------------------------------
+    def __getstate__(self) -> Dict[str, Any]:
+        state = dict(self.__dict__)
+        state["_tmpdir"] = None  # the owning process cleans its folder up
+        if not self._injected:
+            state["_detector"] = None  # reloaded lazily in the receiving process
+        return state
+
+
+def _model_classes(detector) -> Optional[Tuple[str, ...]]:
+    """The span classes of a detector's model, or None when it does not expose them."""
+    scheme = getattr(detector, "scheme", None)
+    if scheme is not None and getattr(scheme, "classes", None):
+        return tuple(scheme.classes)
+    config = getattr(getattr(detector, "backend", None), "config", None)
+    id2label = getattr(config, "id2label", None)
+    if id2label:
+        from .labels import LabelScheme
+
+        return LabelScheme.from_id2label(id2label).classes
+    return None

@@ -1,0 +1,116 @@
+"""Save and load of the ``privacy_filter`` component: the model files travel with the pipeline.
+
+By default ``to_disk`` copies the model folder's files (config, labels, calibration, safetensors, tokenizer
+ranks) into ``<pipeline>/<component>/model`` and ``from_disk`` points the component at that copy, so
+``spacy.load`` works offline. With ``save_model="reference"`` only the model name is stored.
+"""
+import tempfile
+from pathlib import Path
+from typing import Any, Dict, Iterable, Optional, Tuple
+
+import srsly
+from spacy.util import ensure_path
+
+from .errors import CheckpointError, ConfigError
+from .model_files import copy_model_files, read_model_files, write_model_files, write_tokenizer_file
+from .settings import FilterSettings
+
+CFG_FILE = "cfg.json"
+MODEL_DIR = "model"
+SERIALIZATION_VERSION = 1
+
+
+class ModelStorage:
+    """Mixin for the component: ``to_disk``/``from_disk``/``to_bytes``/``from_bytes`` of the model reference/files.
+
+    The host class sets ``name``, ``settings``, ``_source`` (model, revision), ``_model_path``, ``_detector``,
+    ``_injected`` and ``_tmpdir``.
+    """
+
+    name: str
+    settings: FilterSettings
+    _source: Tuple[str, Optional[str]]
+    _model_path: Optional[Path]
+    _injected: bool
+    _tmpdir: Optional[tempfile.TemporaryDirectory]
+
+    def _cfg(self) -> Dict[str, Any]:
+        model, revision = self._source
+        return {"version": SERIALIZATION_VERSION, "model": model, "revision": revision,
+                "save_model": self.settings.save_model, "files": []}
+
+    def _model_folder(self) -> Path:
+        """The folder whose files a saved pipeline stores."""
+        if self._model_path is not None:
+            return self._model_path
+        if self._injected:
+            raise ConfigError(
+                "privacy_filter: the detector was assigned directly, so there are no model files to store. "
+                "Fix: set save_model='reference', or let the component load its model from 'model'")
+        model, revision = self._source
+        if Path(model).is_dir():
+            return Path(model)
+        from .checkpoint import resolve_model_path
+
+        return Path(resolve_model_path(model, revision=revision))
+
+    def to_disk(self, path, *, exclude: Iterable[str] = tuple()) -> None:
+        path = ensure_path(path)
+        path.mkdir(parents=True, exist_ok=True)
+        cfg = self._cfg()
+        if self.settings.save_model == "copy":
+            target = path / MODEL_DIR
+            cfg["files"] = copy_model_files(self._model_folder(), target)
+            if write_tokenizer_file(target) and "o200k_base.tiktoken" not in cfg["files"]:
+                cfg["files"].append("o200k_base.tiktoken")
+        srsly.write_json(path / CFG_FILE, cfg)
+
+    def from_disk(self, path, *, exclude: Iterable[str] = tuple()) -> "ModelStorage":
+        path = ensure_path(path)
+        cfg = self._read_cfg(srsly.read_json(path / CFG_FILE))
+        if cfg["save_model"] == "copy":
+            folder = path / MODEL_DIR
+            missing = [name for name in cfg["files"] if not (folder / name).is_file()]
+            if missing:
+                raise CheckpointError(f"saved pipeline component '{self.name}' lacks model files "
+                                      f"{', '.join(missing)} in '{folder}'. Fix: save the pipeline again")
+            self._use_stored_model(folder)
+        else:
+            self._use_stored_model(None)
+        return self
+
+    def to_bytes(self, *, exclude: Iterable[str] = tuple()) -> bytes:
+        cfg = self._cfg()
+        files: Dict[str, bytes] = {}
+        if self.settings.save_model == "copy":
+            files = read_model_files(self._model_folder())
+            cfg["files"] = sorted(files)
+        return srsly.msgpack_dumps({"cfg": cfg, "files": files})
+
+    def from_bytes(self, bytes_data: bytes, *, exclude: Iterable[str] = tuple()) -> "ModelStorage":
+        data = srsly.msgpack_loads(bytes_data)
+        cfg = self._read_cfg(data.get("cfg", {}))
+        files = data.get("files") or {}
+        if cfg["save_model"] == "copy":
+            # Backends read files, so the bytes go to a private folder that lives as long as this component.
+            tmpdir = tempfile.TemporaryDirectory(prefix="spacy_privfilter_")
+            write_model_files(files, tmpdir.name)
+            self._use_stored_model(Path(tmpdir.name))
+            self._tmpdir = tmpdir
+        else:
+            self._use_stored_model(None)
+        return self
+
+    def _read_cfg(self, cfg: Dict[str, Any]) -> Dict[str, Any]:
+        if cfg.get("version") != SERIALIZATION_VERSION or cfg.get("save_model") not in ("copy", "reference"):
+            raise CheckpointError(f"saved component '{self.name}' has an unknown format (version "
+                                  f"{cfg.get('version')!r}); expected version {SERIALIZATION_VERSION}")
+        self._source = (cfg["model"], cfg.get("revision"))
+        return cfg
+
+    def _use_stored_model(self, folder: Optional[Path]) -> None:
+        self._model_path = folder
+        self._detector = None
+        self._injected = False
+        self._tmpdir = None
+

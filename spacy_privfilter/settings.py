@@ -1,0 +1,129 @@
+"""The validated, frozen options of the ``privacy_filter`` component.
+
+spaCy checks the factory's type hints but neither coerces nor range-checks values, and a component
+built directly bypasses the config entirely; so every option is checked here and an error names the
+bad key, what was given (its type, never document text) and the valid choices.
+"""
+import math
+from dataclasses import dataclass, field
+from typing import Any, Dict, Mapping, Optional, Tuple
+
+from .alignment import ALIGNMENT_MODES, ENTS_POLICIES
+from .errors import ConfigError
+
+BACKENDS = ("auto", "torch", "mlx")
+DTYPES = ("auto", "float32", "bfloat16", "float16")
+SAVE_MODES = ("copy", "reference")
+
+
+def _choice(key: str, value: Any, choices: Tuple[str, ...]) -> None:
+    if value not in choices:
+        raise ConfigError(f"privacy_filter: '{key}' must be one of {', '.join(choices)}; got {value!r}")
+
+
+def _text(key: str, value: Any, *, optional: bool = False) -> None:
+    if value is None and optional:
+        return
+    if not isinstance(value, str) or not value.strip():
+        kind = "a non-empty string" + (" or null" if optional else "")
+        raise ConfigError(f"privacy_filter: '{key}' must be {kind}; got {type(value).__name__}")
+
+
+def _probability(key: str, value: Any) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(float(value)) \
+            or not 0.0 <= float(value) <= 1.0:
+        shown = repr(value) if isinstance(value, (int, float)) else type(value).__name__
+        raise ConfigError(f"privacy_filter: '{key}' must be a number between 0 and 1; got {shown}")
+    return float(value)
+
+
+def _str_dict(key: str, value: Any) -> Dict[str, Any]:
+    if not isinstance(value, Mapping):
+        raise ConfigError(f"privacy_filter: '{key}' must be a mapping; got {type(value).__name__}")
+    bad = [repr(k) for k in value if not isinstance(k, str) or not k]
+    if bad:
+        raise ConfigError(f"privacy_filter: '{key}' keys must be non-empty strings; bad keys: {', '.join(bad)}")
+    return dict(value)
+
+
+@dataclass(frozen=True)
+class FilterSettings:
+    """Options of one ``privacy_filter`` component (see ``make_privacy_filter`` for their meaning)."""
+
+    model: str
+    revision: Optional[str] = None
+    backend: str = "auto"
+    device: str = "auto"
+    dtype: str = "auto"
+    spans_key: str = "pii"
+    set_ents: bool = False
+    ents_policy: str = "prioritize_new"
+    labels: Optional[Tuple[str, ...]] = None
+    label_map: Mapping[str, str] = field(default_factory=dict)
+    threshold: float = 0.0
+    label_thresholds: Mapping[str, float] = field(default_factory=dict)
+    viterbi_biases: Optional[Mapping[str, float]] = None
+    alignment_mode: str = "expand"
+    max_batch_tokens: int = 16384
+    save_model: str = "copy"
+
+    def __post_init__(self) -> None:
+        _text("model", self.model)
+        _text("revision", self.revision, optional=True)
+        _choice("backend", self.backend, BACKENDS)
+        _text("device", self.device)
+        _choice("dtype", self.dtype, DTYPES)
+        _text("spans_key", self.spans_key)
+        if not isinstance(self.set_ents, bool):
+            raise ConfigError(f"privacy_filter: 'set_ents' must be true or false; got {type(self.set_ents).__name__}")
+        _choice("ents_policy", self.ents_policy, ENTS_POLICIES)
+        if self.labels is not None:
+            if isinstance(self.labels, str) or not all(isinstance(x, str) and x for x in self.labels):
+                raise ConfigError("privacy_filter: 'labels' must be null or a list of non-empty label names")
+            object.__setattr__(self, "labels", tuple(self.labels))
+        label_map = _str_dict("label_map", self.label_map)
+        bad = [k for k, v in label_map.items() if not isinstance(v, str) or not v.strip()]
+        if bad:
+            raise ConfigError(f"privacy_filter: 'label_map' values must be non-empty strings; bad for: "
+                              f"{', '.join(sorted(bad))}")
+        object.__setattr__(self, "label_map", label_map)
+        object.__setattr__(self, "threshold", _probability("threshold", self.threshold))
+        thresholds = _str_dict("label_thresholds", self.label_thresholds)
+        object.__setattr__(self, "label_thresholds",
+                           {k: _probability(f"label_thresholds.{k}", v) for k, v in thresholds.items()})
+        if self.viterbi_biases is not None:
+            from .labels import TransitionBiases
+
+            biases = _str_dict("viterbi_biases", self.viterbi_biases)
+            try:
+                TransitionBiases.from_dict(biases)
+            except ConfigError as exc:
+                raise ConfigError(f"privacy_filter: 'viterbi_biases': {exc}") from None
+            object.__setattr__(self, "viterbi_biases", biases)
+        _choice("alignment_mode", self.alignment_mode, ALIGNMENT_MODES)
+        if isinstance(self.max_batch_tokens, bool) or not isinstance(self.max_batch_tokens, int) \
+                or self.max_batch_tokens < 1:
+            shown = repr(self.max_batch_tokens) if isinstance(self.max_batch_tokens, (int, float)) \
+                else type(self.max_batch_tokens).__name__
+            raise ConfigError(f"privacy_filter: 'max_batch_tokens' must be a positive integer; got {shown}")
+        _choice("save_model", self.save_model, SAVE_MODES)
+
+    def output_label(self, label: str) -> str:
+        return self.label_map.get(label, label)
+
+    def check_labels(self, classes: Tuple[str, ...]) -> None:
+        """Raise when ``labels`` or ``label_thresholds`` name a class the model does not have.
+
+        A name may be a model class or a ``label_map`` target (e.g. ``PERSON``).
+        """
+        known = set(classes) | set(self.label_map.values())
+        unknown = sorted({x for x in (self.labels or ()) if x not in known})
+        unknown_thr = sorted(k for k in self.label_thresholds if k not in known)
+        if unknown or unknown_thr:
+            where = []
+            if unknown:
+                where.append(f"'labels' has {', '.join(unknown)}")
+            if unknown_thr:
+                where.append(f"'label_thresholds' has {', '.join(unknown_thr)}")
+            raise ConfigError(f"privacy_filter: unknown label names: {'; '.join(where)}. The model's classes are: "
+                              f"{', '.join(classes)} (label_map targets are accepted too)")
