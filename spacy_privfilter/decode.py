@@ -78,31 +78,33 @@ def viterbi(log_probs: np.ndarray, scheme: LabelScheme, biases: TransitionBiases
     o = scheme.outside_id
     begin, inside, end, single = scheme.begin_ids, scheme.inside_ids, scheme.end_ids, scheme.single_ids
     endlike = np.sort(np.concatenate([end, single]))  # ascending ids so argmax ties go to the lowest id
+    starts = np.concatenate([begin, single])
+    inside_end = np.concatenate([inside, end])
+    begin_inside = np.stack([begin, inside])  # [2, K]: row 0 B-x, row 1 I-x
     inside_first = inside < begin  # per class: does I-x win a tie against B-x?
-    start, finish = boundary_scores(scheme)
+    # Rows: scores into O / into B-*,S-* from an end-like label; into I-x / E-x from B-x or I-x.
+    from_end = np.array([[b.transition_bias_end_to_background], [b.transition_bias_end_to_start]])
+    from_inside = np.array([b.transition_bias_inside_to_continue, b.transition_bias_inside_to_end])[:, None, None]
     stay, to_start = b.transition_bias_background_stay, b.transition_bias_background_to_start
-    cont, close = b.transition_bias_inside_to_continue, b.transition_bias_inside_to_end
-    to_bg, end_to_start = b.transition_bias_end_to_background, b.transition_bias_end_to_start
+    start, finish = boundary_scores(scheme)
 
     back = np.empty((steps, scheme.num_labels), dtype=np.int32)
     delta = lp[0] + start
     for t in range(1, steps):
-        ends = delta[endlike]
-        # B-*/S-*: one shared best predecessor among O and every E-*/S-*.
-        start_val, start_from = _best_of_two(delta[o] + to_start, o, ends + end_to_start, endlike)
-        o_val, o_from = _best_of_two(delta[o] + stay, o, ends + to_bg, endlike)
-        # I-x/E-x: B-x or I-x of the same class.
-        d_begin, d_inside = delta[begin], delta[inside]
-        cont_val, cont_from = _pick(d_begin + cont, d_inside + cont, begin, inside, inside_first)
-        close_val, close_from = _pick(d_begin + close, d_inside + close, begin, inside, inside_first)
-
+        # O and all B-*/S-* choose among O and every end-like label (one shared maximum for the starts).
+        ends = delta[endlike] + from_end  # [2, 2K]
+        k_bg, k_start = np.argmax(ends, axis=1).tolist()
+        o_val, o_from = _best_of_two(delta[o] + stay, o, ends[0, k_bg], int(endlike[k_bg]))
+        start_val, start_from = _best_of_two(delta[o] + to_start, o, ends[1, k_start], int(endlike[k_start]))
+        # I-x/E-x choose between B-x and I-x of the same class.
+        inner = delta[begin_inside] + from_inside  # [2 (to I, to E), 2 (from B, from I), K]
+        take_inside = (inner[:, 1] > inner[:, 0]) | ((inner[:, 1] == inner[:, 0]) & inside_first)
         new = np.empty_like(delta)
         row = back[t]
         new[o], row[o] = o_val, o_from
-        new[begin], row[begin] = start_val, start_from
-        new[single], row[single] = start_val, start_from
-        new[inside], row[inside] = cont_val, cont_from
-        new[end], row[end] = close_val, close_from
+        new[starts], row[starts] = start_val, start_from
+        new[inside_end] = np.where(take_inside, inner[:, 1], inner[:, 0]).ravel()
+        row[inside_end] = np.where(take_inside, inside, begin).ravel()
         delta = new + lp[t]
     return _backtrack(back, int(np.argmax(delta + finish)))
 
@@ -162,19 +164,11 @@ def _prefix_table(scheme: LabelScheme) -> list[str]:
     return table
 
 
-def _best_of_two(scalar: float, scalar_id: int, values: np.ndarray, ids: np.ndarray) -> tuple[float, int]:
-    """Max of ``scalar`` and ``values`` (ids ascending); ties to the lowest id."""
-    k = int(np.argmax(values))
-    best, best_id = values[k], int(ids[k])
-    if scalar > best or (scalar == best and scalar_id < best_id):
-        return scalar, scalar_id
-    return best, best_id
-
-
-def _pick(from_begin: np.ndarray, from_inside: np.ndarray, begin: np.ndarray, inside: np.ndarray,
-          inside_first: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    take_inside = (from_inside > from_begin) | ((from_inside == from_begin) & inside_first)
-    return np.where(take_inside, from_inside, from_begin), np.where(take_inside, inside, begin)
+def _best_of_two(a: float, a_id: int, b: float, b_id: int) -> tuple[float, int]:
+    """The larger score with its label id; ties to the lower id."""
+    if a > b or (a == b and a_id < b_id):
+        return a, a_id
+    return b, b_id
 
 
 def _backtrack(back: np.ndarray, last: int) -> np.ndarray:
