@@ -132,10 +132,14 @@ def hf_config_dict(config: ModelConfig) -> dict[str, Any]:
     return config.to_hf_dict()
 
 
-def opf_config_dict(config: ModelConfig) -> dict[str, Any]:
-    """The original opf ``config.json`` (§1.2): full band width in ``sliding_window``, contexts on each side."""
+def opf_config_dict(config: ModelConfig, *, unembedding_bias: bool = False) -> dict[str, Any]:
+    """The original opf ``config.json`` (§1.2): full band width in ``sliding_window``, contexts on each side.
+
+    ``unembedding_bias`` is only written when the head has a bias (the base opf head has none).
+    """
     w = config.sliding_window
-    return {
+    extra = {"unembedding_bias": True} if unembedding_bias else {}
+    return extra | {
         "model_type": OPF_MODEL_TYPE,
         "encoding": "o200k_base",
         "num_hidden_layers": config.num_hidden_layers,

@@ -110,7 +110,7 @@ def write_checkpoint(state_dict: Mapping[str, Any], config: ModelConfig, dst: st
                             _opf_tensor(source, name, sink_factor=1.0 / LN2))
                    for name, shape in opf_shapes(config, score_bias=bias).items()]
         write_safetensors(folder / "model.safetensors", tensors, {"format": "pt"})
-        _write_json(folder / "config.json", opf_config_dict(config))
+        _write_json(folder / "config.json", opf_config_dict(config, unembedding_bias=bias))
         return folder
     quant = QuantizationConfig(bits=8, group_size=64) if format == "mlx-8bit" else None
     tensors = _mlx_tensors(source, config, quant, code)
