@@ -1,0 +1,205 @@
+"""Every broken checkpoint and every Hub failure gets its own error that names the problem (and no tensor data)."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from spacy_privfilter.checkpoint import inspect_checkpoint, load_state_dict, resolve_model_path
+from spacy_privfilter.errors import CheckpointError, ModelNotFoundError
+from spacy_privfilter.safetensors_io import PendingTensor, read_header, read_numpy, write_safetensors
+from spacy_privfilter.testing import tiny_config, write_random_checkpoint
+
+CONFIG = tiny_config(vocab_size=1000)
+
+
+@pytest.fixture()
+def hf(tmp_path) -> Path:
+    return write_random_checkpoint(tmp_path / "hf", CONFIG, format="hf", seed=3)
+
+
+def _rewrite(path: Path, *, drop=(), add=(), reshape=()) -> None:
+    """Rewrite a float32 safetensors file without ``drop``, with extra ``add`` names and ``reshape``d tensors."""
+    header = read_header(path)
+    tensors = [PendingTensor(n, "F32", (1, *e.shape) if n in reshape else e.shape,
+                             lambda n=n, r=n in reshape: read_numpy(header, n)[None] if r else read_numpy(header, n))
+               for n, e in header.tensors.items() if n not in drop]
+    tensors += [PendingTensor(n, "F32", (2,), lambda: np.zeros(2, np.float32)) for n in add]
+    write_safetensors(path, tensors, header.metadata)
+
+
+def test_missing_unexpected_and_misshaped_keys_in_one_error(hf):
+    _rewrite(hf / "model.safetensors", drop=["model.layers.1.mlp.router.bias"],
+             add=["model.layers.0.extra.weight"], reshape=["model.layers.0.self_attn.sinks"])
+    info = inspect_checkpoint(hf)
+    with pytest.raises(CheckpointError) as err:
+        load_state_dict(info, framework="numpy")
+    message = str(err.value)
+    assert "1 missing: model.layers.1.mlp.router.bias" in message
+    assert "1 unexpected: model.layers.0.extra.weight" in message
+    assert "1 mis-shaped: model.layers.0.self_attn.sinks [1, 4] (expected [4])" in message
+
+
+def test_opf_and_mlx_key_errors_use_file_names(tmp_path):
+    opf = write_random_checkpoint(tmp_path / "opf", CONFIG, format="opf")
+    _rewrite(opf / "model.safetensors", drop=["block.0.attn.qkv.bias"])
+    with pytest.raises(CheckpointError, match=r"missing: block\.0\.attn\.qkv\.bias"):
+        load_state_dict(inspect_checkpoint(opf), framework="numpy")
+    # MLX: the classifier_bias flag must match the weights (MLX's own loader is strict about it too).
+    mlx = write_random_checkpoint(tmp_path / "mlx", CONFIG, format="mlx-bf16")
+    _rewrite(mlx / "weights.safetensors", drop=["unembedding.bias"])
+    with pytest.raises(CheckpointError, match=r"missing: unembedding\.bias"):
+        load_state_dict(inspect_checkpoint(mlx), framework="numpy")
+
+
+@pytest.mark.parametrize("keep", [4, 100, 5000, -1000])
+def test_truncated_weight_file(hf, keep):
+    weights = hf / "model.safetensors"
+    data = weights.read_bytes()
+    weights.write_bytes(data[:keep])
+    with pytest.raises(CheckpointError, match=r"'model\.safetensors' is truncated or corrupt"):
+        load_state_dict(inspect_checkpoint(hf), framework="numpy")
+
+
+def test_corrupt_header(hf):
+    weights = hf / "model.safetensors"
+    data = bytearray(weights.read_bytes())
+    data[8:16] = b"\xff\xfe{{{{{{"
+    weights.write_bytes(bytes(data))
+    with pytest.raises(CheckpointError, match=r"'model\.safetensors' is truncated or corrupt \(header is not"):
+        inspect_checkpoint(hf)
+
+
+def test_label_count_mismatch(hf):
+    config = json.loads((hf / "config.json").read_text())
+    config["id2label"] = {str(i): f"S-class{i}" for i in range(5)}
+    (hf / "config.json").write_text(json.dumps(config))
+    with pytest.raises(CheckpointError, match="label count mismatch.*9 rows but id2label has 5 labels"):
+        load_state_dict(inspect_checkpoint(hf), framework="numpy")
+
+
+def test_pickle_only_folder(tmp_path, hf):
+    folder = tmp_path / "pickled"
+    folder.mkdir()
+    (folder / "config.json").write_text((hf / "config.json").read_text())
+    (folder / "pytorch_model.bin").write_bytes(b"not loaded")
+    with pytest.raises(CheckpointError, match=r"only non-safetensors weights \(pytorch_model\.bin\).*only "
+                                              r"safetensors weights are loaded"):
+        inspect_checkpoint(folder)
+
+
+def test_missing_config(hf):
+    (hf / "config.json").unlink()
+    with pytest.raises(CheckpointError, match="has no config.json"):
+        inspect_checkpoint(hf)
+
+
+def test_missing_id2label_and_wrong_model_type(hf):
+    config = json.loads((hf / "config.json").read_text())
+    (hf / "config.json").write_text(json.dumps({**config, "model_type": "bert"}))
+    with pytest.raises(CheckpointError, match="model_type 'bert'"):
+        inspect_checkpoint(hf)
+    del config["id2label"], config["label2id"]
+    (hf / "config.json").write_text(json.dumps(config))
+    with pytest.raises(CheckpointError, match="no id2label"):
+        inspect_checkpoint(hf)
+
+
+def test_quantized_mlx_without_quantization_block(tmp_path):
+    mlx = write_random_checkpoint(tmp_path, CONFIG, format="mlx-8bit")
+    config = json.loads((mlx / "config.json").read_text())
+    del config["_mlx_quantization"]
+    (mlx / "config.json").write_text(json.dumps(config))
+    (mlx / "openmed-mlx.json").unlink()
+    with pytest.raises(CheckpointError, match=r"quantized tensors \(\*\.scales\) but config\.json has no "
+                                              r"_mlx_quantization"):
+        inspect_checkpoint(mlx)
+
+
+def test_mlx_npz_only_artifact(tmp_path):
+    mlx = write_random_checkpoint(tmp_path, CONFIG, format="mlx-bf16")
+    (mlx / "weights.safetensors").rename(mlx / "weights.npz")
+    with pytest.raises(CheckpointError, match=r"weights\.npz.*only safetensors"):
+        inspect_checkpoint(mlx)
+
+
+def test_local_folder_missing(tmp_path):
+    with pytest.raises(ModelNotFoundError, match="does not exist"):
+        resolve_model_path(tmp_path / "nope")
+    with pytest.raises(ModelNotFoundError, match="does not exist"):
+        inspect_checkpoint(tmp_path / "nope")
+
+
+# -- Hub ---------------------------------------------------------------------------------------------------------
+def test_offline_hub_miss_names_the_repo(tmp_path, monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf-home"))
+    monkeypatch.delenv("HF_HUB_CACHE", raising=False)
+    with pytest.raises(ModelNotFoundError) as err:
+        resolve_model_path("OpenMed/privacy-filter-nemotron")
+    assert "Hub repo 'OpenMed/privacy-filter-nemotron' is not in the local Hub cache" in str(err.value)
+    assert "HF_HUB_OFFLINE" in str(err.value)
+
+
+def _fake_cache(cache: Path, repo_id: str, source: Path, files: list[str], revision: str = "main") -> Path:
+    """Lay out ``files`` of ``source`` the way huggingface_hub caches a snapshot (blobs + symlinks + refs)."""
+    commit = "0123456789abcdef0123456789abcdef01234567"
+    repo = cache / ("models--" + repo_id.replace("/", "--"))
+    snapshot = repo / "snapshots" / commit
+    (repo / "blobs").mkdir(parents=True)
+    snapshot.mkdir(parents=True)
+    (repo / "refs").mkdir()
+    (repo / "refs" / revision).write_text(commit)
+    for i, name in enumerate(files):
+        blob = repo / "blobs" / f"{i:040x}"
+        blob.write_bytes((source / name).read_bytes())
+        (snapshot / name).symlink_to(Path("..") / ".." / "blobs" / blob.name)
+    return snapshot
+
+
+def test_offline_hub_hit_from_a_prepopulated_cache(tmp_path, monkeypatch, hf):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf-home"))
+    monkeypatch.delenv("HF_HUB_CACHE", raising=False)
+    snapshot = _fake_cache(tmp_path / "hf-home" / "hub", "someone/tiny-filter", hf, ["config.json",
+                                                                                        "model.safetensors"])
+    folder = resolve_model_path("someone/tiny-filter")
+    assert folder.resolve() == snapshot.resolve()
+    assert inspect_checkpoint(folder).config.num_labels == 9
+    # The same cache given explicitly, with the env cache elsewhere.
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "elsewhere"))
+    assert resolve_model_path("someone/tiny-filter", cache_dir=tmp_path / "hf-home" / "hub") == folder
+    with pytest.raises(ModelNotFoundError, match="revision 'v2'.*not in the local Hub cache"):
+        resolve_model_path("someone/tiny-filter", revision="v2", cache_dir=tmp_path / "hf-home" / "hub")
+
+
+def test_cached_repo_without_weights(tmp_path, monkeypatch, hf):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    _fake_cache(tmp_path / "cache", "someone/config-only", hf, ["config.json"])
+    with pytest.raises(ModelNotFoundError, match="'someone/config-only' has no safetensors weight file"):
+        resolve_model_path("someone/config-only", cache_dir=tmp_path / "cache")
+
+
+def test_hub_errors_become_model_not_found(tmp_path, monkeypatch):
+    httpx = pytest.importorskip("httpx")
+    import huggingface_hub
+    from huggingface_hub import errors
+
+    calls = []
+    response = httpx.Response(404, request=httpx.Request("GET", "https://huggingface.co/api/models/nobody/missing"))
+
+    def fake_download(repo_id, **kwargs):
+        calls.append(kwargs)
+        raise errors.RepositoryNotFoundError("404", response=response)
+
+    monkeypatch.setattr(huggingface_hub, "snapshot_download", fake_download)
+    with pytest.raises(ModelNotFoundError, match="'nobody/missing' does not exist or is private"):
+        resolve_model_path("nobody/missing", local_files_only=False, cache_dir=tmp_path)
+    # Only the files a checkpoint needs are requested.
+    patterns = calls[0]["allow_patterns"]
+    assert "config.json" in patterns and "weights.safetensors" in patterns and "model.safetensors" in patterns
+    assert not any(p.endswith((".bin", ".pt", ".pth", ".onnx", "*")) and p != "model-*-of-*.safetensors"
+                   for p in patterns)
+    assert calls[0]["local_files_only"] is False
