@@ -84,7 +84,8 @@ def viterbi(log_probs: np.ndarray, scheme: LabelScheme, biases: TransitionBiases
     inside_first = inside < begin  # per class: does I-x win a tie against B-x?
     # Rows: scores into O / into B-*,S-* from an end-like label; into I-x / E-x from B-x or I-x.
     from_end = np.array([[b.transition_bias_end_to_background], [b.transition_bias_end_to_start]])
-    from_inside = np.array([b.transition_bias_inside_to_continue, b.transition_bias_inside_to_end])[:, None, None]
+    from_inside = np.array([b.transition_bias_inside_to_continue,
+                            b.transition_bias_inside_to_end]).reshape(2, 1, 1)
     stay, to_start = b.transition_bias_background_stay, b.transition_bias_background_to_start
     start, finish = boundary_scores(scheme)
 
@@ -109,7 +110,8 @@ def viterbi(log_probs: np.ndarray, scheme: LabelScheme, biases: TransitionBiases
     return _backtrack(back, int(np.argmax(delta + finish)))
 
 
-def viterbi_dense(log_probs: np.ndarray, scheme: LabelScheme, biases: TransitionBiases | None = None) -> np.ndarray:
+def viterbi_dense(log_probs: np.ndarray, scheme: LabelScheme,
+                  biases: TransitionBiases | None = None) -> np.ndarray:
     """The textbook O(T * C^2) recurrence over ``transition_matrix``; same contract as ``viterbi``."""
     lp = _check(log_probs, scheme)
     steps = lp.shape[0]
@@ -127,7 +129,7 @@ def viterbi_dense(log_probs: np.ndarray, scheme: LabelScheme, biases: Transition
 
 
 def tags_to_token_spans(tags: np.ndarray, scheme: LabelScheme) -> list[tuple[str, int, int]]:
-    """Label ids -> ``(class_name, token_start, token_end)`` spans, end exclusive (opf ``labels_to_spans`` rules).
+    """Label ids -> ``(class_name, token_start, token_end)`` spans, end exclusive (opf's ``labels_to_spans``).
 
     Also accepts paths that break the grammar: ``O`` closes; ``S-x`` emits one token; ``B-x`` opens;
     ``I-x`` continues an open x (else opens x); ``E-x`` closes an open x (else emits one token).

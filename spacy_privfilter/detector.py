@@ -30,7 +30,7 @@ DEFAULT_MODEL = "OpenMed/privacy-filter-nemotron-mlx-8bit"
 
 
 class Window(NamedTuple):
-    """Tokens ``[start, stop)`` of document ``doc`` go to the model; rows ``[core_start, core_stop)`` are kept."""
+    """Tokens ``[start, stop)`` of document ``doc`` go to the model; ``[core_start, core_stop)`` is kept."""
 
     doc: int
     start: int
@@ -63,7 +63,8 @@ def pack_batches(windows: list[Window], max_batch_tokens: int) -> list[list[Wind
     ordered = sorted(windows, key=lambda w: (-(w.stop - w.start), w.doc, w.start))
     batches: list[list[Window]] = []
     for window in ordered:
-        if batches and (len(batches[-1]) + 1) * (batches[-1][0].stop - batches[-1][0].start) <= max_batch_tokens:
+        longest = batches[-1][0].stop - batches[-1][0].start if batches else 0
+        if batches and (len(batches[-1]) + 1) * longest <= max_batch_tokens:
             batches[-1].append(window)
         else:
             batches.append([window])
@@ -77,15 +78,17 @@ class Detector:
         backend: a ``Backend`` (``logits(input_ids, attention_mask)``, ``config``).
         biases: transition biases (mapping, ``TransitionBiases``, or path to ``viterbi_calibration.json``);
             None uses the backend's ``viterbi_biases`` if it has any, else zeros.
-        tokenizer: a ``Tokenizer``, a path to ``o200k_base.tiktoken`` (or a folder with it), or None for the default.
+        tokenizer: a ``Tokenizer``, a path to ``o200k_base.tiktoken`` (or a folder with it), or None for
+            the default.
         max_tokens: most tokens per model call row; longer documents are windowed.
         max_batch_tokens: most padded tokens (batch x seq) per model call.
         threshold: drop spans whose score is below this (0..1).
         label_thresholds: per-class thresholds (0..1) replacing ``threshold`` for those classes.
     """
 
-    def __init__(self, backend: Any, *, biases: Any = None, tokenizer: Tokenizer | str | os.PathLike | None = None,
-                 max_tokens: int = 8192, max_batch_tokens: int = 16384, threshold: float = 0.0,
+    def __init__(self, backend: Any, *, biases: Any = None,
+                 tokenizer: Tokenizer | str | os.PathLike | None = None, max_tokens: int = 8192,
+                 max_batch_tokens: int = 16384, threshold: float = 0.0,
                  label_thresholds: Mapping[str, float] | None = None) -> None:
         self.backend = backend
         self.scheme = LabelScheme.from_id2label(backend.config.id2label)
@@ -123,8 +126,9 @@ class Detector:
         loaded = load_backend(model, revision=revision, backend=backend, device=device, dtype=dtype,
                               quantize=quantize)
         if options.get("tokenizer") is None:
-            folder = _model_folder(loaded)
-            options["tokenizer"] = folder  # get_tokenizer falls back to tiktoken when the folder has no file
+            # A tokenizer file shipped in the model folder makes the folder work offline; without one,
+            # get_tokenizer falls back to tiktoken's own loader.
+            options["tokenizer"] = str(model) if os.path.isdir(model) else _model_folder(loaded)
         return cls(loaded, **options)
 
     @property
@@ -138,7 +142,7 @@ class Detector:
         return self.detect_batch([text])[0]
 
     def detect_batch(self, texts: Iterable[str]) -> list[list[CharSpan]]:
-        """``detect`` for many texts with shared, length-sorted model batches; results keep the input order."""
+        """``detect`` for many texts, sharing length-sorted model batches; results keep the input order."""
         texts = list(texts)
         bad = [i for i, t in enumerate(texts) if not isinstance(t, str)]
         if bad:
@@ -167,7 +171,8 @@ class Detector:
             if logits.shape != expected:
                 raise ValueError(f"backend returned logits of shape {logits.shape}; expected {expected}")
             for row, w in enumerate(batch):
-                out[w.doc][w.core_start:w.core_stop] = logits[row, w.core_start - w.start: w.core_stop - w.start]
+                core = logits[row, w.core_start - w.start: w.core_stop - w.start]
+                out[w.doc][w.core_start:w.core_stop] = core
         return out
 
     def _spans(self, text: str, tok: TokenizedText, logits: np.ndarray) -> list[CharSpan]:

@@ -81,7 +81,8 @@ class LabelScheme:
         """Build and validate a scheme.
 
         Args:
-            id2label: label names by id, as a sequence or a mapping ``{id: name}`` (ids 0..C-1; str keys allowed).
+            id2label: label names by id, as a sequence or a mapping ``{id: name}`` (ids 0..C-1; str keys
+                allowed).
         Raises:
             LabelSchemeError: listing every problem (bad names, duplicates, missing prefixes, no ``O``).
         """
@@ -130,7 +131,8 @@ def _as_tuple(id2label: Sequence[str] | Mapping[Any, str]) -> tuple[str, ...]:
             raise LabelSchemeError("id2label keys must be integers or strings of integers") from exc
         ids = [k for k, _ in items]
         if ids != list(range(len(ids))):
-            raise LabelSchemeError(f"id2label ids must run 0..{len(ids) - 1} without gaps; got {len(ids)} ids")
+            raise LabelSchemeError(
+                f"id2label ids must run 0..{len(ids) - 1} without gaps; got {len(ids)} ids")
         labels = [v for _, v in items]
     elif isinstance(id2label, (str, bytes)):
         raise LabelSchemeError("id2label must be a sequence or mapping of label names, not a single string")
@@ -154,8 +156,7 @@ class TransitionBiases:
     transition_bias_end_to_start: float = 0.0
 
     def __post_init__(self) -> None:
-        bad = [f.name for f in fields(self) if not _is_number(getattr(self, f.name))
-               or not math.isfinite(float(getattr(self, f.name))) or abs(float(getattr(self, f.name))) > MAX_ABS_BIAS]
+        bad = [f.name for f in fields(self) if not _is_bias(getattr(self, f.name))]
         if bad:
             raise ConfigError(f"transition biases must be finite numbers within +-{MAX_ABS_BIAS:g}; bad: "
                               f"{', '.join(bad)}")
@@ -196,8 +197,9 @@ class TransitionBiases:
         try:
             biases = data["operating_points"]["default"]["biases"]
         except (KeyError, TypeError) as exc:
-            raise CheckpointError(f"{source}: expected {{'operating_points': {{'default': {{'biases': {{...}}}}}}}}; "
-                                  f"the path operating_points.default.biases is missing") from exc
+            raise CheckpointError(
+                f"{source}: expected {{'operating_points': {{'default': {{'biases': {{...}}}}}}}}; "
+                f"the path operating_points.default.biases is missing") from exc
         if not isinstance(biases, Mapping):
             raise CheckpointError(f"{source}: operating_points.default.biases must be an object")
         missing = [key for key in BIAS_KEYS if key not in biases]
@@ -223,9 +225,11 @@ class TransitionBiases:
             return cls.from_dict(biases)
         if isinstance(biases, (str, os.PathLike)):
             return cls.from_calibration_file(biases)
-        raise ConfigError(f"biases must be None, a mapping of {', '.join(BIAS_KEYS)}, a TransitionBiases, or a path "
-                          f"to {CALIBRATION_FILE}; got {type(biases).__name__}")
+        raise ConfigError(f"biases must be None, a mapping of {', '.join(BIAS_KEYS)}, a TransitionBiases, "
+                          f"or a path to {CALIBRATION_FILE}; got {type(biases).__name__}")
 
 
-def _is_number(value: Any) -> bool:
-    return isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(value, bool)
+def _is_bias(value: Any) -> bool:
+    if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)):
+        return False
+    return math.isfinite(float(value)) and abs(float(value)) <= MAX_ABS_BIAS

@@ -77,6 +77,6 @@ def tags_to_char_spans(text: str, tags: np.ndarray, log_probs: np.ndarray, char_
         if start < end:
             spans.append(CharSpan(label, start, end, min(score, 1.0)))
     if cut:
-        logger.info("%d span(s) shared a split multi-byte character with the previous span; start moved past it",
-                    cut)
+        logger.info("%d span(s) shared a split multi-byte character with the previous span; "
+                    "start moved past it", cut)
     return spans

@@ -35,8 +35,10 @@ ENDOFTEXT_ID = 199999
 SPECIAL_TOKENS = {"<|endoftext|>": ENDOFTEXT_ID, "<|endofprompt|>": 200018}
 # The o200k split pattern (tiktoken_ext.openai_public.o200k_base), needed to build the Encoding from a file.
 O200K_PATTERN = "|".join([
-    r"""[^\r\n\p{L}\p{N}]?[\p{Lu}\p{Lt}\p{Lm}\p{Lo}\p{M}]*[\p{Ll}\p{Lm}\p{Lo}\p{M}]+(?i:'s|'t|'re|'ve|'m|'ll|'d)?""",
-    r"""[^\r\n\p{L}\p{N}]?[\p{Lu}\p{Lt}\p{Lm}\p{Lo}\p{M}]+[\p{Ll}\p{Lm}\p{Lo}\p{M}]*(?i:'s|'t|'re|'ve|'m|'ll|'d)?""",
+    r"""[^\r\n\p{L}\p{N}]?[\p{Lu}\p{Lt}\p{Lm}\p{Lo}\p{M}]*[\p{Ll}\p{Lm}\p{Lo}\p{M}]+"""
+    r"""(?i:'s|'t|'re|'ve|'m|'ll|'d)?""",
+    r"""[^\r\n\p{L}\p{N}]?[\p{Lu}\p{Lt}\p{Lm}\p{Lo}\p{M}]+[\p{Ll}\p{Lm}\p{Lo}\p{M}]*"""
+    r"""(?i:'s|'t|'re|'ve|'m|'ll|'d)?""",
     r"""\p{N}{1,3}""",
     r""" ?[^\s\p{L}\p{N}]+[\r\n/]*""",
     r"""\s*[\r\n]+""",
@@ -45,9 +47,9 @@ O200K_PATTERN = "|".join([
 ])
 _SURROGATES = re.compile("[\ud800-\udfff]")
 _HOW_TO_FIX = (
-    "Fix: either set TIKTOKEN_CACHE_DIR to a folder holding tiktoken's cached o200k_base file (or allow network "
-    "access on first use), or pass an explicit path to an 'o200k_base.tiktoken' file (or a model folder that "
-    "contains one)")
+    "Fix: either set TIKTOKEN_CACHE_DIR to a folder holding tiktoken's cached o200k_base file "
+    "(or allow network access on first use), or pass an explicit path to an 'o200k_base.tiktoken' file "
+    "(or a model folder that contains one)")
 
 
 @dataclass(frozen=True, eq=False)

@@ -1,6 +1,9 @@
 """Detector: windowing, batching and the text -> CharSpan flow, with the framework-free FakeBackend."""
 from __future__ import annotations
 
+import os
+from pathlib import Path
+
 import numpy as np
 import pytest
 
@@ -73,7 +76,8 @@ def test_plan_windows_cover_document():
             assert a.core_stop == b.core_start
         for w in windows:
             assert w.stop - w.start <= 10 and w.core_start < w.core_stop
-            assert w.core_start - w.start >= min(3, w.core_start) and w.stop - w.core_stop >= min(3, n - w.core_stop)
+            assert w.core_start - w.start >= min(3, w.core_start)
+            assert w.stop - w.core_stop >= min(3, n - w.core_stop)
     assert detector_module.plan_windows(0, 10, 3) == []
 
 
@@ -171,5 +175,10 @@ def test_from_pretrained_wires_loader_options(monkeypatch, tmp_path):
                     "dtype": "float32", "quantize": 8}
     assert detector.threshold == 0.5 and detector.max_tokens == 64
     assert detector.tokenizer is get_tokenizer()
+    shipped = Path(__file__).resolve().parents[2] / "shared" / "tokenizers" / "o200k_base.tiktoken"
+    if shipped.is_file():  # a tokenizer file in the model folder is the one used
+        os.symlink(shipped, tmp_path / "o200k_base.tiktoken")
+        with_file = detector_module.Detector.from_pretrained(str(tmp_path))
+        assert with_file.tokenizer is get_tokenizer(shipped) and with_file.tokenizer is not get_tokenizer()
     with pytest.raises(ConfigError, match="max_tokens"):
         detector_module.Detector.from_pretrained(str(tmp_path), max_token=64)

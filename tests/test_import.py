@@ -58,7 +58,8 @@ def test_core_modules_do_not_load_frameworks():
     """Without blocking: the framework-free core (no spaCy) must not pull torch or mlx in."""
     code = textwrap.dedent("""
         import json, sys
-        import spacy_privfilter, spacy_privfilter.detector, spacy_privfilter.backends, spacy_privfilter.backends.fake
+        import spacy_privfilter, spacy_privfilter.detector, spacy_privfilter.backends
+        import spacy_privfilter.backends.fake
         print(json.dumps({"spacy": "spacy" in sys.modules,
                           "loaded": sorted(m for m in sys.modules if m.split(".")[0] in ("torch", "mlx"))}))
     """)
@@ -78,9 +79,10 @@ def test_missing_runtime_names_the_pip_install(tmp_path):
         from spacy_privfilter.backends import select_backend
         from spacy_privfilter.detector import Detector
         messages = {{}}
-        for name, call in [("torch", lambda: select_backend("torch")), ("mlx", lambda: select_backend("mlx")),
-                           ("auto", lambda: select_backend("auto")),
-                           ("from_pretrained", lambda: Detector.from_pretrained({str(tmp_path)!r}, backend="torch"))]:
+        calls = [("torch", lambda: select_backend("torch")), ("mlx", lambda: select_backend("mlx")),
+                 ("auto", lambda: select_backend("auto")),
+                 ("from_pretrained", lambda: Detector.from_pretrained({str(tmp_path)!r}, backend="torch"))]
+        for name, call in calls:
             try:
                 call()
                 messages[name] = None

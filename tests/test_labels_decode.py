@@ -163,7 +163,7 @@ def random_log_probs(rng, steps, labels, ties: bool):
 
 
 def test_brute_force_reference_is_optimal():
-    """The reference itself: its path has the best score among all label sequences (exhaustive, tiny cases)."""
+    """The reference itself: its path scores best among all label sequences (exhaustive, tiny cases)."""
     rng = np.random.default_rng(7)
     for _ in range(40):
         id2label = ["O", "B-a", "I-a", "E-a", "S-a"]
@@ -261,7 +261,8 @@ def test_tags_to_token_spans_rules():
     ids = scheme.label2id
     tags = [ids[t] for t in ["O", "B-a", "I-a", "E-a", "S-b", "B-b", "E-b", "O", "S-a"]]
     assert tags_to_token_spans(tags, scheme) == [("a", 1, 4), ("b", 4, 5), ("b", 5, 7), ("a", 8, 9)]
-    # Ungrammatical paths follow opf's rules: I of another class reopens; stray E is one token; open span closes.
+    # Ungrammatical paths follow opf's rules: I of another class reopens, a stray E is one token,
+    # an open span closes at the end.
     tags = [ids[t] for t in ["I-a", "I-b", "E-a", "B-a", "I-a"]]
     assert tags_to_token_spans(tags, scheme) == [("a", 0, 1), ("b", 1, 2), ("a", 2, 3), ("a", 3, 5)]
     assert tags_to_token_spans([], scheme) == []

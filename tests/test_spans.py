@@ -60,7 +60,7 @@ def test_whitespace_only_span_is_dropped_and_shared_character_is_not_reused():
     assert [(s.label, s.start, s.end) for s in spans] == [("email", 3, 4), ("name", 4, 5)]
 
 
-# ---------------------------------------------------------------------------------------------- oracle round trip
+# ------------------------------------------------------------------------------------- oracle round trip
 def gold_tags(tokenized, spans, scheme):
     """BIOES tag per token for gold char spans; None when two spans share a token."""
     tags = np.full(len(tokenized), scheme.outside_id, dtype=np.int64)
@@ -81,7 +81,8 @@ def gold_tags(tokenized, spans, scheme):
 
 
 def test_oracle_logits_round_trip(shared_data_files):
-    records = [json.loads(line) for path in shared_data_files for line in path.read_text().splitlines() if line]
+    records = [json.loads(line) for path in shared_data_files
+               for line in path.read_text().splitlines() if line]
     scheme = LabelScheme.from_classes(sorted({s["label"] for r in records for s in r["spans"]}))
     tokenizer = get_tokenizer()
     counts = Counter()

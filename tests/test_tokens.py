@@ -37,7 +37,7 @@ def check_offsets(tok, text: str) -> None:
     assert np.all(np.diff(starts) >= 0) and np.all(np.diff(ends) >= 0)
     # No gaps: each token starts at or before where the previous one ended.
     assert np.all(starts[1:] <= ends[:-1])
-    # A token starts before the previous end only when it shares a split multi-byte character (one code point).
+    # A token starts before the previous end only when both share a split multi-byte character.
     assert np.all(ends[:-1] - starts[1:] <= 1)
     assert not any(i in (199999, 200018) for i in out.input_ids.tolist())
     clean = "".join("\ufffd" if 0xD800 <= ord(c) <= 0xDFFF else c for c in text)
