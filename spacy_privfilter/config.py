@@ -142,6 +142,11 @@ class ModelConfig:
     @classmethod
     def _from_opf(cls, d: Mapping[str, Any], id2label: Mapping[Any, str] | None) -> "ModelConfig":
         window = _symmetric_window(d.get("bidirectional_left_context"), d.get("bidirectional_right_context"))
+        # opf's own rule: the full band width equals left + right + 1 (HF's one-sided window is never stored here).
+        if d.get("sliding_window") is not None and int(d["sliding_window"]) != 2 * window + 1:
+            raise CheckpointError(
+                f"opf config.json has sliding_window={d['sliding_window']} but bidirectional contexts of {window}; "
+                f"opf requires sliding_window = left + right + 1 = {2 * window + 1}")
         labels = id2label if id2label is not None else d.get("id2label")
         return cls(
             vocab_size=int(d.get("vocab_size", 200064)),
@@ -196,6 +201,11 @@ class ModelConfig:
             "attention_dropout": 0.0,
             "classifier_dropout": 0.0,
             "tie_word_embeddings": False,
+            # Training-only fields transformers writes too; kept so the file reads like save_pretrained's.
+            "initializer_range": 0.02,
+            "output_router_logits": False,
+            "router_aux_loss_coef": 0.001,
+            "use_cache": True,
             "pad_token_id": self.pad_token_id,
             "eos_token_id": self.pad_token_id,
             "bos_token_id": None,
