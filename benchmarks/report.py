@@ -1,0 +1,196 @@
+"""Results -> markdown tables and a log-log plot of tokens/s against input length."""
+from __future__ import annotations
+
+from pathlib import Path
+
+from .contenders import BASELINE
+
+
+def render_markdown(results: dict) -> str:
+    meta, roof = results["meta"], results.get("roofline") or {}
+    notes: list[str] = []
+    lines = [f"# Benchmark results ({meta['mode']}, {meta['device']})", "",
+             f"- Command: `{meta['command']}`", f"- Date: {meta['date']}; commit {meta['commit']}",
+             f"- Machine: {meta.get('machine', 'unknown')}; threads: {meta['threads']}",
+             f"- Model: {meta['size']}-size random checkpoint ({meta['model_shape']}); timing depends only on shapes",
+             f"- {meta['repeats']} runs per figure: median [min-max]; ratios compare contenders within this run"]
+    if roof:
+        lines.append(f"- Roofline: bf16 matmul {roof['gflops']:,.0f} GFLOP/s measured / "
+                     f"{roof['flops_per_token'] / 1e9:.3g} GFLOP per token = ceiling "
+                     f"**{roof['ceiling_tokens_per_s']:,.0f} tokens/s**")
+    lines += ["", *_scaling_table(results, notes), "", *_relative_table(results), "", *_memory_table(results),
+              "", *_pipe_table(results), "", *_cold_table(results), ""]
+    if notes:
+        lines += ["Notes:", *[f"{i + 1}. {note}" for i, note in enumerate(notes)], ""]
+    return "\n".join(lines)
+
+
+def _columns(results: dict) -> list[str]:
+    return [str(n) for n in results["meta"]["lengths"]]
+
+
+def _rows(results: dict):
+    for name, entry in results["contenders"].items():
+        yield name, entry, (entry.get("scaling") or {})
+
+
+def _status_cell(entry: dict, job: dict) -> str | None:
+    for block in (entry, job):
+        if block.get("status") in ("skipped", "failed"):
+            return f"{block['status']}: {block.get('reason', '')}"
+    return None
+
+
+def _fmt_summary(summary: dict | None, digits: int = 0) -> str:
+    if not summary:
+        return "-"
+    return f"{summary['median']:,.{digits}f} [{summary['min']:,.{digits}f}-{summary['max']:,.{digits}f}]"
+
+
+def _note(notes: list[str], text: str) -> str:
+    if text not in notes:
+        notes.append(text)
+    return f"skipped ({notes.index(text) + 1})"
+
+
+def _scaling_table(results: dict, notes: list[str]) -> list[str]:
+    cols = _columns(results)
+    lines = ["## Single texts: tokens/s by input length (one forward pass, logits out)", "",
+             "| contender | " + " | ".join(f"{c} tok" for c in cols) + " | 32 texts x ~200 tok |",
+             "|---" * (len(cols) + 2) + "|"]
+    for _, entry, job in _rows(results):
+        status = _status_cell(entry, job)
+        if status:
+            lines.append(f"| {entry['label']} | {status} |" + " |" * len(cols))
+            continue
+        cells = []
+        for col in cols:
+            point = job.get("lengths", {}).get(col, {})
+            cells.append(_note(notes, point["skipped"]) if "skipped" in point
+                         else _fmt_summary(point.get("tokens_per_s")))
+        cells.append(_fmt_summary((job.get("batch32") or {}).get("tokens_per_s")))
+        lines.append(f"| {entry['label']} | " + " | ".join(cells) + " |")
+    return lines
+
+
+def median_tps(job: dict, col: str) -> float | None:
+    if col == "batch32":
+        summary = (job.get("batch32") or {}).get("tokens_per_s")
+    else:
+        summary = job.get("lengths", {}).get(col, {}).get("tokens_per_s")
+    return summary["median"] if summary else None
+
+
+def _relative_table(results: dict) -> list[str]:
+    cols = _columns(results) + ["batch32"]
+    baseline = (results["contenders"].get(BASELINE) or {}).get("scaling") or {}
+    ceiling = (results.get("roofline") or {}).get("ceiling_tokens_per_s")
+    lines = ["## Relative: speed-up over transformers eager (same run) and share of the roofline ceiling", "",
+             "| contender | " + " | ".join(f"{c} tok" if c != "batch32" else "32 x ~200" for c in cols) + " |",
+             "|---" * (len(cols) + 1) + "|"]
+    for _, entry, job in _rows(results):
+        if _status_cell(entry, job):
+            continue
+        cells = []
+        for col in cols:
+            tps = median_tps(job, col)
+            if tps is None:
+                cells.append("-")
+                continue
+            base = median_tps(baseline, col)
+            ratio = f"{tps / base:.2f}x" if base else "n/a"
+            share = f"{tps / ceiling:.0%}" if ceiling else "n/a"
+            cells.append(f"{ratio} / {share}")
+        lines.append(f"| {entry['label']} | " + " | ".join(cells) + " |")
+    lines += ["", "n/a: transformers eager did not run at that length (see notes above)."]
+    return lines
+
+
+def _memory_table(results: dict) -> list[str]:
+    gpu = results["meta"]["device"] == "cuda"
+    head = "| contender | load s (incl. 1-token forward) | RSS after load MiB | peak RSS MiB (all lengths) |" + (" GPU peak MiB |" if gpu else "")
+    lines = ["## Memory and load time (each contender in its own process)", "", head,
+             "|---" * (5 if gpu else 4) + "|"]
+    for _, entry, job in _rows(results):
+        if _status_cell(entry, job):
+            continue
+        row = (f"| {entry['label']} | {job.get('load_s', 0):.1f} | {job.get('rss_after_load_mb', 0):,.0f} | "
+               f"{job.get('peak_rss_mb', 0):,.0f} |")
+        if gpu:
+            row += f" {job.get('gpu_peak_mb', 0):,.0f} |"
+        lines.append(row)
+    return lines
+
+
+def _pipe_table(results: dict) -> list[str]:
+    lines = ["## spaCy `nlp.pipe` on realistic documents (clinical notes and emails, 100-2,000 tokens)", ""]
+    rows = [(entry, entry["pipe"]) for entry in results["contenders"].values() if entry.get("pipe")]
+    if not rows:
+        return lines + ["(not run)"]
+    job0 = next((job for _, job in rows if job.get("status") == "ok"), {})
+    if job0:
+        lines.append(f"{job0['documents']} documents, {job0['tokens']:,} tokens, split into {job0['shards']} runs "
+                     "(median [min-max] over runs). Outside-model share = 1 - time inside the backend's "
+                     "`logits` / wall time (spaCy tokenizer, model tokenizer, Viterbi, span alignment).")
+        lines.append("")
+    lines += ["| contender | batch size | docs/s | tokens/s | outside-model share | peak RSS MiB |",
+              "|---|---|---|---|---|---|"]
+    for entry, job in rows:
+        if job.get("status") != "ok":
+            lines.append(f"| {entry['label']} | {job.get('status')}: {job.get('reason', '')} | | | | |")
+            continue
+        for batch_size, point in job["batch_sizes"].items():
+            share = point.get("overhead_share")
+            share_text = (f"{share['median']:.1%} [{share['min']:.1%}-{share['max']:.1%}]" if share
+                          else "not measured")
+            lines.append(f"| {entry['label']} | {batch_size} | {_fmt_summary(point['docs_per_s'], 1)} | "
+                         f"{_fmt_summary(point['tokens_per_s'])} | {share_text} | {job['peak_rss_mb']:,.0f} |")
+    return lines
+
+
+def _cold_table(results: dict) -> list[str]:
+    lines = ["## Cold start: fresh process, import + load + first document", ""]
+    rows = [(entry, entry["cold"]) for entry in results["contenders"].values() if entry.get("cold")]
+    if not rows:
+        return lines + ["(not run)"]
+    lines += ["| contender | total s (process wall) | import s | load s | first doc s |", "|---|---|---|---|---|"]
+    for entry, cold in rows:
+        if cold.get("status") != "ok":
+            lines.append(f"| {entry['label']} | {cold.get('status')}: {cold.get('reason', '')} | | | |")
+            continue
+        parts = [_fmt_summary(cold[key], 2) for key in ("wall_s", "import_s", "load_s", "first_doc_s")]
+        lines.append(f"| {entry['label']} | " + " | ".join(parts) + " |")
+    lines += ["", "The first run reads the checkpoint from disk; later runs find it in the page cache."]
+    return lines
+
+
+def render_plot(results: dict, path: Path) -> Path:
+    """tokens/s against input length, log-log, one line per contender, the roofline ceiling dashed."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(8, 5), dpi=120)
+    for _, entry, job in _rows(results):
+        points = [(int(col), median_tps(job, col)) for col in _columns(results)]
+        points = [(x, y) for x, y in points if y]
+        if not points:
+            continue
+        xs, ys = zip(*points)
+        ax.plot(xs, ys, marker="o", label=entry["label"])
+    ceiling = (results.get("roofline") or {}).get("ceiling_tokens_per_s")
+    if ceiling:
+        ax.axhline(ceiling, linestyle="--", color="grey", label=f"roofline ceiling ({ceiling:,.0f} tok/s)")
+    ax.set_xscale("log", base=2)
+    ax.set_yscale("log")
+    ax.set_xlabel("tokens in one text")
+    ax.set_ylabel("tokens/s (median)")
+    meta = results["meta"]
+    ax.set_title(f"Privacy Filter forward pass, {meta['size']} model, {meta['device']}, {meta['threads']} threads")
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+    return path
