@@ -1,8 +1,17 @@
 """spacy-privfilter: find and scrub personal data with the OpenAI Privacy Filter model family in spaCy.
 
-``import spacy_privfilter`` imports neither torch nor mlx; the runtimes load lazily.
+``import spacy_privfilter`` imports neither torch, mlx nor spaCy; everything heavier loads on first use:
+
+    >>> import spacy
+    >>> nlp = spacy.blank("en")
+    >>> nlp.add_pipe("privacy_filter")          # registered through the spacy_factories entry point
+    >>> nlp.add_pipe("privacy_redactor")
+    >>> nlp("Call Jane at 555-201-7731.")._.redacted_text
 """
 from __future__ import annotations
+
+import importlib
+from typing import Any
 
 from .errors import (BackendUnavailableError, CheckpointError, ConfigError, LabelSchemeError, ModelNotFoundError,
                      PrivFilterError, TokenizerError)
@@ -10,7 +19,33 @@ from .spans import CharSpan
 
 __version__ = "0.1.0"
 
+# name -> module that defines it; resolved on first attribute access (PEP 562).
+_LAZY = {
+    "Detector": "detector",
+    "DEFAULT_MODEL": "detector",
+    "load_backend": "backends",
+    "redact": "redactor",
+    "redact_text": "redact",
+    "restore": "redact",
+    "convert": "convert",
+}
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'spacy_privfilter' has no attribute {name!r}")
+    value = getattr(importlib.import_module(f".{module}", __name__), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_LAZY))
+
+
 __all__ = [
-    "BackendUnavailableError", "CharSpan", "CheckpointError", "ConfigError", "LabelSchemeError",
-    "ModelNotFoundError", "PrivFilterError", "TokenizerError", "__version__",
+    "BackendUnavailableError", "CharSpan", "CheckpointError", "ConfigError", "DEFAULT_MODEL", "Detector",
+    "LabelSchemeError", "ModelNotFoundError", "PrivFilterError", "TokenizerError", "__version__", "convert",
+    "load_backend", "redact", "redact_text", "restore",
 ]
