@@ -116,7 +116,7 @@ class Runner:
     def all(self, contenders: list[Contender], entries: dict, workloads: set[str]) -> dict:
         args = self.args
         self.log(f"generating workloads ({args.docs} documents)")
-        data = build_workloads(n_documents=args.docs)
+        data = build_workloads(n_documents=args.docs, stream_tokens=min(40_000, max(args.lengths)))
         self.workloads_path = self.tmp / "workloads.json"
         self.workloads_path.write_text(json.dumps(data.to_dict()), encoding="utf-8")
         first_doc = data.documents[0]

@@ -1,0 +1,118 @@
+"""The benchmark harness: workloads, FLOP count, report rendering, and one tiny end-to-end run.
+
+Speed figures are never asserted here; only that the harness measures and reports what it should.
+"""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from benchmarks.__main__ import parse_args
+from benchmarks.contenders import by_name, quadratic_bytes
+from benchmarks.measure import flops_per_token
+from benchmarks.report import render_markdown
+from benchmarks.workloads import MAX_DOC_TOKENS, MIN_DOC_TOKENS, build_workloads, count_tokens, get_encoding
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def workloads():
+    return build_workloads(n_documents=4, seed=3, stream_tokens=3000)
+
+
+def test_workloads_have_the_requested_token_counts(workloads):
+    encoding = get_encoding()
+    lengths = [count_tokens(encoding, text) for text in workloads.documents]
+    # A document stops at the first paragraph that reaches its target, so it can overshoot by one paragraph.
+    assert all(MIN_DOC_TOKENS <= n <= MAX_DOC_TOKENS + 150 for n in lengths), lengths
+    assert len(workloads.short_texts) == 32
+    assert all(190 <= count_tokens(encoding, text) <= 210 for text in workloads.short_texts)
+    for length in (1, 128, 5000):  # 5000 > the 3000-token stream: the stream repeats
+        ids = workloads.single_ids(length)
+        assert ids.shape == (1, length) and ids.dtype.kind == "i"
+        assert ids.max() < 200019
+
+
+def test_workloads_are_deterministic(workloads):
+    again = build_workloads(n_documents=4, seed=3, stream_tokens=3000)
+    assert again.documents == workloads.documents
+    assert build_workloads(n_documents=4, seed=4, stream_tokens=3000).documents != workloads.documents
+
+
+def test_flops_per_token_matches_the_published_active_parameter_count():
+    from spacy_privfilter.testing import full_config
+
+    # architecture.md 3.4: 50,692,173 active parameters per token (biases and norms included, embedding not);
+    # 2 FLOPs each, plus QK^T and PV over a 257-token band in 8 layers of 14 heads x 64 dims.
+    expected = 2 * 50_692_173 + 8 * 2 * 2 * 257 * 14 * 64
+    assert flops_per_token(full_config()) == pytest.approx(expected, rel=0.01)
+    assert 0.105e9 < flops_per_token(full_config()) < 0.112e9
+
+
+def test_eager_attention_memory_estimate_matches_the_measured_15_gb():
+    need = quadratic_bytes(by_name("hf-eager"), batch=1, seq=8192, num_heads=14)
+    assert 12 * 2**30 < need < 18 * 2**30
+    assert quadratic_bytes(by_name("torch-bf16"), batch=1, seq=8192, num_heads=14) == 0
+
+
+def test_unknown_only_name_is_rejected_with_the_choices(capsys):
+    with pytest.raises(SystemExit):
+        parse_args(["--only", "torch-bf17"])
+    assert "torch-bf16" in capsys.readouterr().err
+
+
+def _fake_results() -> dict:
+    point = lambda m: {"tokens_per_s": {"median": m, "min": m * 0.9, "max": m * 1.1, "n": 3}}  # noqa: E731
+    return {
+        "meta": {"mode": "quick", "device": "cpu", "size": "tiny", "threads": 2, "repeats": 3, "lengths": [128, 8192],
+                 "date": "d", "commit": "c", "machine": "m", "model_shape": "s", "command": "python -m benchmarks"},
+        "roofline": {"gflops": 1000.0, "flops_per_token": 1e8, "ceiling_tokens_per_s": 10000.0},
+        "contenders": {
+            "torch-bf16": {"label": "ours", "status": "ok", "scaling": {
+                "status": "ok", "load_s": 1.0, "rss_after_load_mb": 10, "peak_rss_mb": 20,
+                "lengths": {"128": point(2500.0), "8192": point(3000.0)}, "batch32": point(4000.0)}},
+            "hf-eager": {"label": "eager", "status": "ok", "scaling": {
+                "status": "ok", "load_s": 1.0, "rss_after_load_mb": 10, "peak_rss_mb": 20,
+                "lengths": {"128": point(1000.0), "8192": {"skipped": "needs ~15 GB"}}, "batch32": point(2000.0)}},
+            "mlx-bf16": {"label": "mlx", "status": "skipped", "reason": "'mlx.core' is not installed"},
+        }}
+
+
+def test_report_gives_ratios_to_eager_ceiling_shares_and_skip_reasons():
+    text = render_markdown(_fake_results())
+    ours = [line for line in text.splitlines() if line.startswith("| ours |")]
+    assert "2,500 [2,250-2,750]" in ours[0]
+    assert "2.50x / 25%" in ours[1]          # 2500 / 1000 eager; 2500 / 10000 ceiling
+    assert "n/a / 30%" in ours[1]            # eager skipped at 8192: no ratio, but the ceiling share
+    assert "2.00x / 40%" in ours[1]          # the batch of 32
+    assert "skipped (1)" in text and "1. needs ~15 GB" in text
+    assert "skipped: 'mlx.core' is not installed" in text
+
+
+def test_tiny_end_to_end_run_writes_table_plot_and_json(tmp_path):
+    pytest.importorskip("torch")
+    pytest.importorskip("matplotlib")
+    out, cache = tmp_path / "results", tmp_path / "cache"
+    cmd = [sys.executable, "-m", "benchmarks", "--size", "tiny", "--only", "torch-fp32,scaling",
+           "--lengths", "16,64", "--docs", "2", "--threads", "1", "--out", str(out), "--cache", str(cache)]
+    proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=300,
+                          env={**os.environ, "PYTHONPATH": str(ROOT)})
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    results = json.loads((out / "cpu.json").read_text(encoding="utf-8"))
+    scaling = results["contenders"]["torch-fp32"]["scaling"]
+    assert scaling["status"] == "ok", scaling.get("reason")
+    for length in ("16", "64"):
+        summary = scaling["lengths"][length]["tokens_per_s"]
+        assert summary["n"] == 3 and 0 < summary["min"] <= summary["median"] <= summary["max"]
+    assert scaling["peak_rss_mb"] >= scaling["rss_after_load_mb"] > 0
+    assert results["roofline"]["ceiling_tokens_per_s"] > 0
+    table = (out / "cpu.md").read_text(encoding="utf-8")
+    assert "| spacy-privfilter torch fp32 |" in table and "16 tok" in table
+    assert (out / "cpu.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert (cache / "tiny-hf" / "config.json").is_file()
