@@ -179,6 +179,7 @@ def mlx_config_dict(config: ModelConfig, quantization: QuantizationConfig | None
     """
     out = config.to_hf_dict()
     out.update({
+        "num_labels": config.num_labels,  # OpenMed's loader sizes its head from this key (KeyError without it)
         "num_experts": config.num_local_experts,
         "experts_per_token": config.num_experts_per_tok,
         "rope_theta": config.rope_theta,
