@@ -149,9 +149,10 @@ class DateShift:
     def _date_edits(value: str, places: dict[str, re.Match], moved: dt.datetime) -> list[tuple[int, int, str]]:
         edits = []
         # Zero padding is read from the value: any "0x" part means padded, any one-digit part means unpadded;
-        # two-digit parts alone ("10/28") are taken as padded, the commoner style in records.
+        # numeric dates with two-digit parts alone ("10/28") are taken as padded, the commoner style in records;
+        # a day next to a month name ("March 25") is not padded unless written so.
         parts = [places[p].group() for p in ("month", "day") if p in places]
-        padded = any(p.startswith("0") for p in parts) or all(len(p) == 2 for p in parts)
+        padded = any(p.startswith("0") for p in parts) or ("month" in places and all(len(p) == 2 for p in parts))
 
         def number(part: str, new: int) -> None:
             if part in places:
