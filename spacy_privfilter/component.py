@@ -19,6 +19,7 @@ from spacy.util import minibatch
 
 from .alignment import align_spans, merge_ents, warn_unaligned
 from .detector import DEFAULT_MODEL
+from .model_files import TOKENIZER_FILE
 from .persistence import ModelStorage
 from .settings import FilterSettings
 from .spans import CharSpan
@@ -155,8 +156,11 @@ class PrivacyFilter(ModelStorage, Pipe):
             model, revision = str(self._model_path), None
         else:
             model, revision = self._source
+        options = {}
+        if (Path(model) / TOKENIZER_FILE).is_file():  # a stored pipeline tokenizes without network or cache
+            options["tokenizer"] = str(Path(model) / TOKENIZER_FILE)
         return Detector.from_pretrained(
-            model, revision=revision, backend=s.backend, device=s.device, dtype=s.dtype,
+            model, revision=revision, backend=s.backend, device=s.device, dtype=s.dtype, **options,
             max_tokens=min(DETECTOR_MAX_TOKENS, s.max_batch_tokens), max_batch_tokens=s.max_batch_tokens,
             biases=dict(s.viterbi_biases) if s.viterbi_biases else None)
 
