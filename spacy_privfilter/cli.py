@@ -125,6 +125,7 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--keep-last", type=int, help="mask style: letters/digits left visible at the end")
     g.add_argument("--hash-key-env", metavar="VAR",
                    help="environment variable holding the hash style key (default: PRIVFILTER_HASH_KEY)")
+    g.add_argument("--hash-length", type=int, help="hash style: hex characters kept (8-64, default: 16)")
     g.add_argument("--locale", help="surrogate style Faker locale (default: en_US)")
     g.add_argument("--seed", help="surrogate style seed: same value, same surrogate across documents")
     g.add_argument("--with-redactions", action="store_true",
@@ -205,7 +206,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         from . import cli_tools
         return getattr(cli_tools, f"run_{args.command}")(args)
     except UsageError as exc:
-        parser.exit(EXIT_USAGE, f"spacy-privfilter {args.command}: error: {exc}\n")
+        print(f"spacy-privfilter {args.command}: error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
     except ConfigError as exc:
         log.error("%s", exc)
         return EXIT_USAGE

@@ -51,7 +51,7 @@ def filter_config(args: argparse.Namespace) -> dict[str, Any]:
 def redactor_config(args: argparse.Namespace) -> dict[str, Any]:
     """``privacy_redactor`` config from the redaction options; unset options keep the factory defaults."""
     config: dict[str, Any] = {}
-    for option in ("style", "tag_format", "mask_char", "keep_last", "hash_key_env", "locale"):
+    for option in ("style", "tag_format", "mask_char", "keep_last", "hash_key_env", "hash_length", "locale"):
         if getattr(args, option) is not None:
             config[option] = getattr(args, option)
     if args.label_style:
@@ -73,7 +73,7 @@ def build_nlp(args: argparse.Namespace, *, redact: bool) -> Any:
         nlp.add_pipe("privacy_redactor", config=redactor_config(args))
     log.info("loading model %s (backend %s, device %s)", args.model, args.backend, args.device)
     # Load now, so a bad model fails before any output is written rather than inside the first batch.
-    nlp("")
+    nlp.get_pipe("privacy_filter").initialize(nlp=nlp)
     return nlp
 
 
