@@ -42,12 +42,16 @@ class PRF:
 
     @property
     def precision(self) -> float:
-        # No prediction at all is not an error: precision is vacuously perfect.
-        return self.pred_matched / self.n_pred if self.n_pred else 1.0
+        # With nothing predicted, precision is 1 only when there was nothing to find (as recall, symmetrically).
+        if not self.n_pred:
+            return 0.0 if self.n_gold else 1.0
+        return self.pred_matched / self.n_pred
 
     @property
     def recall(self) -> float:
-        return self.gold_matched / self.n_gold if self.n_gold else 1.0
+        if not self.n_gold:
+            return 0.0 if self.n_pred else 1.0
+        return self.gold_matched / self.n_gold
 
     @property
     def f1(self) -> float:

@@ -65,6 +65,10 @@ def test_empty_sides_are_not_errors():
     ev = Evaluation()
     ev.add("no pii here", [], [])
     assert ev.overall().precision == 1.0 and ev.overall().recall == 1.0 and ev.leakage.share == 0.0
+    # nothing predicted for a label that has gold spans: 0, not a vacuous 1; and the other way round
+    missed = exact_counts([_span(0, 2, "city")], [CharSpan("zip", 3, 5, 1.0)])
+    assert (missed["city"].precision, missed["city"].recall) == (0.0, 0.0)
+    assert (missed["zip"].precision, missed["zip"].recall, missed["zip"].f1) == (0.0, 0.0, 0.0)
 
 
 def test_ignore_unannotated_labels_drops_only_unannotated_predictions():
