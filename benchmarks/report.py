@@ -19,7 +19,7 @@ def render_markdown(results: dict) -> str:
                      f"{roof['flops_per_token'] / 1e9:.3g} GFLOP per token = ceiling "
                      f"**{roof['ceiling_tokens_per_s']:,.0f} tokens/s**")
     lines += ["", *_scaling_table(results, notes), "", *_relative_table(results), "", *_memory_table(results),
-              "", *_pipe_table(results), "", *_cold_table(results), ""]
+              "", *_rss_by_length_table(results), "", *_pipe_table(results), "", *_cold_table(results), ""]
     if notes:
         lines += ["Notes:", *[f"{i + 1}. {note}" for i, note in enumerate(notes)], ""]
     return "\n".join(lines)
@@ -68,7 +68,8 @@ def _scaling_table(results: dict, notes: list[str]) -> list[str]:
             point = job.get("lengths", {}).get(col, {})
             cells.append(_note(notes, point["skipped"]) if "skipped" in point
                          else _fmt_summary(point.get("tokens_per_s")))
-        cells.append(_fmt_summary((job.get("batch32") or {}).get("tokens_per_s")))
+        batch = job.get("batch32") or {}
+        cells.append(_note(notes, batch["skipped"]) if "skipped" in batch else _fmt_summary(batch.get("tokens_per_s")))
         lines.append(f"| {entry['label']} | " + " | ".join(cells) + " |")
     return lines
 
@@ -119,6 +120,19 @@ def _memory_table(results: dict) -> list[str]:
         if gpu:
             row += f" {job.get('gpu_peak_mb', 0):,.0f} |"
         lines.append(row)
+    return lines
+
+
+def _rss_by_length_table(results: dict) -> list[str]:
+    cols = _columns(results)
+    lines = ["## Peak RSS (MiB) up to each length (lengths run in ascending order, so growth per length shows)", "",
+             "| contender | " + " | ".join(f"{c} tok" for c in cols) + " |", "|---" * (len(cols) + 1) + "|"]
+    for _, entry, job in _rows(results):
+        if _status_cell(entry, job):
+            continue
+        cells = [f"{p['peak_rss_mb']:,.0f}" if "peak_rss_mb" in p else "-"
+                 for p in (job.get("lengths", {}).get(col, {}) for col in cols)]
+        lines.append(f"| {entry['label']} | " + " | ".join(cells) + " |")
     return lines
 
 
@@ -184,11 +198,14 @@ def render_plot(results: dict, path: Path) -> Path:
         ax.axhline(ceiling, linestyle="--", color="grey", label=f"roofline ceiling ({ceiling:,.0f} tok/s)")
     ax.set_xscale("log", base=2)
     ax.set_yscale("log")
-    ax.set_xlabel("tokens in one text")
+    lengths = [int(c) for c in _columns(results)]
+    ax.set_xticks(lengths, [f"{n:,}" for n in lengths])
+    ax.minorticks_off()
+    ax.set_xlabel("tokens in one text (missing points: skipped, see the table)")
     ax.set_ylabel("tokens/s (median)")
     meta = results["meta"]
     ax.set_title(f"Privacy Filter forward pass, {meta['size']} model, {meta['device']}, {meta['threads']} threads")
-    ax.grid(True, which="both", alpha=0.3)
+    ax.grid(True, which="major", alpha=0.3)
     ax.legend(fontsize=8)
     fig.tight_layout()
     fig.savefig(path)

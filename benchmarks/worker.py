@@ -62,6 +62,7 @@ def scaling_job(spec: dict) -> dict:
     for _ in range(2):
         runner.forward(warm, np.ones_like(warm, dtype=bool))
     previous: tuple[int, float] | None = None  # (length, seconds per run)
+    first_tps: float | None = None  # at the shortest length: the basis for the batch's time projection
     for length in spec["lengths"]:
         input_ids = workloads.single_ids(length)
         attention_mask = np.ones_like(input_ids, dtype=bool)
@@ -69,15 +70,25 @@ def scaling_job(spec: dict) -> dict:
         if skip:
             out["lengths"][str(length)] = {"skipped": skip}
             continue
-        seconds = [time_call(lambda: runner.forward(input_ids, attention_mask)) for _ in range(spec["repeats"])]
+        try:
+            seconds = [time_call(lambda: runner.forward(input_ids, attention_mask))
+                       for _ in range(spec["repeats"])]
+        except (MemoryError, RuntimeError) as exc:  # e.g. CUDA out of memory: report it, go on to the batch
+            out["lengths"][str(length)] = {"skipped": f"failed: {type(exc).__name__}"}
+            _free_cuda(spec["device"])
+            continue
         out["lengths"][str(length)] = {"tokens_per_s": summarize([length / s for s in seconds]),
                                        "peak_rss_mb": peak_rss_mb()}
         previous = (length, float(np.median(seconds)))
-    out["batch32"] = _batch_job(runner, workloads, spec)
+        first_tps = first_tps or length / previous[1]
+    try:
+        out["batch32"] = _batch_job(runner, workloads, spec, first_tps)
+    except (MemoryError, RuntimeError) as exc:
+        out["batch32"] = {"skipped": f"failed: {type(exc).__name__}"}
     return out
 
 
-def _batch_job(runner, workloads: Workloads, spec: dict) -> dict:
+def _batch_job(runner, workloads: Workloads, spec: dict, tokens_per_s: float | None) -> dict:
     encoding = get_encoding()
     rows = [encoding.encode(text, disallowed_special=()) for text in workloads.short_texts]
     seq = max(len(r) for r in rows)
@@ -87,6 +98,8 @@ def _batch_job(runner, workloads: Workloads, spec: dict) -> dict:
         input_ids[i, :len(row)] = row
         attention_mask[i, :len(row)] = True
     tokens = int(attention_mask.sum())
+    if tokens_per_s and tokens / tokens_per_s > spec["max_run_s"]:
+        return {"skipped": f"one run projected ~{tokens / tokens_per_s:.0f} s > {spec['max_run_s']:.0f} s cap"}
     seconds = [time_call(lambda: runner.forward(input_ids, attention_mask)) for _ in range(spec["repeats"])]
     return {"tokens_per_s": summarize([tokens / s for s in seconds]), "texts": len(rows), "tokens": tokens}
 
@@ -94,7 +107,7 @@ def _batch_job(runner, workloads: Workloads, spec: dict) -> dict:
 def _skip_reason(contender, runner, spec: dict, batch: int, length: int,
                  previous: tuple[int, float] | None) -> str | None:
     need_mb = quadratic_bytes(contender, batch=batch, seq=length, num_heads=runner.num_heads) / 2**20
-    free_mb = available_mb()
+    free_mb = _free_cuda(spec["device"]) if spec["device"] == "cuda" else available_mb()
     if need_mb and free_mb is not None and need_mb > spec.get("memory_fraction", 0.5) * free_mb:
         return f"O(T^2) attention needs ~{need_mb / 1024:.0f} GB, {free_mb / 1024:.0f} GB free"
     if previous is not None:
@@ -178,6 +191,16 @@ def find_backend(root, depth: int = 4):
             following.extend(v for v in getattr(obj, "__dict__", {}).values())
         frontier = following
     return None
+
+
+def _free_cuda(device: str) -> float | None:
+    """Release cached CUDA blocks; returns free GPU memory in MiB (None off CUDA)."""
+    if device != "cuda" or "torch" not in sys.modules:
+        return None
+    import torch
+
+    torch.cuda.empty_cache()
+    return torch.cuda.mem_get_info()[0] / 2**20
 
 
 def _gpu_peak(device: str) -> dict:
