@@ -18,7 +18,7 @@ def render_markdown(results: dict) -> str:
         lines.append(f"- Roofline: bf16 matmul {roof['gflops']:,.0f} GFLOP/s measured / "
                      f"{roof['flops_per_token'] / 1e9:.3g} GFLOP per token = ceiling "
                      f"**{roof['ceiling_tokens_per_s']:,.0f} tokens/s**")
-    lines += ["", *_scaling_table(results, notes), "", *_relative_table(results), "", *_memory_table(results),
+    lines += ["", *_targets_table(results), "", *_scaling_table(results, notes), "", *_relative_table(results), "", *_memory_table(results),
               "", *_rss_by_length_table(results), "", *_pipe_table(results), "", *_cold_table(results), ""]
     if notes:
         lines += ["Notes:", *[f"{i + 1}. {note}" for i, note in enumerate(notes)], ""]
@@ -80,6 +80,39 @@ def median_tps(job: dict, col: str) -> float | None:
     else:
         summary = job.get("lengths", {}).get(col, {}).get("tokens_per_s")
     return summary["median"] if summary else None
+
+
+def _targets_table(results: dict) -> list[str]:
+    """The issue targets (#3 runtime, #5 component), read off this run; '-' where a figure is missing."""
+    entries = results["contenders"]
+    job = lambda name: (entries.get(name) or {}).get("scaling") or {}  # noqa: E731
+    tps = lambda name, col: median_tps(job(name), col)  # noqa: E731
+
+    def ratio(a: float | None, b: float | None) -> float | None:
+        return a / b if a and b else None
+
+    ours = "torch-bf16"
+    int8_rss = job("torch-int8").get("rss_after_load_mb")
+    pipe = ((entries.get(ours) or {}).get("pipe") or {}).get("batch_sizes", {})
+    shares = [p["overhead_share"]["median"] for p in pipe.values() if p.get("overhead_share")]
+    rows = [
+        ("torch bf16 / transformers eager at 512 tokens", ratio(tps(ours, "512"), tps("hf-eager", "512")), 2.0, "x"),
+        ("torch bf16 / transformers grouped_mm at 512 tokens",
+         ratio(tps(ours, "512"), tps("hf-grouped_mm", "512")), 1.2, "x"),
+        ("torch bf16 / transformers eager at 4,096 tokens",
+         ratio(tps(ours, "4096"), tps("hf-eager", "4096")), 10.0, "x"),
+        ("torch bf16 tokens/s at 32,768 / at 512 (1 = flat; 0.8 read as roughly flat)", ratio(tps(ours, "32768"), tps(ours, "512")), 0.8, "x"),
+        ("torch 8-bit resident memory after load, GB", int8_rss / 1024 if int8_rss else None, -1.7, " GB"),
+        ("nlp.pipe outside-model share (worst batch size)", max(shares) if shares else None, -0.05, "%"),
+    ]
+    lines = ["## Targets (issues #3 and #5) read off this run", "", "| figure | this run | target | met |",
+             "|---|---|---|---|"]
+    for name, value, target, unit in rows:
+        fmt = (lambda v: f"{v:.1%}") if unit == "%" else (lambda v: f"{v:.2f}{unit}")  # noqa: E731
+        bound = f"<= {fmt(-target)}" if target < 0 else f">= {fmt(target)}"
+        met = "-" if value is None else ("yes" if (value <= -target if target < 0 else value >= target) else "no")
+        lines.append(f"| {name} | {'-' if value is None else fmt(value)} | {bound} | {met} |")
+    return lines
 
 
 def _relative_table(results: dict) -> list[str]:
