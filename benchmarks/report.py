@@ -18,10 +18,14 @@ def render_markdown(results: dict) -> str:
         lines.append(f"- Roofline: bf16 matmul {roof['gflops']:,.0f} GFLOP/s measured / "
                      f"{roof['flops_per_token'] / 1e9:.3g} GFLOP per token = ceiling "
                      f"**{roof['ceiling_tokens_per_s']:,.0f} tokens/s**")
-    lines += ["", *_targets_table(results), "", *_scaling_table(results, notes), "", *_relative_table(results), "", *_memory_table(results),
-              "", *_rss_by_length_table(results), "", *_pipe_table(results), "", *_cold_table(results), ""]
+    scaling = _scaling_table(results, notes)  # fills ``notes`` with the skip reasons it numbers
     if notes:
-        lines += ["Notes:", *[f"{i + 1}. {note}" for i, note in enumerate(notes)], ""]
+        scaling += ["", "Skipped:", *[f"{i + 1}. {note}" for i, note in enumerate(notes)]]
+    sections = (_targets_table(results), scaling, _relative_table(results), _memory_table(results),
+                _rss_by_length_table(results), _pipe_table(results), _cold_table(results))
+    for section in sections:
+        lines += ["", *section]
+    lines.append("")
     return "\n".join(lines)
 
 
@@ -101,7 +105,8 @@ def _targets_table(results: dict) -> list[str]:
          ratio(tps(ours, "512"), tps("hf-grouped_mm", "512")), 1.2, "x"),
         ("torch bf16 / transformers eager at 4,096 tokens",
          ratio(tps(ours, "4096"), tps("hf-eager", "4096")), 10.0, "x"),
-        ("torch bf16 tokens/s at 32,768 / at 512 (1 = flat; 0.8 read as roughly flat)", ratio(tps(ours, "32768"), tps(ours, "512")), 0.8, "x"),
+        ("torch bf16 tokens/s at 32,768 / at 512 (1 = flat; 0.8 read as roughly flat)",
+         ratio(tps(ours, "32768"), tps(ours, "512")), 0.8, "x"),
         ("torch 8-bit resident memory after load, GB", int8_rss / 1024 if int8_rss else None, -1.7, " GB"),
         ("nlp.pipe outside-model share (worst batch size)", max(shares) if shares else None, -0.05, "%"),
     ]
@@ -136,13 +141,14 @@ def _relative_table(results: dict) -> list[str]:
             share = f"{tps / ceiling:.0%}" if ceiling else "n/a"
             cells.append(f"{ratio} / {share}")
         lines.append(f"| {entry['label']} | " + " | ".join(cells) + " |")
-    lines += ["", "n/a: transformers eager did not run at that length (see notes above)."]
+    lines += ["", "n/a: transformers eager did not run at that length (see 'Skipped' above)."]
     return lines
 
 
 def _memory_table(results: dict) -> list[str]:
     gpu = results["meta"]["device"] == "cuda"
-    head = "| contender | load s (incl. 1-token forward) | RSS after load MiB | peak RSS MiB (all lengths) |" + (" GPU peak MiB |" if gpu else "")
+    head = ("| contender | load s (incl. 1-token forward) | RSS after load MiB | peak RSS MiB (all lengths) |"
+            + (" GPU peak MiB |" if gpu else ""))
     lines = ["## Memory and load time (each contender in its own process)", "", head,
              "|---" * (5 if gpu else 4) + "|"]
     for _, entry, job in _rows(results):

@@ -16,7 +16,8 @@ import numpy as np
 from . import setup_environment
 from .checkpoints import benchmark_config
 from .contenders import by_name, load, quadratic_bytes
-from .measure import available_mb, flops_per_token, machine_description, matmul_gflops, peak_rss_mb, rss_mb, summarize, time_call
+from .measure import (available_mb, flops_per_token, machine_description, matmul_gflops, peak_rss_mb, rss_mb,
+                      summarize, time_call)
 from .workloads import Workloads, count_tokens, get_encoding
 
 
