@@ -27,6 +27,7 @@ WORKLOADS = ("scaling", "pipe", "cold")
 FULL_LENGTHS = (128, 512, 2048, 4096, 8192, 32768)
 QUICK_LENGTHS = (128, 512, 2048)
 QUICK_CONTENDERS = ("torch-bf16", "torch-int8", "mlx-int8", "hf-eager", "hf-grouped_mm", "openmed-mlx-int8")
+QUICK_PIPE, QUICK_COLD = ("torch-bf16",), ("torch-bf16", "hf-eager")
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -137,10 +138,10 @@ class Runner:
             if "scaling" in workloads:
                 self.log(f"{c.name}: single texts {', '.join(map(str, args.lengths))} + batch of 32")
                 entry["scaling"] = self.job({"job": "scaling", **base, "lengths": list(args.lengths)})
-            if "pipe" in workloads and c.pipe:
+            if "pipe" in workloads and c.pipe and (not args.quick or c.name in QUICK_PIPE):
                 self.log(f"{c.name}: nlp.pipe, batch sizes {', '.join(map(str, args.batch_sizes))}")
                 entry["pipe"] = self.job({"job": "pipe", **base, "batch_sizes": list(args.batch_sizes)})
-            if "cold" in workloads and c.cold:
+            if "cold" in workloads and c.cold and (not args.quick or c.name in QUICK_COLD):
                 self.log(f"{c.name}: cold start x {args.cold_runs}")
                 entry["cold"] = self.cold(c, ckpt, first_doc)
         return {"meta": self.meta(roof), "roofline": _roofline(roof), "contenders": entries}
