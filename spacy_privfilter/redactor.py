@@ -67,7 +67,7 @@ def make_privacy_redactor(
     hash_key_env: Optional[str],
     hash_length: int,
     locale: str,
-    seed: Optional[Union[int, str]],
+    seed: Optional[Union[str, int]],
     keep_mapping: bool,
 ) -> "PrivacyRedactor":
     """Build a ``privacy_redactor`` component.
@@ -75,7 +75,8 @@ def make_privacy_redactor(
     Args:
         spans_key: the ``doc.spans`` group to redact (``privacy_filter``'s ``spans_key``).
         style: ``tag``, ``mask``, ``hash``, ``surrogate`` or ``remove`` (see ``redact.py``).
-        label_styles: per-label styles, e.g. ``{"email": "hash"}``.
+        label_styles: per-label styles, e.g. ``{"email": "hash"}``; keys are the labels as they appear in the
+            span group (after any ``label_map`` of ``privacy_filter``).
         tag_format: tag style format with fields ``{label}``, ``{LABEL}``, ``{n}``, e.g. ``"[{LABEL}_{n}]"``.
         mask_char: mask style character.
         keep_last: mask style: letters/digits left visible at the end.
@@ -134,10 +135,6 @@ class PrivacyRedactor:
         doc._.redactions = result.redactions
         doc._.redaction_mapping = result.mapping
         return doc
-
-    def pipe(self, stream: Iterable[Doc], *, batch_size: int = 128) -> Iterable[Doc]:
-        for doc in stream:
-            yield self(doc)
 
 
 def doc_char_spans(doc: Doc, spans_key: str) -> List[CharSpan]:

@@ -110,6 +110,27 @@ def test_keep_mapping_survives_docbin_and_restores():
     assert Doc(nlp.vocab).from_bytes(doc.to_bytes())._.redacted_text == doc._.redacted_text
 
 
+def test_saved_pipeline_loads_with_the_same_settings(tmp_path):
+    nlp = spacy.blank("en")
+    nlp.add_pipe("privacy_redactor", config={"style": "mask", "keep_last": 2, "label_styles": {"first_name": "tag"}})
+    nlp.to_disk(tmp_path / "pipeline")
+    loaded = spacy.load(tmp_path / "pipeline")
+    redactor = loaded.get_pipe("privacy_redactor")
+    assert redactor.config == nlp.get_pipe("privacy_redactor").config
+    assert redactor(gold_doc(loaded))._.redacted_text == \
+        "Patient [FIRST_NAME] *oe, MRN ****20, call ***-***-**31. [FIRST_NAME] agreed."
+
+
+def test_error_handler_sees_a_doc_without_spans():
+    nlp = spacy.blank("en")
+    nlp.add_pipe("privacy_redactor")
+    failed = []
+    nlp.set_error_handler(lambda name, component, docs, exc: failed.append((name, len(docs))))
+    docs = list(nlp.pipe(["no group here", "nor here"]))
+    assert failed == [("privacy_redactor", 1), ("privacy_redactor", 1)]
+    assert all(doc._.redacted_text is None for doc in docs)
+
+
 def test_n_process_gives_the_same_results():
     nlp = finder_nlp(style="hash", hash_key="k")
     texts = [TEXT, "nothing here", "Jane only", TEXT.upper()]
@@ -206,3 +227,28 @@ def test_package_level_redact_stays_a_function():
     nlp = spacy.blank("en")
     nlp.add_pipe("test_pii_finder")
     assert spacy_privfilter.redact("Jane", nlp=nlp) == "[FIRST_NAME]"
+
+
+def test_one_liner_builds_a_privacy_filter_pipeline_for_the_model(tmp_path):
+    from spacy_privfilter.errors import ModelNotFoundError
+
+    missing = tmp_path / "no-such-model"
+    with pytest.raises(ModelNotFoundError) as info:
+        redact("Call Jane", model=str(missing))
+    assert "Jane" not in str(info.value)
+
+
+@pytest.mark.slow
+def test_one_liner_end_to_end_on_a_tiny_checkpoint(tmp_path):
+    pytest.importorskip("torch")
+    from spacy_privfilter import redactor as module
+    from spacy_privfilter.testing import NEMOTRON_CLASSES, bioes_labels, tiny_config, write_random_checkpoint
+
+    model = str(write_random_checkpoint(tmp_path / "tiny", tiny_config(id2label=bioes_labels(NEMOTRON_CLASSES)),
+                                        format="hf", classifier_scale=10.0))
+    first = redact(TEXT, model=model, backend="torch", style="mask")
+    cached = dict(module._PIPELINES)
+    texts = redact([TEXT, "second text"], model=model, backend="torch", style="mask")
+    assert module._PIPELINES == cached  # the model pipeline was reused, not rebuilt
+    assert texts[0] == first and len(first) == len(TEXT)  # mask keeps the length; random weights find "PII"
+    assert first != TEXT
