@@ -198,6 +198,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     setup_logging(args.quiet, args.verbose)
+    try:
+        return _dispatch(args)
+    finally:
+        logging.captureWarnings(False)  # main() may run inside a host process (tests); leave warnings as found
+
+
+def _dispatch(args: argparse.Namespace) -> int:
     log = logging.getLogger("spacy_privfilter.cli")
     try:
         if args.command in ("redact", "detect"):
@@ -221,3 +228,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         # The reader went away (e.g. `| head`): stop quietly, and keep Python's exit-time flush from failing.
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return EXIT_OK
+    except Exception as exc:  # a bug or an unexpected runtime failure
+        # Third-party messages may quote their input, so only the type is shown unless -vv asks for the traceback.
+        if args.verbose >= 2:
+            log.exception("unexpected error")
+        else:
+            log.error("unexpected %s; finished work is kept. Rerun with -vv for the traceback",
+                      type(exc).__name__)
+        return EXIT_INPUT

@@ -1,0 +1,158 @@
+"""``cli.main`` in process (no spawn): usage errors, options passed to the components, evaluate, convert, info."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from spacy_privfilter.cli import main
+from spacy_privfilter.evaluate import Evaluation, annotated_labels
+from spacy_privfilter.testing import bioes_labels, tiny_config, write_random_checkpoint
+
+spacy = pytest.importorskip("spacy")
+pytest.importorskip("torch")
+
+TEXTS = ["Dear Zebulon Quackenbush, call 555-0100 or mail zq@example.com today.",
+         "Patient Anna Smith (DOB 1984-10-28) was seen by Dr. Hines at 9:30."]
+CLASSES = ("date", "email", "first_name", "last_name", "phone_number")
+
+
+@pytest.fixture(scope="module")
+def checkpoint(tmp_path_factory) -> Path:
+    config = tiny_config(id2label=bioes_labels(CLASSES))
+    return write_random_checkpoint(tmp_path_factory.mktemp("ckpt") / "tiny", config, format="hf", seed=5,
+                                   classifier_scale=8.0)
+
+
+@pytest.fixture(scope="module")
+def detector(checkpoint):
+    nlp = spacy.blank("xx")
+    nlp.add_pipe("privacy_filter", config={"model": str(checkpoint)})
+    return nlp.get_pipe("privacy_filter").detector
+
+
+def _pipeline(detector, checkpoint, **redactor):
+    nlp = spacy.blank("xx")
+    nlp.add_pipe("privacy_filter", config={"model": str(checkpoint)})
+    nlp.get_pipe("privacy_filter").detector = detector
+    nlp.add_pipe("privacy_redactor", config=redactor)
+    return nlp
+
+
+@pytest.mark.parametrize("argv, fragment", [
+    (["redact", "{dir}"], "need -o FOLDER"),
+    (["redact", "{file}", "--resume"], "--resume needs -o"),
+    (["redact", "{file}", "-o", "{out}", "--label-style", "email"], "--label-style expects LABEL=VALUE"),
+    (["redact", "{dir}", "-o", "{dir}/inside"], "inside the input folder"),
+    (["redact", "{file}", "-o", "{file}"], "is also an input"),
+    (["redact", "{file}", "-o", "{out}", "--batch-size", "0"], "--batch-size must be at least 1"),
+    (["evaluate", "{dir}/nope.jsonl", "--predictions", "{file}"], "no such data file"),
+])
+def test_usage_errors_exit_2_before_any_model_load(tmp_path, capsys, argv, fragment):
+    (tmp_path / "in").mkdir()
+    (tmp_path / "in" / "a.txt").write_text("hello")
+    values = {"dir": str(tmp_path / "in"), "file": str(tmp_path / "in" / "a.txt"), "out": str(tmp_path / "o.txt")}
+    argv = [a.format(**values) for a in argv] + ["--model", str(tmp_path / "no-model-needed")]
+    assert main(argv) == 2
+    assert fragment in capsys.readouterr().err
+    assert not (tmp_path / "o.txt").exists()
+
+
+def test_argparse_rejects_unknown_choices(capsys):
+    with pytest.raises(SystemExit) as exc:
+        main(["redact", "-", "--style", "blur"])
+    assert exc.value.code == 2 and "invalid choice" in capsys.readouterr().err
+
+
+def test_missing_model_is_a_clear_error(tmp_path, capsys):
+    (tmp_path / "a.txt").write_text("hello")
+    assert main(["redact", str(tmp_path / "a.txt"), "--model", str(tmp_path / "nowhere")]) == 1
+    assert "does not exist" in capsys.readouterr().err
+
+
+def test_redaction_options_reach_the_redactor(tmp_path, monkeypatch, checkpoint, detector):
+    monkeypatch.setenv("MY_HASH_KEY", "k3y")
+    data = tmp_path / "d.jsonl"
+    data.write_text("".join(json.dumps({"id": i, "body": t}) + "\n" for i, t in enumerate(TEXTS)))
+    out = tmp_path / "o.jsonl"
+    argv = ["redact", str(data), "-o", str(out), "--model", str(checkpoint), "--text-key", "body",
+            "--style", "mask", "--keep-last", "2", "--label-style", "email=hash", "--hash-key-env", "MY_HASH_KEY",
+            "--label-style", "date=remove", "--with-redactions", "-q"]
+    assert main(argv) == 0
+    nlp = _pipeline(detector, checkpoint, style="mask", keep_last=2, label_styles={"email": "hash", "date": "remove"},
+                    hash_key_env="MY_HASH_KEY")
+    docs = list(nlp.pipe(TEXTS))
+    rows = [json.loads(line) for line in out.read_text().splitlines()]
+    assert [r["body"] for r in rows] == [doc._.redacted_text for doc in docs]
+    assert [r["redactions"] for r in rows] == [doc._.redactions for doc in docs]
+    assert all("original" not in rec for r in rows for rec in r["redactions"])
+    assert {rec["label"] for r in rows for rec in r["redactions"]} & {"email", "date"}  # the overrides were used
+
+
+def test_resume_of_a_finished_run_does_nothing(tmp_path, capsys, checkpoint):
+    src = tmp_path / "a.txt"
+    src.write_text(TEXTS[0])
+    out = tmp_path / "a.out.txt"
+    assert main(["redact", str(src), "-o", str(out), "--model", str(checkpoint)]) == 0
+    first = out.read_bytes()
+    assert "redacted 1 document(s)" in capsys.readouterr().err
+    out.write_bytes(first + b"!")  # changed by hand: a no-op resume leaves it alone
+    assert main(["redact", str(src), "-o", str(out), "--model", str(checkpoint), "--resume"]) == 0
+    assert "nothing to resume" in capsys.readouterr().err and out.read_bytes() == first + b"!"
+
+
+def test_evaluate_with_the_model_matches_scoring_the_pipeline_output(tmp_path, capsys, checkpoint, detector):
+    gold = [[{"start": 5, "end": 12, "label": "first_name"}, {"start": 31, "end": 39, "label": "phone_number"}],
+            [{"start": 8, "end": 12, "label": "first_name"}, {"start": 13, "end": 18, "label": "last_name"}]]
+    data = tmp_path / "gold.jsonl"
+    data.write_text("".join(json.dumps({"text": t, "spans": g, "source": "s"}) + "\n" for t, g in zip(TEXTS, gold)))
+    assert main(["evaluate", str(data), "--model", str(checkpoint), "--json", "--ignore-unannotated-labels"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    nlp = _pipeline(detector, checkpoint)
+    records = [{"text": t, "spans": g, "source": "s"} for t, g in zip(TEXTS, gold)]
+    expected = Evaluation(annotated=annotated_labels(records))
+    for doc, spans in zip(nlp.pipe(TEXTS), gold):
+        expected.add(doc.text, spans, [{"start": s.start_char, "end": s.end_char, "label": s.label_}
+                                       for s in doc.spans["pii"]], source="s")
+    assert report == json.loads(json.dumps(expected.as_dict()))
+    assert report["n_ignored_predictions"] > 0  # email/date predictions: not annotated in this source
+
+
+def test_convert_writes_an_mlx_8bit_checkpoint(tmp_path, capsys, checkpoint):
+    from spacy_privfilter.checkpoint import inspect_checkpoint
+
+    dst = tmp_path / "mlx8"
+    assert main(["convert", str(checkpoint), str(dst), "--to", "mlx-8bit"]) == 0
+    info = inspect_checkpoint(dst)
+    assert info.quantization is not None and info.quantization.bits == 8
+    assert str(dst) in capsys.readouterr().err
+
+
+def test_download_offline_names_the_repo(tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "cache"))
+    assert main(["download", "OpenMed/privacy-filter-nemotron"]) == 1
+    err = capsys.readouterr().err
+    assert "OpenMed/privacy-filter-nemotron" in err and "HF_HUB_OFFLINE" in err
+
+
+def test_info_json(capsys):
+    assert main(["info", "--json"]) == 0
+    data = json.loads(capsys.readouterr().out)
+    assert data["backends"]["torch"] is True and data["backends"]["auto"] in ("torch", "mlx")
+    assert "cpu" in data["devices"]["torch"] and data["packages"]["spacy"]
+    assert data["hf_hub_cache"]
+
+
+def test_progress_bar_only_on_a_terminal(tmp_path, monkeypatch, capsys, checkpoint):
+    src = tmp_path / "a.txt"
+    src.write_text(TEXTS[1])
+    assert main(["redact", str(src), "-o", str(tmp_path / "plain.txt"), "--model", str(checkpoint)]) == 0
+    assert "doc/s" not in capsys.readouterr().err
+    monkeypatch.setattr("sys.stderr.isatty", lambda: True)
+    assert main(["redact", str(src), "-o", str(tmp_path / "tty.txt"), "--model", str(checkpoint)]) == 0
+    err = capsys.readouterr().err
+    assert "doc/s" in err and "1/1" in err
+    assert main(["redact", str(src), "-o", str(tmp_path / "quiet.txt"), "--model", str(checkpoint), "-q"]) == 0
+    assert capsys.readouterr().err == ""
