@@ -28,7 +28,11 @@ def to_bfloat16_bits(values: np.ndarray) -> np.ndarray:
     """float32 values -> uint16 bfloat16 bit patterns, rounding to nearest even (NaN stays NaN)."""
     f32 = np.ascontiguousarray(values, dtype=np.float32)
     bits = f32.view(np.uint32)
-    rounded = ((bits + np.uint32(0x7FFF) + ((bits >> np.uint32(16)) & np.uint32(1))) >> np.uint32(16))
+    rounded = bits >> np.uint32(16)  # in-place steps: one temporary, even for a 100M-element expert tensor
+    rounded &= np.uint32(1)
+    rounded += np.uint32(0x7FFF)
+    rounded += bits
+    rounded >>= np.uint32(16)
     out = rounded.astype(np.uint16)
     nan = np.isnan(f32)
     if nan.any():

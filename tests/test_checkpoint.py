@@ -254,3 +254,26 @@ def test_viterbi_biases_from_calibration_file_or_mlx_config(tmp_path):
     config["_mlx_viterbi_biases"] = {"transition_bias_inside_to_end": 2}
     (mlx / "config.json").write_text(json.dumps(config))
     assert inspect_checkpoint(mlx).viterbi_biases == {"transition_bias_inside_to_end": 2.0}
+
+
+def test_resaving_loaded_state_dicts(tmp_path):
+    """torch bfloat16 tensors keep their dtype; 8-bit weights are copied, not re-quantized; HF gets them dense."""
+    torch = pytest.importorskip("torch")
+    mlx8 = write_random_checkpoint(tmp_path / "q8", CONFIG, format="mlx-8bit", seed=4, dtype="bfloat16")
+    loaded = load_state_dict(inspect_checkpoint(mlx8), framework="pt")
+    assert loaded["model.layers.0.self_attn.q_proj.bias"].dtype == torch.bfloat16
+    again = save_checkpoint(loaded, CONFIG, tmp_path / "again", format="mlx-8bit")
+    first, second = read_header(mlx8 / "weights.safetensors"), read_header(again / "weights.safetensors")
+    assert first.tensors.keys() == second.tensors.keys()
+    for name, entry in first.tensors.items():
+        assert second.tensors[name].dtype == entry.dtype, name
+        np.testing.assert_array_equal(read_numpy(second, name), read_numpy(first, name), err_msg=name)
+    dense = save_checkpoint(load_state_dict(inspect_checkpoint(mlx8), framework="numpy"), CONFIG,
+                            tmp_path / "dense", format="hf")
+    hf = load_state_dict(inspect_checkpoint(dense), framework="numpy")
+    q8 = load_state_dict(inspect_checkpoint(mlx8), framework="numpy")
+    # numpy upcasts the bfloat16 scales, so the dense copy is float32 scale * q + bias (no bfloat16 rounding).
+    assert read_header(dense / "model.safetensors").tensors["model.embed_tokens.weight"].dtype == "F32"
+    for name in ("model.embed_tokens.weight", "model.layers.1.self_attn.k_proj.weight",
+                 "model.layers.1.mlp.experts.down_proj"):
+        np.testing.assert_array_equal(hf[name], _dense(q8[name], name), err_msg=name)

@@ -180,6 +180,9 @@ def test_cached_repo_without_weights(tmp_path, monkeypatch, hf):
     _fake_cache(tmp_path / "cache", "someone/config-only", hf, ["config.json"])
     with pytest.raises(ModelNotFoundError, match="'someone/config-only' has no safetensors weight file"):
         resolve_model_path("someone/config-only", cache_dir=tmp_path / "cache")
+    _fake_cache(tmp_path / "cache", "someone/weights-only", hf, ["model.safetensors"])
+    with pytest.raises(ModelNotFoundError, match="'someone/weights-only' has no file 'config.json'"):
+        resolve_model_path("someone/weights-only", cache_dir=tmp_path / "cache")
 
 
 def test_hub_errors_become_model_not_found(tmp_path, monkeypatch):
