@@ -18,6 +18,7 @@ from .formats import canonical_shapes, mlx_file_shapes, opf_shapes, opf_to_canon
 from .safetensors_io import SafetensorsHeader, read_header, read_numpy
 
 FRAMEWORKS = ("pt", "mlx", "numpy")
+FLOAT_DTYPES = ("F32", "BF16", "F16")
 LN2 = math.log(2.0)
 
 
@@ -49,10 +50,17 @@ def _check_tensors(info: CheckpointInfo, located: Mapping[str, SafetensorsHeader
     misshaped = sorted(f"{name} {list(located[name].tensors[name].shape)} (expected {list(expected[name])})"
                        for name in set(expected) & set(located)
                        if tuple(located[name].tensors[name].shape) != tuple(expected[name]))
-    if missing or unexpected or misshaped:
+    packed = {name for name in expected if name.endswith(".weight") and name[:-7] + ".scales" in expected}
+    mistyped = []
+    for name in sorted(set(expected) & set(located)):
+        dtype, allowed = located[name].tensors[name].dtype, ("U32",) if name in packed else FLOAT_DTYPES
+        if dtype not in allowed:
+            mistyped.append(f"{name} {dtype} (expected {' or '.join(allowed)})")
+    if missing or unexpected or misshaped or mistyped:
         parts = [f"{len(missing)} missing: {_listing(missing)}" if missing else "",
                  f"{len(unexpected)} unexpected: {_listing(unexpected)}" if unexpected else "",
-                 f"{len(misshaped)} mis-shaped: {_listing(misshaped)}" if misshaped else ""]
+                 f"{len(misshaped)} mis-shaped: {_listing(misshaped)}" if misshaped else "",
+                 f"{len(mistyped)} of the wrong dtype: {_listing(mistyped)}" if mistyped else ""]
         files = ", ".join(p.name for p in info.weight_files)
         raise CheckpointError(
             f"the {info.format} checkpoint weights in {files} do not match its config.json: "

@@ -206,3 +206,18 @@ def test_hub_errors_become_model_not_found(tmp_path, monkeypatch):
     assert not any(p.endswith((".bin", ".pt", ".pth", ".onnx", "*")) and p != "model-*-of-*.safetensors"
                    for p in patterns)
     assert calls[0]["local_files_only"] is False
+
+
+def test_wrong_dtypes_are_listed(tmp_path):
+    mlx = write_random_checkpoint(tmp_path, CONFIG, format="mlx-8bit")
+    header = read_header(mlx / "weights.safetensors")
+
+    def as_float(name):
+        return lambda: read_numpy(header, name).astype(np.float32)
+
+    tensors = [PendingTensor(n, "F32" if n == "block.0.mlp.gate.weight" else e.dtype, e.shape,
+                             as_float(n) if n == "block.0.mlp.gate.weight" else (lambda n=n: read_numpy(header, n)))
+               for n, e in header.tensors.items()]
+    write_safetensors(mlx / "weights.safetensors", tensors, header.metadata)
+    with pytest.raises(CheckpointError, match=r"1 of the wrong dtype: block\.0\.mlp\.gate\.weight F32 \(expected U32\)"):
+        load_state_dict(inspect_checkpoint(mlx), framework="numpy")
