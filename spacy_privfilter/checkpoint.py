@@ -31,6 +31,9 @@ CONTRACT (owned by issue #3 checkpoint work; other modules code against it):
 
     save_checkpoint(state_dict, config, dst, *, format: "hf" | "opf" | "mlx-bf16" | "mlx-8bit", dtype=None) -> Path
         Writes the real on-disk layout of each format from a canonical state dict (torch tensors or numpy arrays).
+
+Implementation: ``hub.py`` (Hub resolution), ``formats.py`` (rename tables and shapes as data), ``loader.py``
+(strict loading), ``writer.py`` (saving), ``safetensors_io.py`` (header checks, numpy reading, streaming writes).
 """
 from __future__ import annotations
 
