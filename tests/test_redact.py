@@ -211,3 +211,14 @@ def test_random_spans_offsets_valid_and_every_span_covered(style, case):
     for span in spans:
         assert set(range(span.start, span.end)) <= covered
     assert restore(redacted, records) == text
+
+
+def test_pure_modules_import_neither_spacy_nor_faker():
+    import subprocess
+    import sys
+
+    code = ("import sys, spacy_privfilter.redact, spacy_privfilter.surrogates, spacy_privfilter.date_shift; "
+            "print(sorted(m for m in ('spacy', 'faker', 'torch', 'mlx') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.strip() == "[]"
