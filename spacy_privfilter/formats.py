@@ -110,13 +110,17 @@ def is_transposed_expert(module: str) -> bool:
     return module.split(".", 2)[-1] in TRANSPOSED_EXPERTS
 
 
-def mlx_file_shapes(config: ModelConfig, quantization: QuantizationConfig | None, *,
-                    score_bias: bool) -> dict[str, tuple[int, ...]]:
-    """Every tensor name in an MLX ``weights.safetensors`` -> its shape (quantized layout when quantized)."""
+def mlx_file_shapes(config: ModelConfig, quantization: QuantizationConfig | None, *, score_bias: bool,
+                    quantized: set[str] | None = None) -> dict[str, tuple[int, ...]]:
+    """Every tensor name in an MLX ``weights.safetensors`` -> its shape (quantized layout when quantized).
+
+    ``quantized`` names the modules stored quantized (default: every quantizable module, as ``nn.quantize``
+    does); MLX's loader decides per module from the presence of ``<module>.scales``, and so does ours.
+    """
     shapes = opf_shapes(config, score_bias=score_bias)
     if quantization is None:
         return shapes
-    for module in quantized_modules(config):
+    for module in quantized_modules(config) if quantized is None else sorted(quantized):
         dense = shapes.pop(module + ".weight")
         if is_transposed_expert(module):
             dense = (dense[0], dense[2], dense[1])
@@ -125,6 +129,13 @@ def mlx_file_shapes(config: ModelConfig, quantization: QuantizationConfig | None
         shapes[module + ".scales"] = (*lead, cols // quantization.group_size)
         shapes[module + ".biases"] = (*lead, cols // quantization.group_size)
     return shapes
+
+
+def stored_quantized(config: ModelConfig, quantization: QuantizationConfig | None, names: set[str]) -> set[str]:
+    """The quantizable modules that a weights file with tensor ``names`` stores quantized."""
+    if quantization is None:
+        return set()
+    return {module for module in quantized_modules(config) if module + ".scales" in names}
 
 
 # -- config.json writers -------------------------------------------------------------------------------------

@@ -14,7 +14,8 @@ import numpy as np
 from ._compat import require
 from .checkpoint import CheckpointInfo, QuantizedWeight
 from .errors import CheckpointError, ConfigError
-from .formats import canonical_shapes, mlx_file_shapes, opf_shapes, opf_to_canonical, qkv_rows, quantized_modules
+from .formats import (canonical_shapes, mlx_file_shapes, opf_shapes, opf_to_canonical, qkv_rows,
+                      stored_quantized)
 from .safetensors_io import SafetensorsHeader, read_header, read_numpy
 
 FRAMEWORKS = ("pt", "mlx", "numpy")
@@ -33,7 +34,8 @@ def _expected_shapes(info: CheckpointInfo, present: set[str]) -> dict[str, tuple
         return canonical_shapes(info.config)
     if info.format == "opf":
         return opf_shapes(info.config, score_bias="unembedding.bias" in present)
-    return mlx_file_shapes(info.config, info.quantization, score_bias=info.config.classifier_bias)
+    return mlx_file_shapes(info.config, info.quantization, score_bias=info.config.classifier_bias,
+                           quantized=stored_quantized(info.config, info.quantization, present))
 
 
 def _check_tensors(info: CheckpointInfo, located: Mapping[str, SafetensorsHeader]) -> None:
@@ -156,7 +158,7 @@ def _load_opf_layout(info: CheckpointInfo, reader: _Reader) -> dict[str, Any]:
     q, kv, _ = qkv_rows(config)
     bounds = ((0, q), (q, q + kv), (q + kv, q + 2 * kv))
     out: dict[str, Any] = {}
-    quantized = set(quantized_modules(config)) if quant is not None else set()
+    quantized = stored_quantized(config, quant, set(reader.located))
     for module in sorted(quantized):
         targets = opf_to_canonical(module + ".weight")
         assert targets is not None

@@ -277,3 +277,19 @@ def test_resaving_loaded_state_dicts(tmp_path):
     for name in ("model.embed_tokens.weight", "model.layers.1.self_attn.k_proj.weight",
                  "model.layers.1.mlp.experts.down_proj"):
         np.testing.assert_array_equal(hf[name], _dense(q8[name], name), err_msg=name)
+
+
+def test_partially_quantized_mlx_artifact(tmp_path, reference):
+    """Modules are quantized iff ``<module>.scales`` is stored (as MLX's loader decides), e.g. a dense embedding."""
+    q8 = write_random_checkpoint(tmp_path / "q8", CONFIG, format="mlx-8bit", seed=SEED)
+    dense = read_header(write_random_checkpoint(tmp_path / "fp", CONFIG, format="mlx-bf16", seed=SEED)
+                        / "weights.safetensors")
+    header = read_header(q8 / "weights.safetensors")
+    tensors = [PendingTensor(n, e.dtype, e.shape, lambda n=n: read_numpy(header, n))
+               for n, e in header.tensors.items() if not n.startswith("embedding.")]
+    tensors.append(PendingTensor("embedding.weight", "F32", dense.tensors["embedding.weight"].shape,
+                                 lambda: read_numpy(dense, "embedding.weight")))
+    write_safetensors(q8 / "weights.safetensors", tensors, header.metadata)
+    loaded = load_state_dict(inspect_checkpoint(q8), framework="numpy")
+    np.testing.assert_array_equal(loaded["model.embed_tokens.weight"], reference["model.embed_tokens.weight"])
+    assert isinstance(loaded["score.weight"], QuantizedWeight)
