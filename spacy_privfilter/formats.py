@@ -62,7 +62,8 @@ def canonical_shapes(config: ModelConfig) -> dict[str, tuple[int, ...]]:
             p + "mlp.experts.gate_up_proj": (e, d, 2 * i), p + "mlp.experts.gate_up_proj_bias": (e, 2 * i),
             p + "mlp.experts.down_proj": (e, i, d), p + "mlp.experts.down_proj_bias": (e, d),
         })
-    shapes.update({"model.norm.weight": (d,), "score.weight": (config.num_labels, d), "score.bias": (config.num_labels,)})
+    c = config.num_labels
+    shapes.update({"model.norm.weight": (d,), "score.weight": (c, d), "score.bias": (c,)})
     return shapes
 
 

@@ -92,7 +92,8 @@ def write_checkpoint(state_dict: Mapping[str, Any], config: ModelConfig, dst: st
     unexpected = sorted(set(state_dict) - set(shapes))
     if missing or unexpected:
         raise CheckpointError(f"state dict does not match the config: {len(missing)} missing "
-                              f"({', '.join(missing[:12])}), {len(unexpected)} unexpected ({', '.join(unexpected[:12])})")
+                              f"({', '.join(missing[:12])}), {len(unexpected)} unexpected "
+                              f"({', '.join(unexpected[:12])})")
     source = _Source(state_dict, shapes)
     code = DTYPE_CODES[dtype] if dtype else source.code("model.embed_tokens.weight")
     config = config.with_updates(dtype=DTYPE_NAMES[code])

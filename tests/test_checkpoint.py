@@ -5,14 +5,13 @@ from __future__ import annotations
 import json
 import math
 import shutil
-from pathlib import Path
 
 import numpy as np
 import pytest
 
 from spacy_privfilter import quant
 from spacy_privfilter.checkpoint import QuantizedWeight, inspect_checkpoint, load_state_dict, save_checkpoint
-from spacy_privfilter.errors import CheckpointError, ModelNotFoundError
+from spacy_privfilter.errors import CheckpointError
 from spacy_privfilter.safetensors_io import PendingTensor, read_header, read_numpy, write_safetensors
 from spacy_privfilter.testing import random_state_dict, tiny_config, write_random_checkpoint
 

@@ -219,5 +219,6 @@ def test_wrong_dtypes_are_listed(tmp_path):
                              as_float(n) if n == "block.0.mlp.gate.weight" else (lambda n=n: read_numpy(header, n)))
                for n, e in header.tensors.items()]
     write_safetensors(mlx / "weights.safetensors", tensors, header.metadata)
-    with pytest.raises(CheckpointError, match=r"1 of the wrong dtype: block\.0\.mlp\.gate\.weight F32 \(expected U32\)"):
+    with pytest.raises(CheckpointError,
+                       match=r"1 of the wrong dtype: block\.0\.mlp\.gate\.weight F32 \(expected U32\)"):
         load_state_dict(inspect_checkpoint(mlx), framework="numpy")
