@@ -137,16 +137,17 @@ class PrivacyFilter(ModelStorage, Pipe):
     @property
     def detector(self):
         if self._detector is None:
-            self._detector = self._load_detector()
-            self._check_labels()
+            detector = self._load_detector()
+            self._check_labels(detector)
+            self._detector = detector
         return self._detector
 
     @detector.setter
     def detector(self, detector) -> None:
+        if detector is not None:
+            self._check_labels(detector)
         self._detector = detector
         self._injected = detector is not None
-        if detector is not None:
-            self._check_labels()
 
     def _load_detector(self):
         from .detector import Detector
@@ -164,8 +165,8 @@ class PrivacyFilter(ModelStorage, Pipe):
             max_tokens=min(DETECTOR_MAX_TOKENS, s.max_batch_tokens), max_batch_tokens=s.max_batch_tokens,
             biases=dict(s.viterbi_biases) if s.viterbi_biases else None)
 
-    def _check_labels(self) -> None:
-        classes = _model_classes(self._detector)
+    def _check_labels(self, detector) -> None:
+        classes = _model_classes(detector)
         if classes is not None:
             self.settings.check_labels(classes)
 
@@ -188,6 +189,7 @@ class PrivacyFilter(ModelStorage, Pipe):
         """
         error_handler = self.get_error_handler()
         for docs in minibatch(stream, size=batch_size):
+            self.detector  # noqa: B018  (a model that cannot load is an error for the caller, not per doc)
             try:
                 char_spans = self._detect([doc.text for doc in docs])
                 self.set_annotations(docs, char_spans)

@@ -161,7 +161,8 @@ def test_contract_keeps_whole_tokens_inside():
     text = "Call 555 0100x now"
     detector = FixedDetector({text: [span_at(text, "555 0100", "phone_number")]})
     assert spans_of(make_nlp(detector, alignment_mode="contract")(text)) == [("phone_number", 5, 8)]
-    assert spans_of(make_nlp(detector, alignment_mode="strict")(text)) == []
+    with pytest.warns(AlignmentWarning, match="phone_number: 1"):
+        assert spans_of(make_nlp(detector, alignment_mode="strict")(text)) == []
     assert spans_of(make_nlp(detector, alignment_mode="expand")(text)) == [("phone_number", 5, 14)]
 
 
@@ -247,3 +248,30 @@ def test_doc_spans_survive_docbin_with_scores():
     np.testing.assert_allclose(restored.spans["pii"].attrs["scores"], doc.spans["pii"].attrs["scores"])
     assert isinstance(restored.spans["pii"][0], Span)
 
+
+
+def test_model_that_cannot_load_raises_even_with_an_ignoring_error_handler(monkeypatch):
+    from spacy_privfilter.errors import ModelNotFoundError
+
+    calls = []
+
+    def fail(model, **kwargs):
+        calls.append(model)
+        raise ModelNotFoundError("model folder 'missing' does not exist")
+
+    monkeypatch.setattr(Detector, "from_pretrained", fail)
+    nlp = spacy.blank("en")
+    nlp.add_pipe("privacy_filter", config={"model": "missing"})
+    nlp.set_error_handler(lambda name, proc, docs, exc: None)
+    with pytest.raises(ModelNotFoundError):
+        list(nlp.pipe(["one", "two", "three"]))
+    assert calls == ["missing"]
+
+
+def test_bad_labels_keep_failing_until_fixed():
+    nlp = spacy.blank("en")
+    component = nlp.add_pipe("privacy_filter", config={"labels": ["passport"]})
+    for _ in range(2):
+        with pytest.raises(ConfigError, match="passport"):
+            component.detector = fixed()
+    assert component._detector is None
