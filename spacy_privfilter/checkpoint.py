@@ -110,6 +110,9 @@ def inspect_checkpoint(path: str | Path) -> CheckpointInfo:
     fmt = "mlx" if is_mlx else _hf_or_opf(raw, names, folder)
     if fmt == "opf":
         raw = {**raw, "model_type": OPF_MODEL_TYPE}
+    if fmt != "hf" and "classifier_bias" not in raw and "unembedding_bias" not in raw:
+        # No flag (OpenMed's runtime would default to false): let the weights say whether the head has a bias.
+        raw = {**raw, "classifier_bias": "unembedding.bias" in names}
     quant = _quantization(fmt, raw, manifest, names, folder)
     labels = _id2label(folder, raw)
     config = ModelConfig.from_dict(raw, id2label=labels)

@@ -222,3 +222,17 @@ def test_wrong_dtypes_are_listed(tmp_path):
     with pytest.raises(CheckpointError,
                        match=r"1 of the wrong dtype: block\.0\.mlp\.gate\.weight F32 \(expected U32\)"):
         load_state_dict(inspect_checkpoint(mlx), framework="numpy")
+
+
+def test_mlx_head_bias_without_a_flag_follows_the_weights(tmp_path):
+    mlx = write_random_checkpoint(tmp_path, CONFIG, format="mlx-bf16")
+    config = json.loads((mlx / "config.json").read_text())
+    del config["classifier_bias"]
+    (mlx / "config.json").write_text(json.dumps(config))
+    info = inspect_checkpoint(mlx)
+    assert info.config.classifier_bias is True
+    assert np.any(load_state_dict(info, framework="numpy")["score.bias"])
+    _rewrite(mlx / "weights.safetensors", drop=["unembedding.bias"])
+    info = inspect_checkpoint(mlx)
+    assert info.config.classifier_bias is False
+    assert not np.any(load_state_dict(info, framework="numpy")["score.bias"])
