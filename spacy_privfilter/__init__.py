@@ -17,6 +17,11 @@ from .errors import (BackendUnavailableError, CheckpointError, ConfigError, Labe
                      PrivFilterError, TokenizerError)
 from .spans import CharSpan
 
+# The submodule ``redact`` (pure functions) and the one-liner ``redact()`` share a name: bind the submodule first,
+# so that the function defined below stays the package attribute whatever is imported later.
+from . import redact as _redact_module  # noqa: E402  (pure python, no spaCy)
+from .redact import RedactionConfig, Redactor, redact_text, restore  # noqa: E402
+
 __version__ = "0.1.0"
 
 # name -> module that defines it; resolved on first attribute access (PEP 562).
@@ -24,9 +29,6 @@ _LAZY = {
     "Detector": "detector",
     "DEFAULT_MODEL": "detector",
     "load_backend": "backends",
-    "redact": "redactor",
-    "redact_text": "redact",
-    "restore": "redact",
     "convert": "convert",
 }
 
@@ -40,12 +42,22 @@ def __getattr__(name: str) -> Any:
     return value
 
 
+def redact(text_or_texts: Any, **options: Any) -> Any:
+    """Redact one text (-> str) or many (-> list[str]) with a cached privacy_filter + privacy_redactor pipeline.
+
+    Options are those of :func:`spacy_privfilter.redactor.redact` (model, style, nlp, ...).
+    """
+    from .redactor import redact as _redact
+
+    return _redact(text_or_texts, **options)
+
+
 def __dir__() -> list[str]:
     return sorted(set(globals()) | set(_LAZY))
 
 
 __all__ = [
     "BackendUnavailableError", "CharSpan", "CheckpointError", "ConfigError", "DEFAULT_MODEL", "Detector",
-    "LabelSchemeError", "ModelNotFoundError", "PrivFilterError", "TokenizerError", "__version__", "convert",
+    "LabelSchemeError", "ModelNotFoundError", "PrivFilterError", "RedactionConfig", "Redactor", "TokenizerError", "__version__", "convert",
     "load_backend", "redact", "redact_text", "restore",
 ]
