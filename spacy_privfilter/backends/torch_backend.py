@@ -54,8 +54,8 @@ def build_model(state_dict: Mapping[str, Any], config: ModelConfig, *, dtype: to
                 quantized_experts: str = "keep", block_size: int | None = None) -> PrivacyFilterModel:
     """Build a model from canonical HF-named tensors (``QuantizedWeight`` values allowed, see checkpoint.py).
 
-    Norm scales, sinks and the router are kept in float32 (the reference computes them in float32); every
-    other dense weight is cast to ``dtype``. Quantized expert weights stay 8-bit in memory and are
+    Norm scales, sinks, the router and the classifier are kept in float32 (small, and precision-critical);
+    every other dense weight is cast to ``dtype``. Quantized expert weights stay 8-bit in memory and are
     dequantized per expert while running (``quantized_experts="keep"``) or once here (``"dequantize"``).
     """
     if expert_precision not in EXPERT_PRECISIONS:
@@ -90,7 +90,8 @@ def build_model(state_dict: Mapping[str, Any], config: ModelConfig, *, dtype: to
         if tuple(tensor.shape) != tuple(target.shape):
             raise CheckpointError(f"tensor {key} has shape {tuple(tensor.shape)}; the config implies "
                                   f"{tuple(target.shape)}")
-        keep_f32 = attr == "sinks" or "norm" in module_path.rsplit(".", 1)[-1] or module_path.endswith("router")
+        keep_f32 = (attr == "sinks" or "norm" in module_path.rsplit(".", 1)[-1]
+                    or module_path.endswith("router") or module_path == "score")
         tensor = tensor.to(device=device, dtype=torch.float32 if keep_f32 else dtype).contiguous()
         setattr(module, attr, torch.nn.Parameter(tensor, requires_grad=False))
     _install_quantized(model, state_dict, dtype=dtype, device=device, keep_experts=quantized_experts == "keep")

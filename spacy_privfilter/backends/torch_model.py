@@ -63,9 +63,13 @@ class RotaryEmbedding(nn.Module):
 
     def forward(self, seq_len: int, dtype: torch.dtype, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
         """cos, sin of shape [seq_len, head_dim // 2] for positions 0..seq_len-1, in ``dtype``."""
-        positions = torch.arange(seq_len, device=device, dtype=torch.float32)
-        freqs = positions[:, None] * self.inv_freq.to(device)
-        return (freqs.cos() * self.magnitude).to(dtype), (freqs.sin() * self.magnitude).to(dtype)
+        # Angles in float64: a float32 pos * theta loses ~1e-3 rad by position 20k, which would make a
+        # windowed long document (positions restart at 0) disagree with the full run. The reference's float32
+        # angles agree with these to float32 precision at short positions.
+        positions = torch.arange(seq_len, dtype=torch.float64)
+        freqs = positions[:, None] * self.inv_freq.double()
+        cos, sin = freqs.cos() * self.magnitude, freqs.sin() * self.magnitude
+        return cos.to(device=device, dtype=dtype), sin.to(device=device, dtype=dtype)
 
 
 def _correction_dim(rotations: float, dim: int, base: float, max_positions: int) -> float:
@@ -225,8 +229,7 @@ class MoE(nn.Module):
         """x: [N, D] -> [N, D] in x's dtype."""
         logits = F.linear(x.float(), self.router.weight, self.router.bias)
         top_logits, expert_ids = torch.topk(logits, self.top_k, dim=-1)
-        # HF divides the weights by k, casts the float32 sum, then multiplies by k; doing the same keeps
-        # bfloat16 rounding identical to the reference (exact anyway when k is a power of two).
+        # The reference divides the weights by k and multiplies the sum by k again; kept for bit-level parity.
         routing_weights = torch.softmax(top_logits, dim=-1) / self.top_k
         return self.experts(x, expert_ids, routing_weights).to(x.dtype) * self.top_k
 
@@ -240,8 +243,13 @@ class Block(nn.Module):
         self.mlp = MoE(config)
 
     def forward(self, x: torch.Tensor, key_mask: torch.Tensor, real_rows: torch.Tensor | None) -> torch.Tensor:
-        """x: [B, T, D]; real_rows: flat indices of non-padded tokens, or None when there is no padding."""
-        x = x + self.self_attn(self.input_layernorm(x), key_mask)
+        """x: float32 residual [B, T, D]; real_rows: flat indices of non-padded tokens, or None without padding.
+
+        The residual stream, norms, router and expert accumulation stay float32 whatever the weight dtype;
+        only the matmul inputs are cast to it. (HF keeps a bfloat16 residual; float32 is as cheap here and
+        agrees with the float32 model more often.)
+        """
+        x = x + self.self_attn(self.input_layernorm(x).to(self.self_attn.q_proj.weight.dtype), key_mask)
         h = self.post_attention_layernorm(x).view(-1, x.shape[-1])
         if real_rows is None:
             return x + self.mlp(h).view_as(x)
@@ -252,7 +260,7 @@ class Block(nn.Module):
 
 
 class PrivacyFilterModel(nn.Module):
-    """Token classifier: ``forward(input_ids, attention_mask) -> logits [B, T, num_labels]``."""
+    """Token classifier: ``forward(input_ids, attention_mask) -> float32 logits [B, T, num_labels]``."""
 
     def __init__(self, config: ModelConfig, *, block_size: int | None = None) -> None:
         super().__init__()
@@ -271,7 +279,8 @@ class PrivacyFilterModel(nn.Module):
             attention_mask = torch.ones_like(input_ids, dtype=torch.bool)
         key_mask = attention_mask.bool()
         real_rows = None if bool(key_mask.all()) else key_mask.reshape(-1).nonzero().squeeze(1)
-        x = self.embed_tokens(input_ids)
+        x = self.embed_tokens(input_ids).float()
         for layer in self.layers:
             x = layer(x, key_mask, real_rows)
+        # The head is kept float32 (it is small): bf16 logits would round away small margins.
         return self.score(self.norm(x))
