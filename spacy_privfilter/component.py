@@ -264,12 +264,21 @@ class PrivacyFilter(ModelStorage, Pipe):
         return scores
 
     # -- multiprocessing -------------------------------------------------------------------
-    def __getstate__(self) -> Dict[str, Any]:
+    def __reduce__(self):
+        # Pipe is a Cython class whose own pickling ignores __getstate__, so the state is chosen here:
+        # a loaded model is not pickled (the receiving process reloads it from its folder or Hub id).
         state = dict(self.__dict__)
         state["_tmpdir"] = None  # the owning process cleans its folder up
         if not self._injected:
-            state["_detector"] = None  # reloaded lazily in the receiving process
-        return state
+            state["_detector"] = None
+        return (_restore, (type(self), self.name, state))
+
+
+def _restore(cls, name: str, state: Dict[str, Any]) -> "PrivacyFilter":
+    component = cls.__new__(cls)
+    component.name = name  # a Cython attribute of Pipe, not in __dict__
+    component.__dict__.update(state)
+    return component
 
 
 def _model_classes(detector) -> Optional[Tuple[str, ...]]:

@@ -234,6 +234,9 @@ def test_pickle_round_trip_keeps_behaviour():
     nlp = make_nlp(make_detector(), set_ents=True)
     text = "Send the report to Amir Patel at amir@example.org before Friday."
     clone = pickle.loads(pickle.dumps(nlp))
+    assert clone.get_pipe("privacy_filter").name == "privacy_filter"
+    component = pickle.loads(pickle.dumps(nlp.get_pipe("privacy_filter")))
+    assert component.name == "privacy_filter" and component.settings.set_ents
     assert spans_of(clone(text)) == spans_of(nlp(text))
     assert ents_of(clone(text)) == ents_of(nlp(text))
 

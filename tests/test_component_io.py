@@ -161,3 +161,14 @@ def test_model_files_of_an_mlx_artifact(tmp_path):
 def test_scores_are_probabilities(tiny_model):
     scores = np.concatenate([np.asarray(d["scores"]) for d in annotations(build(tiny_model))])
     assert scores.size and (scores > 0).all() and (scores <= 1).all()
+
+
+def test_pickle_of_a_loaded_pipeline_carries_no_weights(tiny_model):
+    import pickle
+
+    nlp = build(tiny_model)
+    expected = annotations(nlp)  # loads the model
+    data = pickle.dumps(nlp)
+    weights = (tiny_model / "model.safetensors").stat().st_size
+    assert len(data) < weights / 10  # the receiving process reloads the model from its folder
+    assert annotations(pickle.loads(data)) == expected
