@@ -46,13 +46,13 @@ def build_pipeline(model: Optional[str] = None, **config) -> Language:
 
 
 class PrivacyFilterNlpEngine(SpacyNlpEngine):
-    """Presidio ``SpacyNlpEngine`` around an already-built pipeline; entity scores are the model's span scores.
+    """Presidio ``SpacyNlpEngine`` around a built pipeline; entity scores are the model's span scores.
 
     Args:
         nlp: a pipeline with ``privacy_filter`` (``set_ents=True``).
         entities: the Presidio entity names the pipeline can emit.
         lang_code: Presidio language code of the pipeline.
-        default_score: score for an entity that is not in ``doc.spans[spans_key]`` (e.g. from another component).
+        default_score: score of an entity missing from ``doc.spans[spans_key]`` (e.g. from another pipe).
     """
 
     def __init__(self, nlp: Language, *, entities: List[str], lang_code: str = "en",
@@ -65,7 +65,7 @@ class PrivacyFilterNlpEngine(SpacyNlpEngine):
         self.spans_key = nlp.get_pipe("privacy_filter").settings.spans_key
 
     def load(self) -> None:
-        """Nothing to load: the pipeline was given (Presidio would otherwise ``spacy.load`` a package name)."""
+        """Nothing to load: the pipeline was given (Presidio would ``spacy.load`` a package name)."""
 
     def _get_scores_for_entities(self, doc: Doc) -> List[float]:
         group = doc.spans.get(self.spans_key)
@@ -77,11 +77,12 @@ class PrivacyFilterNlpEngine(SpacyNlpEngine):
         return [by_span.get((ent.start, ent.end, ent.label_), default) for ent in doc.ents]
 
 
-def build_analyzer(nlp: Language, *, lang_code: str = "en", with_pattern_recognizers: bool = False) -> AnalyzerEngine:
+def build_analyzer(nlp: Language, *, lang_code: str = "en",
+                   with_pattern_recognizers: bool = False) -> AnalyzerEngine:
     """An ``AnalyzerEngine`` whose NER results come from ``privacy_filter``.
 
     Args:
-        nlp: a pipeline from ``build_pipeline`` (or any pipeline with ``privacy_filter`` and ``set_ents=True``).
+        nlp: a pipeline from ``build_pipeline`` (or any with ``privacy_filter`` and ``set_ents=True``).
         with_pattern_recognizers: also load Presidio's predefined regex/checksum recognizers.
     """
     entities = sorted(set(PRESIDIO_LABELS.values()))

@@ -29,8 +29,8 @@ def align_spans(doc: Doc, char_spans: Sequence[CharSpan], labels: Sequence[str],
         doc: the document the offsets index (``doc.text``).
         char_spans: detected spans (code-point offsets into ``doc.text``).
         labels: the output label of each span (already renamed by ``label_map``), parallel to ``char_spans``.
-        alignment_mode: ``"strict"`` (keep only spans on token boundaries), ``"contract"`` (tokens fully inside)
-            or ``"expand"`` (tokens touched), as in ``Doc.char_span``.
+        alignment_mode: ``"strict"`` (keep only spans on token boundaries), ``"contract"`` (tokens fully
+            inside) or ``"expand"`` (tokens touched), as in ``Doc.char_span``.
     Returns:
         (spans, scores, unaligned_labels): the aligned spans with their scores, and the output label of every
         span that could not be aligned (empty after alignment, or off token boundaries in strict mode).
@@ -67,9 +67,9 @@ def merge_ents(doc: Doc, new_spans: Iterable[Span], *, policy: str) -> None:
     """Write non-overlapping spans into ``doc.ents`` without corrupting entities already there.
 
     Overlaps among the new spans are resolved like ``spacy.util.filter_spans`` (longer first, then earlier).
-    ``prioritize_new`` drops existing entities that overlap a new span; ``prioritize_existing`` drops new spans
-    that overlap an existing entity; ``replace`` discards the existing entities. The final list is assigned as a
-    whole, so the IOB tags are rebuilt consistently.
+    ``prioritize_new`` drops existing entities that overlap a new span; ``prioritize_existing`` drops new
+    spans that overlap an existing entity; ``replace`` discards the existing entities. The final list is
+    assigned as a whole, so the IOB tags are rebuilt consistently.
     """
     if policy not in ENTS_POLICIES:
         raise ValueError(f"ents_policy must be one of {', '.join(ENTS_POLICIES)}; got {policy!r}")

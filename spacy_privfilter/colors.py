@@ -1,4 +1,4 @@
-"""displaCy label colours for the Privacy Filter classes (registered via the ``spacy_displacy_colors`` entry point).
+"""displaCy label colours for the Privacy Filter classes (``spacy_displacy_colors`` entry point).
 
 Covers the 55 Nemotron classes and the 8 base ``openai/privacy-filter`` classes. The colours were chosen
 once, offline, as a max-min-distance set in CIELAB among light colours (contrast with displaCy's black

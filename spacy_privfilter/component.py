@@ -1,4 +1,4 @@
-"""spaCy component ``privacy_filter``: PII spans with scores, ents merging, batched ``pipe``, save/load, scoring.
+"""spaCy component ``privacy_filter``: PII spans with scores, ents merging, batched pipe, save/load, scoring.
 
 ``nlp.add_pipe("privacy_filter")`` works without importing this package: the factory is registered through
 the ``spacy_factories`` entry point. The constructor is cheap; the model loads once, on first use or in
@@ -86,7 +86,7 @@ def make_privacy_filter(
         labels: keep only these classes (model class names or ``label_map`` targets); null keeps all.
         label_map: rename classes on output, e.g. ``{"first_name": "PERSON"}``.
         threshold: drop spans whose score is below this.
-        label_thresholds: per-class thresholds overriding ``threshold`` (class names or ``label_map`` targets).
+        label_thresholds: per-class thresholds overriding ``threshold`` (class or ``label_map`` names).
         viterbi_biases: transition biases for the decoder (the six ``transition_bias_*`` keys).
         alignment_mode: how character spans snap to tokens: ``strict``, ``contract`` or ``expand``.
         max_batch_tokens: most model tokens per forward pass (caps memory; long docs are windowed).
@@ -228,7 +228,7 @@ class PrivacyFilter(ModelStorage, Pipe):
         return rule
 
     def set_annotations(self, docs: Sequence[Doc], char_spans: Sequence[Sequence[CharSpan]]) -> None:
-        """Write detected spans into each doc: ``doc.spans[key]`` (+ ``attrs``) and optionally ``doc.ents``."""
+        """Write detected spans into each doc: ``doc.spans[key]`` (+ ``attrs``), optionally ``doc.ents``."""
         s = self.settings
         for doc, found in zip(docs, char_spans):
             kept: List[CharSpan] = []
@@ -250,7 +250,7 @@ class PrivacyFilter(ModelStorage, Pipe):
 
     # -- evaluation ----------------------------------------------------------------------
     def score(self, examples: Iterable[Example], **kwargs: Any) -> Dict[str, Any]:
-        """Span P/R/F overall and per label on ``spans_key`` (``spans_<key>_*``), plus ``ents_*`` with set_ents.
+        """Span P/R/F overall and per label on ``spans_key`` (``spans_<key>_*``); ``ents_*`` with set_ents.
 
         Only examples whose reference doc has ``doc.spans[spans_key]`` are scored for spans.
         """

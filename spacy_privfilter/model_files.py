@@ -35,8 +35,9 @@ def list_model_files(folder: str | os.PathLike) -> list[Path]:
     if not any(n.endswith(".safetensors") for n in names):
         missing.append("*.safetensors")
     if missing:
-        raise CheckpointError(f"model folder '{folder}' lacks {', '.join(missing)}; cannot store the model in the "
-                              "pipeline. Fix: point 'model' at a complete checkpoint, or set save_model='reference'")
+        raise CheckpointError(f"model folder '{folder}' lacks {', '.join(missing)}; cannot store the model "
+                              "in the pipeline. Fix: point 'model' at a complete checkpoint, or set "
+                              "save_model='reference'")
     return sorted(found, key=lambda p: p.name)
 
 

@@ -21,7 +21,7 @@ SERIALIZATION_VERSION = 1
 
 
 class ModelStorage:
-    """Mixin for the component: ``to_disk``/``from_disk``/``to_bytes``/``from_bytes`` of the model reference/files.
+    """Component mixin: ``to_disk``/``from_disk``/``to_bytes``/``from_bytes`` of the model reference or files.
 
     The host class sets ``name``, ``settings``, ``_source`` (model, revision), ``_model_path``, ``_detector``,
     ``_injected`` and ``_tmpdir``.

@@ -42,7 +42,8 @@ def _str_dict(key: str, value: Any) -> Dict[str, Any]:
         raise ConfigError(f"privacy_filter: '{key}' must be a mapping; got {type(value).__name__}")
     bad = [repr(k) for k in value if not isinstance(k, str) or not k]
     if bad:
-        raise ConfigError(f"privacy_filter: '{key}' keys must be non-empty strings; bad keys: {', '.join(bad)}")
+        raise ConfigError(f"privacy_filter: '{key}' keys must be non-empty strings; bad keys: "
+                          f"{', '.join(bad)}")
     return dict(value)
 
 
@@ -75,7 +76,8 @@ class FilterSettings:
         _choice("dtype", self.dtype, DTYPES)
         _text("spans_key", self.spans_key)
         if not isinstance(self.set_ents, bool):
-            raise ConfigError(f"privacy_filter: 'set_ents' must be true or false; got {type(self.set_ents).__name__}")
+            raise ConfigError(f"privacy_filter: 'set_ents' must be true or false; got "
+                              f"{type(self.set_ents).__name__}")
         _choice("ents_policy", self.ents_policy, ENTS_POLICIES)
         if self.labels is not None:
             if isinstance(self.labels, str) or not all(isinstance(x, str) and x for x in self.labels):
@@ -125,5 +127,5 @@ class FilterSettings:
                 where.append(f"'labels' has {', '.join(unknown)}")
             if unknown_thr:
                 where.append(f"'label_thresholds' has {', '.join(unknown_thr)}")
-            raise ConfigError(f"privacy_filter: unknown label names: {'; '.join(where)}. The model's classes are: "
-                              f"{', '.join(classes)} (label_map targets are accepted too)")
+            raise ConfigError(f"privacy_filter: unknown label names: {'; '.join(where)}. The model's classes "
+                              f"are: {', '.join(classes)} (label_map targets are accepted too)")

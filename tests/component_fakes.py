@@ -36,7 +36,7 @@ def make_detector(*, max_tokens: int = 64, max_batch_tokens: int = 512, biases=N
 
 
 class FixedDetector:
-    """Returns given CharSpans for given texts (and none otherwise); counts calls. Raises for texts in ``fail``."""
+    """Gives fixed CharSpans per text (none for others); counts calls; raises for texts in ``fail``."""
 
     def __init__(self, spans_by_text: dict[str, Sequence[CharSpan]] | None = None, *,
                  fail: Sequence[str] = (), classes: Sequence[str] = CLASSES) -> None:

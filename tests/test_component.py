@@ -20,7 +20,8 @@ TEXT = "Hello Jane Doe, mail jane@example.org or call 555 0100."
 
 def fixed(**extra):
     spans = [span_at(TEXT, "Jane", "first_name", 0.95), span_at(TEXT, "Doe", "last_name", 0.55),
-             span_at(TEXT, "jane@example.org", "email", 0.75), span_at(TEXT, "555 0100", "phone_number", 0.35)]
+             span_at(TEXT, "jane@example.org", "email", 0.75),
+             span_at(TEXT, "555 0100", "phone_number", 0.35)]
     return FixedDetector({TEXT: spans}, **extra)
 
 
@@ -55,7 +56,8 @@ def test_constructor_is_cheap_and_model_loads_once(recorder):
     model, kwargs = recorder.calls[0]
     assert model == "some/repo"
     assert kwargs["revision"] == "v1" and kwargs["backend"] == "torch" and kwargs["device"] == "cpu"
-    assert kwargs["dtype"] == "float32" and kwargs["max_batch_tokens"] == 4096 and kwargs["max_tokens"] <= 4096
+    assert kwargs["dtype"] == "float32" and kwargs["max_batch_tokens"] == 4096
+    assert kwargs["max_tokens"] <= 4096
     assert kwargs["biases"] is None
 
 
@@ -123,7 +125,8 @@ def test_threshold_and_label_thresholds():
     doc = make_nlp(fixed(), threshold=0.5, label_thresholds={"last_name": 0.9, "phone_number": 0.3})(TEXT)
     assert [s[0] for s in spans_of(doc)] == ["first_name", "email", "phone_number"]
     # A label_map target works as a key too.
-    doc = make_nlp(fixed(), label_map={"email": "EMAIL_ADDRESS"}, label_thresholds={"EMAIL_ADDRESS": 0.8})(TEXT)
+    nlp = make_nlp(fixed(), label_map={"email": "EMAIL_ADDRESS"}, label_thresholds={"EMAIL_ADDRESS": 0.8})
+    doc = nlp(TEXT)
     assert [s[0] for s in spans_of(doc)] == ["first_name", "last_name", "phone_number"]
 
 

@@ -45,7 +45,8 @@ def test_every_class_has_a_distinct_readable_colour():
 
 def test_span_render_uses_the_colours():
     text = "Mail Jane at jane@example.org about the 68779642 file."
-    detector = FixedDetector({text: [span_at(text, "Jane", "first_name"), span_at(text, "jane@example.org", "email"),
+    detector = FixedDetector({text: [span_at(text, "Jane", "first_name"),
+                                     span_at(text, "jane@example.org", "email"),
                                      span_at(text, "68779642", "medical_record_number")]})
     doc = make_nlp(detector)(text)
     html = displacy.render(doc, style="span", options={"spans_key": "pii"})

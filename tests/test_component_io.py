@@ -1,5 +1,5 @@
-"""privacy_filter save/load with a tiny real checkpoint: to_disk -> fresh-process spacy.load offline (which also
-checks the factory and displaCy entry points in that fresh interpreter), bytes, and Hub-reference mode."""
+"""privacy_filter save/load with a tiny real checkpoint: to_disk -> fresh-process spacy.load offline (which
+also checks the factory and displaCy entry points in that fresh interpreter), bytes, Hub-reference mode."""
 from __future__ import annotations
 
 import json
@@ -81,7 +81,8 @@ def test_to_disk_then_fresh_process_offline_load(tiny_model, tmp_path):
     assert sum(len(doc["spans"]) for doc in expected) > 3
     nlp.to_disk(tmp_path / "pipeline")
     stored = tmp_path / "pipeline" / "privacy_filter" / "model"
-    assert sorted(p.name for p in stored.iterdir()) == ["config.json", "model.safetensors", "o200k_base.tiktoken"]
+    assert sorted(p.name for p in stored.iterdir()) == \
+        ["config.json", "model.safetensors", "o200k_base.tiktoken"]
     # The stored tokenizer file is the exact o200k_base file.
     import hashlib
     assert hashlib.sha256((stored / "o200k_base.tiktoken").read_bytes()).hexdigest() == O200K_SHA256

@@ -69,7 +69,7 @@ def records(shared_data_files):
 
 
 def pipeline_for(records, *, corrupt=None):
-    """privacy_filter over a FakeBackend whose table holds oracle logits for the (optionally corrupted) spans."""
+    """privacy_filter over a FakeBackend whose table holds oracle logits of the (maybe corrupted) spans."""
     table = {}
     for record in records:
         spans = corrupt(record["spans"]) if corrupt else record["spans"]

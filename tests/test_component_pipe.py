@@ -39,7 +39,8 @@ def test_pipe_of_300_mixed_docs_equals_one_by_one():
         for doc, ref in zip(docs, one_by_one):
             assert spans_of(doc) == spans_of(ref)
             np.testing.assert_array_equal(doc.spans["pii"].attrs["scores"], ref.spans["pii"].attrs["scores"])
-            assert [(e.label_, e.start, e.end) for e in doc.ents] == [(e.label_, e.start, e.end) for e in ref.ents]
+            assert [(e.label_, e.start, e.end) for e in doc.ents] == \
+                [(e.label_, e.start, e.end) for e in ref.ents]
     long_doc = one_by_one[len(texts) // 2]
     assert len(long_doc.text) == 50_000 and len(long_doc.spans["pii"]) > 100  # spans all along the long doc
     assert long_doc.spans["pii"][-1].end_char > 45_000

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import importlib.util
+from pathlib import Path
 
 import pytest
 
@@ -10,15 +11,17 @@ from spacy_privfilter.testing import NEMOTRON_CLASSES
 
 pytest.importorskip("presidio_analyzer")
 
-spec = importlib.util.spec_from_file_location(
-    "presidio_engine", __import__("pathlib").Path(__file__).resolve().parents[1] / "examples" / "presidio_engine.py")
+RECIPE = Path(__file__).resolve().parents[1] / "examples" / "presidio_engine.py"
+spec = importlib.util.spec_from_file_location("presidio_engine", RECIPE)
 recipe = importlib.util.module_from_spec(spec)
 spec.loader.exec_module(recipe)
 
-TEXT = "Patient Jane Doe (SSN 123-45-6789) lives in Springfield; mail jane.doe@example.org or call 555-201-7731."
+TEXT = ("Patient Jane Doe (SSN 123-45-6789) lives in Springfield; mail jane.doe@example.org "
+        "or call 555-201-7731.")
 SPANS = [span_at(TEXT, "Jane", "first_name", 0.97), span_at(TEXT, "Doe", "last_name", 0.91),
          span_at(TEXT, "123-45-6789", "ssn", 0.88), span_at(TEXT, "Springfield", "city", 0.74),
-         span_at(TEXT, "jane.doe@example.org", "email", 0.99), span_at(TEXT, "555-201-7731", "phone_number", 0.66),
+         span_at(TEXT, "jane.doe@example.org", "email", 0.99),
+         span_at(TEXT, "555-201-7731", "phone_number", 0.66),
          span_at(TEXT, "Patient", "occupation", 0.42)]
 
 
@@ -38,8 +41,10 @@ def test_presidio_gets_privacy_filter_entities_and_scores(analyzer):
 
 
 def test_presidio_entity_filter_and_threshold(analyzer):
-    results = analyzer.analyze(text=TEXT, language="en", entities=["PERSON", "PHONE_NUMBER"], score_threshold=0.9)
-    assert sorted((r.entity_type, TEXT[r.start:r.end]) for r in results) == [("PERSON", "Doe"), ("PERSON", "Jane")]
+    results = analyzer.analyze(text=TEXT, language="en", entities=["PERSON", "PHONE_NUMBER"],
+                               score_threshold=0.9)
+    got = sorted((r.entity_type, TEXT[r.start:r.end]) for r in results)
+    assert got == [("PERSON", "Doe"), ("PERSON", "Jane")]
 
 
 def test_label_map_covers_presidio_core_entities():
