@@ -32,19 +32,24 @@ QUICK_PIPE, QUICK_COLD = ("torch-bf16",), ("torch-bf16", "hf-eager")
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="fewer lengths, contenders and documents (< 5 min)")
+    parser.add_argument("--quick", action="store_true",
+                        help="fewer lengths, contenders and documents (< 5 min)")
     parser.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
     parser.add_argument("--only", nargs="*", default=[], metavar="NAME",
                         help=f"contenders ({', '.join(c.name for c in CONTENDERS)}) and/or workloads "
                              f"({', '.join(WORKLOADS)}); comma or space separated")
-    parser.add_argument("--size", choices=("full", "tiny"), default="full", help="model size (tiny: smoke tests)")
+    parser.add_argument("--size", choices=("full", "tiny"), default="full",
+                        help="model size (tiny: smoke tests)")
     parser.add_argument("--threads", type=int, default=os.cpu_count(), help="intra-op threads per contender")
     parser.add_argument("--repeats", type=int, default=3, help="runs per figure (median, min, max)")
     parser.add_argument("--lengths", type=_int_list, default=None, help="single-text lengths, e.g. 128,512")
-    parser.add_argument("--docs", type=int, default=None, help="documents for nlp.pipe (default 500; quick 36)")
+    parser.add_argument("--docs", type=int, default=None,
+                        help="documents for nlp.pipe (default 500; quick 36)")
     parser.add_argument("--batch-sizes", type=_int_list, default=(1, 8, 64), help="nlp.pipe batch sizes")
-    parser.add_argument("--cold-runs", type=int, default=None, help="cold starts per contender (default 3; quick 1)")
-    parser.add_argument("--max-run-s", type=float, default=None, help="skip a length whose one run would exceed this")
+    parser.add_argument("--cold-runs", type=int, default=None,
+                        help="cold starts per contender (default 3; quick 1)")
+    parser.add_argument("--max-run-s", type=float, default=None,
+                        help="skip a length whose one run is projected to take longer (default 60; quick 20)")
     parser.add_argument("--out", type=Path, default=RESULTS_DIR, help="folder for the table, plot and JSON")
     parser.add_argument("--cache", type=Path, default=CACHE_DIR, help="folder for the random checkpoints")
     args = parser.parse_args(argv)
@@ -171,8 +176,8 @@ class Runner:
                                              "experts": contender.experts, "device": self.args.device}),
                                  encoding="utf-8")
             start = time.perf_counter()
-            proc = subprocess.run([sys.executable, "-m", "benchmarks.coldstart", str(spec_path), str(out_path)],
-                                  check=False, timeout=900)
+            cmd = [sys.executable, "-m", "benchmarks.coldstart", str(spec_path), str(out_path)]
+            proc = subprocess.run(cmd, check=False, timeout=900)
             wall = time.perf_counter() - start
             if proc.returncode or not out_path.is_file():
                 return {"status": "failed", "reason": f"exit code {proc.returncode}"}
@@ -200,8 +205,8 @@ def _roofline(roof: dict) -> dict | None:
 
 def _commit() -> str:
     try:
-        head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, check=True,
-                              cwd=Path(__file__).parent).stdout.strip()
+        head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
+                              check=True, cwd=Path(__file__).parent).stdout.strip()
         dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], capture_output=True,
                                text=True, check=True, cwd=Path(__file__).parent).stdout.strip()
         return head + ("+local changes" if dirty else "")

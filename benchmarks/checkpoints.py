@@ -61,7 +61,8 @@ def ensure(cache_dir: Path, size: str, fmt: str) -> Path:
     tmp.mkdir(parents=True)
     # Written into a side folder and renamed at the end, so an interrupted run never leaves half a checkpoint.
     write_random_checkpoint(tmp, benchmark_config(size), format=fmt, seed=SEED, dtype="bfloat16")
-    (tmp / STAMP).write_text(json.dumps({"key": _key(size, fmt), "size": size, "format": fmt}), encoding="utf-8")
+    stamp = {"key": _key(size, fmt), "size": size, "format": fmt}
+    (tmp / STAMP).write_text(json.dumps(stamp), encoding="utf-8")
     shutil.rmtree(dst, ignore_errors=True)
     tmp.rename(dst)
     return dst

@@ -49,15 +49,16 @@ class Contender:
 
 
 CONTENDERS: tuple[Contender, ...] = (
-    Contender("torch-bf16", "spacy-privfilter torch bf16", "project", HF, dtype="bfloat16", requires=("torch",),
-              pipe=True, cold=True),
-    Contender("torch-fp32", "spacy-privfilter torch fp32", "project", HF, dtype="float32", requires=("torch",)),
-    Contender("torch-int8", "spacy-privfilter torch 8-bit", "project", MLX_8BIT, dtype="auto", requires=("torch",),
-              pipe=True, cold=True),
-    Contender("mlx-bf16", "spacy-privfilter MLX bf16", "project", MLX_BF16, backend="mlx", requires=("mlx.core",),
-              devices=("cpu",)),
-    Contender("mlx-int8", "spacy-privfilter MLX 8-bit", "project", MLX_8BIT, backend="mlx", requires=("mlx.core",),
-              devices=("cpu",)),
+    Contender("torch-bf16", "spacy-privfilter torch bf16", "project", HF, dtype="bfloat16",
+              requires=("torch",), pipe=True, cold=True),
+    Contender("torch-fp32", "spacy-privfilter torch fp32", "project", HF, dtype="float32",
+              requires=("torch",)),
+    Contender("torch-int8", "spacy-privfilter torch 8-bit", "project", MLX_8BIT, dtype="auto",
+              requires=("torch",), pipe=True, cold=True),
+    Contender("mlx-bf16", "spacy-privfilter MLX bf16", "project", MLX_BF16, backend="mlx",
+              requires=("mlx.core",), devices=("cpu",)),
+    Contender("mlx-int8", "spacy-privfilter MLX 8-bit", "project", MLX_8BIT, backend="mlx",
+              requires=("mlx.core",), devices=("cpu",)),
     Contender("hf-eager", "transformers eager (reference)", "hf", HF, experts="eager", quadratic=True,
               requires=("torch", "transformers"), cold=True),
     Contender("hf-grouped_mm", "transformers grouped_mm", "hf", HF, experts="grouped_mm", quadratic=True,
@@ -131,8 +132,9 @@ def _load_hf(contender: Contender, checkpoint_dir: Path, device: str) -> Runner:
 
     def forward(input_ids: np.ndarray, attention_mask: np.ndarray) -> np.ndarray:
         with torch.inference_mode():
-            out = model(input_ids=torch.from_numpy(np.ascontiguousarray(input_ids)).to(device),
-                        attention_mask=torch.from_numpy(np.asarray(attention_mask, dtype=np.int64)).to(device))
+            ids = torch.from_numpy(np.ascontiguousarray(input_ids)).to(device)
+            mask = torch.from_numpy(np.asarray(attention_mask, dtype=np.int64)).to(device)
+            out = model(input_ids=ids, attention_mask=mask)
             return out.logits.float().cpu().numpy()
 
     return Runner(forward=forward, num_heads=model.config.num_attention_heads, handle=model)

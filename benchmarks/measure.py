@@ -67,7 +67,8 @@ def flops_per_token(config) -> float:
     Args:
         config: a spacy_privfilter ModelConfig.
     """
-    d, heads, kv, hd = config.hidden_size, config.num_attention_heads, config.num_key_value_heads, config.head_dim
+    d, hd = config.hidden_size, config.head_dim
+    heads, kv = config.num_attention_heads, config.num_key_value_heads
     experts, top_k, inter = config.num_local_experts, config.num_experts_per_tok, config.intermediate_size
     attention = d * heads * hd + 2 * d * kv * hd + heads * hd * d
     router = d * experts

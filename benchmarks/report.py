@@ -12,8 +12,10 @@ def render_markdown(results: dict) -> str:
     lines = [f"# Benchmark results ({meta['mode']}, {meta['device']})", "",
              f"- Command: `{meta['command']}`", f"- Date: {meta['date']}; commit {meta['commit']}",
              f"- Machine: {meta.get('machine', 'unknown')}; threads: {meta['threads']}",
-             f"- Model: {meta['size']}-size random checkpoint ({meta['model_shape']}); timing depends only on shapes",
-             f"- {meta['repeats']} runs per figure: median [min-max]; ratios compare contenders within this run"]
+             f"- Model: {meta['size']}-size random checkpoint ({meta['model_shape']}); "
+             "timing depends only on shapes",
+             f"- {meta['repeats']} runs per figure: median [min-max]; "
+             "ratios compare contenders within this run"]
     if roof:
         lines.append(f"- Roofline: bf16 matmul {roof['gflops']:,.0f} GFLOP/s measured / "
                      f"{roof['flops_per_token'] / 1e9:.3g} GFLOP per token = ceiling "
@@ -73,7 +75,8 @@ def _scaling_table(results: dict, notes: list[str]) -> list[str]:
             cells.append(_note(notes, point["skipped"]) if "skipped" in point
                          else _fmt_summary(point.get("tokens_per_s")))
         batch = job.get("batch32") or {}
-        cells.append(_note(notes, batch["skipped"]) if "skipped" in batch else _fmt_summary(batch.get("tokens_per_s")))
+        cells.append(_note(notes, batch["skipped"]) if "skipped" in batch
+                     else _fmt_summary(batch.get("tokens_per_s")))
         lines.append(f"| {entry['label']} | " + " | ".join(cells) + " |")
     return lines
 
@@ -100,7 +103,8 @@ def _targets_table(results: dict) -> list[str]:
     pipe = ((entries.get(ours) or {}).get("pipe") or {}).get("batch_sizes", {})
     shares = [p["overhead_share"]["median"] for p in pipe.values() if p.get("overhead_share")]
     rows = [
-        ("torch bf16 / transformers eager at 512 tokens", ratio(tps(ours, "512"), tps("hf-eager", "512")), 2.0, "x"),
+        ("torch bf16 / transformers eager at 512 tokens",
+         ratio(tps(ours, "512"), tps("hf-eager", "512")), 2.0, "x"),
         ("torch bf16 / transformers grouped_mm at 512 tokens",
          ratio(tps(ours, "512"), tps("hf-grouped_mm", "512")), 1.2, "x"),
         ("torch bf16 / transformers eager at 4,096 tokens",
@@ -115,7 +119,8 @@ def _targets_table(results: dict) -> list[str]:
     for name, value, target, unit in rows:
         fmt = (lambda v: f"{v:.1%}") if unit == "%" else (lambda v: f"{v:.2f}{unit}")  # noqa: E731
         bound = f"<= {fmt(-target)}" if target < 0 else f">= {fmt(target)}"
-        met = "-" if value is None else ("yes" if (value <= -target if target < 0 else value >= target) else "no")
+        good = value is not None and (value <= -target if target < 0 else value >= target)
+        met = "-" if value is None else ("yes" if good else "no")
         lines.append(f"| {name} | {'-' if value is None else fmt(value)} | {bound} | {met} |")
     return lines
 
@@ -125,7 +130,8 @@ def _relative_table(results: dict) -> list[str]:
     baseline = (results["contenders"].get(BASELINE) or {}).get("scaling") or {}
     ceiling = (results.get("roofline") or {}).get("ceiling_tokens_per_s")
     lines = ["## Relative: speed-up over transformers eager (same run) and share of the roofline ceiling", "",
-             "| contender | " + " | ".join(f"{c} tok" if c != "batch32" else "32 x ~200" for c in cols) + " |",
+             "| contender | " + " | ".join(f"{c} tok" if c != "batch32" else "32 x ~200" for c in cols)
+             + " |",
              "|---" * (len(cols) + 1) + "|"]
     for _, entry, job in _rows(results):
         if _status_cell(entry, job):
@@ -164,7 +170,8 @@ def _memory_table(results: dict) -> list[str]:
 
 def _rss_by_length_table(results: dict) -> list[str]:
     cols = _columns(results)
-    lines = ["## Peak RSS (MiB) up to each length (lengths run in ascending order, so growth per length shows)", "",
+    lines = ["## Peak RSS (MiB) up to each length (lengths run in ascending order: growth per length shows)",
+             "",
              "| contender | " + " | ".join(f"{c} tok" for c in cols) + " |", "|---" * (len(cols) + 1) + "|"]
     for _, entry, job in _rows(results):
         if _status_cell(entry, job):
@@ -182,7 +189,8 @@ def _pipe_table(results: dict) -> list[str]:
         return lines + ["(not run)"]
     job0 = next((job for _, job in rows if job.get("status") == "ok"), {})
     if job0:
-        lines.append(f"{job0['documents']} documents, {job0['tokens']:,} tokens, split into {job0['shards']} runs "
+        lines.append(f"{job0['documents']} documents, {job0['tokens']:,} tokens, "
+                     f"split into {job0['shards']} runs "
                      "(median [min-max] over runs). Outside-model share = 1 - time inside the backend's "
                      "`logits` / wall time (spaCy tokenizer, model tokenizer, Viterbi, span alignment).")
         lines.append("")
@@ -197,7 +205,8 @@ def _pipe_table(results: dict) -> list[str]:
             share_text = (f"{share['median']:.1%} [{share['min']:.1%}-{share['max']:.1%}]" if share
                           else "not measured")
             lines.append(f"| {entry['label']} | {batch_size} | {_fmt_summary(point['docs_per_s'], 1)} | "
-                         f"{_fmt_summary(point['tokens_per_s'])} | {share_text} | {job['peak_rss_mb']:,.0f} |")
+                         f"{_fmt_summary(point['tokens_per_s'])} | {share_text} | "
+                         f"{job['peak_rss_mb']:,.0f} |")
     return lines
 
 
@@ -206,7 +215,8 @@ def _cold_table(results: dict) -> list[str]:
     rows = [(entry, entry["cold"]) for entry in results["contenders"].values() if entry.get("cold")]
     if not rows:
         return lines + ["(not run)"]
-    lines += ["| contender | total s (process wall) | import s | load s | first doc s |", "|---|---|---|---|---|"]
+    lines += ["| contender | total s (process wall) | import s | load s | first doc s |",
+              "|---|---|---|---|---|"]
     for entry, cold in rows:
         if cold.get("status") != "ok":
             lines.append(f"| {entry['label']} | {cold.get('status')}: {cold.get('reason', '')} | | | |")
@@ -243,7 +253,8 @@ def render_plot(results: dict, path: Path) -> Path:
     ax.set_xlabel("tokens in one text (missing points: skipped, see the table)")
     ax.set_ylabel("tokens/s (median)")
     meta = results["meta"]
-    ax.set_title(f"Privacy Filter forward pass, {meta['size']} model, {meta['device']}, {meta['threads']} threads")
+    ax.set_title(f"Privacy Filter forward pass, {meta['size']} model, {meta['device']}, "
+                 f"{meta['threads']} threads")
     ax.grid(True, which="major", alpha=0.3)
     ax.legend(fontsize=8)
     fig.tight_layout()

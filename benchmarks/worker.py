@@ -45,8 +45,9 @@ def _first_line(exc: Exception) -> str:
 def roofline_job(spec: dict) -> dict:
     config = benchmark_config(spec["size"])
     rates = matmul_gflops(device=spec["device"], threads=spec.get("threads"), size=spec["size"])
-    shape = (f"hidden {config.hidden_size}, {config.num_hidden_layers} layers, {config.num_local_experts} experts "
-             f"top-{config.num_experts_per_tok}, vocab {config.vocab_size}, {config.num_labels} labels")
+    shape = (f"hidden {config.hidden_size}, {config.num_hidden_layers} layers, "
+             f"{config.num_local_experts} experts top-{config.num_experts_per_tok}, "
+             f"vocab {config.vocab_size}, {config.num_labels} labels")
     return {"matmul_gflops": rates, "machine": machine_description(spec["device"]),
             "flops_per_token": flops_per_token(config), "model_shape": shape}
 
@@ -100,7 +101,8 @@ def _batch_job(runner, workloads: Workloads, spec: dict, tokens_per_s: float | N
         attention_mask[i, :len(row)] = True
     tokens = int(attention_mask.sum())
     if tokens_per_s and tokens / tokens_per_s > spec["max_run_s"]:
-        return {"skipped": f"one run projected ~{tokens / tokens_per_s:.0f} s > {spec['max_run_s']:.0f} s cap"}
+        projected = tokens / tokens_per_s
+        return {"skipped": f"one run projected ~{projected:.0f} s > {spec['max_run_s']:.0f} s cap"}
     seconds = [time_call(lambda: runner.forward(input_ids, attention_mask)) for _ in range(spec["repeats"])]
     return {"tokens_per_s": summarize([tokens / s for s in seconds]), "texts": len(rows), "tokens": tokens}
 

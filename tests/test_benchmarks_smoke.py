@@ -70,8 +70,9 @@ def test_unknown_only_name_is_rejected_with_the_choices(capsys):
 def _fake_results() -> dict:
     point = lambda m: {"tokens_per_s": {"median": m, "min": m * 0.9, "max": m * 1.1, "n": 3}}  # noqa: E731
     return {
-        "meta": {"mode": "quick", "device": "cpu", "size": "tiny", "threads": 2, "repeats": 3, "lengths": [128, 8192],
-                 "date": "d", "commit": "c", "machine": "m", "model_shape": "s", "command": "python -m benchmarks"},
+        "meta": {"mode": "quick", "device": "cpu", "size": "tiny", "threads": 2, "repeats": 3,
+                 "lengths": [128, 8192], "date": "d", "commit": "c", "machine": "m", "model_shape": "s",
+                 "command": "python -m benchmarks"},
         "roofline": {"gflops": 1000.0, "flops_per_token": 1e8, "ceiling_tokens_per_s": 10000.0},
         "contenders": {
             "torch-bf16": {"label": "ours", "status": "ok", "scaling": {
@@ -79,7 +80,8 @@ def _fake_results() -> dict:
                 "lengths": {"128": point(2500.0), "8192": point(3000.0)}, "batch32": point(4000.0)}},
             "hf-eager": {"label": "eager", "status": "ok", "scaling": {
                 "status": "ok", "load_s": 1.0, "rss_after_load_mb": 10, "peak_rss_mb": 20,
-                "lengths": {"128": point(1000.0), "8192": {"skipped": "needs ~15 GB"}}, "batch32": point(2000.0)}},
+                "lengths": {"128": point(1000.0), "8192": {"skipped": "needs ~15 GB"}},
+                "batch32": point(2000.0)}},
             "mlx-bf16": {"label": "mlx", "status": "skipped", "reason": "'mlx.core' is not installed"},
         }}
 
