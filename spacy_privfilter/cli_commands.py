@@ -61,20 +61,32 @@ def redactor_config(args: argparse.Namespace) -> dict[str, Any]:
     return config
 
 
-def build_nlp(args: argparse.Namespace, *, redact: bool) -> Any:
-    """A blank spaCy pipeline with ``privacy_filter`` (and ``privacy_redactor``), weights loaded up front."""
+def build_nlp(args: argparse.Namespace, *, redact: bool, detector: Any = None) -> Any:
+    """A blank spaCy pipeline with ``privacy_filter`` (and ``privacy_redactor``), weights loaded up front.
+
+    ``detector``: an already loaded model to reuse (when the pipeline is renewed), instead of loading it.
+    """
     import spacy
 
     if args.batch_size < 1:
         raise UsageError(f"--batch-size must be at least 1; got {args.batch_size}")
     nlp = spacy.blank(args.lang)
-    nlp.add_pipe("privacy_filter", config=filter_config(args))
+    component = nlp.add_pipe("privacy_filter", config=filter_config(args))
     if redact:
         nlp.add_pipe("privacy_redactor", config=redactor_config(args))
+    if detector is not None:
+        component.detector = detector
+        return nlp
     log.info("loading model %s (backend %s, device %s)", args.model, args.backend, args.device)
     # Load now, so a bad model fails before any output is written rather than inside the first batch.
-    nlp.get_pipe("privacy_filter").initialize(nlp=nlp)
+    component.initialize(nlp=nlp)
     return nlp
+
+
+def renewer(args: argparse.Namespace, nlp: Any, *, redact: bool) -> Any:
+    """A function that builds a fresh pipeline sharing ``nlp``'s loaded model (see ``cli_run.VOCAB_RENEW_LIMIT``)."""
+    detector = nlp.get_pipe("privacy_filter").detector
+    return lambda: build_nlp(args, redact=redact, detector=detector)
 
 
 def doc_spans(doc: Any, spans_key: str) -> list[dict[str, Any]]:
@@ -150,7 +162,8 @@ def _execute(args: argparse.Namespace, *, command: str, redact: bool) -> int:
     bar = progress_bar(total=count_positions(sources), enabled=show_bar, initial=done)
     stats = RunStats()
     try:
-        run(nlp, items, outputs, progress, write=write, batch_size=args.batch_size, done=done, bar=bar, stats=stats)
+        run(nlp, items, outputs, progress, write=write, batch_size=args.batch_size, done=done, bar=bar, stats=stats,
+            renew=renewer(args, nlp, redact=redact))
     finally:
         if bar is not None:
             bar.close()

@@ -22,6 +22,10 @@ log = logging.getLogger("spacy_privfilter.cli")
 # Test hook: kill this process with SIGKILL right after the batch that takes the run past N input positions has
 # been written and flushed, but before its progress is saved (the worst moment), to test --resume.
 CRASH_AFTER_ENV = "_SPACY_PRIVFILTER_CRASH_AFTER"
+# spaCy adds every new token string to the vocab and never forgets it (~0.5 KB each), and PII is mostly unique
+# strings, so a long stream would grow without bound. Past this many lexemes the pipeline is rebuilt (reusing the
+# loaded model); tokenization does not depend on the vocab's contents, so results are unchanged.
+VOCAB_RENEW_LIMIT = 100_000
 
 
 @dataclass
@@ -60,11 +64,12 @@ def progress_bar(*, total: int | None, enabled: bool, initial: int = 0) -> Any:
 
 def run(nlp: Any, items: Iterable[Item], outputs: Outputs, progress: Progress, *,
         write: Callable[[Item, Any], int], batch_size: int, done: int = 0, bar: Any = None,
-        stats: RunStats | None = None) -> RunStats:
+        stats: RunStats | None = None, renew: Callable[[], Any] | None = None) -> RunStats:
     """Process ``items`` in batches; ``write(item, doc)`` writes one result and returns its span count.
 
     Error items are reported (file and line, never text) and counted; nothing is written for them.
-    ``done`` is the number of positions an earlier, interrupted run finished (resume).
+    ``done`` is the number of positions an earlier, interrupted run finished (resume). ``renew()`` returns a
+    fresh pipeline, used when the vocab passes ``VOCAB_RENEW_LIMIT`` so that memory stays flat.
     """
     stats = stats or RunStats()
     crash_after = int(os.environ.get(CRASH_AFTER_ENV, "0") or 0)
@@ -87,6 +92,9 @@ def run(nlp: Any, items: Iterable[Item], outputs: Outputs, progress: Progress, *
         progress.save(done, outputs.sizes)
         if bar is not None:
             bar.update(len(batch))
+        if renew is not None and len(getattr(nlp, "vocab", ())) > VOCAB_RENEW_LIMIT:
+            log.debug("vocab passed %d entries; renewing the pipeline", VOCAB_RENEW_LIMIT)
+            nlp = renew()
     outputs.close()
     return stats
 

@@ -65,7 +65,8 @@ def test_bad_inputs_name_file_and_line_never_text(tmp_path):
         b'{"text": "' + SECRET.encode() + b'", ',       # truncated JSON
         json.dumps([SECRET]).encode(),                   # not an object
         json.dumps({"body": SECRET}).encode(),           # no text key
-        json.dumps({"text": SECRET + " caf\u00e9"}, ensure_ascii=False).encode("utf-8").replace(b"\xc3\xa9", b"\xe9"),  # bad utf-8
+        # line 6: Latin-1 bytes where UTF-8 is expected
+        json.dumps({"text": SECRET + " caf\u00e9"}, ensure_ascii=False).encode("utf-8").replace(b"\xc3\xa9", b"\xe9"),
         json.dumps({"text": "last"}).encode(),
     ]) + b"\n")
     sources = discover([str(good), str(tmp_path / "missing.txt"), str(binary), str(latin), str(data)])

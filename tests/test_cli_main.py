@@ -156,3 +156,27 @@ def test_progress_bar_only_on_a_terminal(tmp_path, monkeypatch, capsys, checkpoi
     assert "doc/s" in err and "1/1" in err
     assert main(["redact", str(src), "-o", str(tmp_path / "quiet.txt"), "--model", str(checkpoint), "-q"]) == 0
     assert capsys.readouterr().err == ""
+
+
+def test_renewing_the_pipeline_keeps_the_output(tmp_path, monkeypatch, checkpoint, detector):
+    import spacy_privfilter.cli_run as cli_run
+
+    texts = [f"{TEXTS[i % 2]} unique{i}x{i * 7}" for i in range(9)]
+    data = tmp_path / "d.jsonl"
+    data.write_text("".join(json.dumps({"text": t}) + "\n" for t in texts))
+    renewed = []
+    original_run = cli_run.run
+
+    def spy_run(nlp, *args, renew=None, **kwargs):
+        def counting_renew():
+            renewed.append(1)
+            return renew()
+        return original_run(nlp, *args, renew=counting_renew, **kwargs)
+
+    monkeypatch.setattr(cli_run, "VOCAB_RENEW_LIMIT", 0)  # renew after every batch
+    monkeypatch.setattr("spacy_privfilter.cli_commands.run", spy_run)
+    out = tmp_path / "o.jsonl"
+    assert main(["redact", str(data), "-o", str(out), "--model", str(checkpoint), "--batch-size", "2", "-q"]) == 0
+    assert len(renewed) == 5
+    expected = [doc._.redacted_text for doc in _pipeline(detector, checkpoint).pipe(texts)]
+    assert [json.loads(line)["text"] for line in out.read_text().splitlines()] == expected
