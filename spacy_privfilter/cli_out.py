@@ -91,8 +91,12 @@ class Outputs:
     def _open(self, key: str, path: Path) -> None:
         self.close()
         path.parent.mkdir(parents=True, exist_ok=True)
-        if key in self.sizes and path.exists():
+        if key in self.sizes:
             # Resuming: drop whatever an interrupted batch wrote after the last recorded flush.
+            size = path.stat().st_size if path.exists() else -1
+            if size < self.sizes[key]:
+                raise UsageError(f"cannot resume: {path} is {'missing' if size < 0 else 'shorter than recorded'} "
+                                 f"({max(size, 0)} of {self.sizes[key]} bytes); run without --resume to start over")
             with open(path, "r+b") as handle:
                 handle.truncate(self.sizes[key])
             self._stream = open(path, "ab")

@@ -179,6 +179,15 @@ def _devices() -> dict[str, Any]:
     return found
 
 
+def _cached_models(hub_cache: str | None) -> list[str]:
+    """Privacy Filter repos in the Hub cache (names only, no network)."""
+    if not hub_cache or not Path(hub_cache).is_dir():
+        return []
+    prefix = "models--"
+    return sorted(entry.name[len(prefix):].replace("--", "/") for entry in Path(hub_cache).iterdir()
+                  if entry.name.startswith(prefix) and "privacy-filter" in entry.name.lower())
+
+
 def info_dict() -> dict[str, Any]:
     from . import __version__
     from ._compat import has_mlx, has_torch
@@ -196,6 +205,7 @@ def info_dict() -> dict[str, Any]:
     except ImportError:
         hub_cache = None
     return {
+        "cached_models": _cached_models(hub_cache),
         "spacy_privfilter": __version__,
         "python": platform.python_version(),
         "platform": platform.platform(),
@@ -223,5 +233,6 @@ def run_info(args: argparse.Namespace) -> int:
     for name, devices in data["devices"].items():
         print(f"devices ({name}): {', '.join(devices)}")
     print(f"model cache (Hugging Face): {data['hf_hub_cache']}" + (" [offline]" if data["hf_hub_offline"] else ""))
+    print("cached Privacy Filter models: " + (", ".join(data["cached_models"]) or "none"))
     print(f"tokenizer cache (tiktoken): {data['tiktoken_cache'] or 'tiktoken default (temp folder)'}")
     return EXIT_OK

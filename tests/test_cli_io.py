@@ -162,3 +162,18 @@ def test_resume_refuses_other_inputs(tmp_path):
     assert Progress(tmp_path / "p.json", {"inputs": ["a"]}).load() == {"done": 3, "sizes": {".": 10}}
     with pytest.raises(UsageError):
         Progress(tmp_path / "p.json", {"inputs": ["b"]}).load()
+
+
+def test_resume_refuses_a_missing_or_shortened_output(tmp_path):
+    data = tmp_path / "d.jsonl"
+    data.write_text("".join(json.dumps({"text": f"r{i}"}) + "\n" for i in range(6)))
+    sources = discover([str(data)])
+    target = tmp_path / "out.jsonl"
+    with pytest.raises(KeyboardInterrupt):
+        _redact_run(sources, target, as_dir=False, nlp=ToyNLP(fail_at=5))
+    target.write_bytes(target.read_bytes()[:5])
+    with pytest.raises(UsageError, match="shorter than recorded"):
+        _redact_run(sources, target, as_dir=False, nlp=ToyNLP(), resume=True)
+    target.unlink()
+    with pytest.raises(UsageError, match="missing"):
+        _redact_run(sources, target, as_dir=False, nlp=ToyNLP(), resume=True)

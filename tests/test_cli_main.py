@@ -137,12 +137,16 @@ def test_download_offline_names_the_repo(tmp_path, monkeypatch, capsys):
     assert "OpenMed/privacy-filter-nemotron" in err and "HF_HUB_OFFLINE" in err
 
 
-def test_info_json(capsys):
+def test_info_json(tmp_path, monkeypatch, capsys):
+    (tmp_path / "models--OpenMed--privacy-filter-nemotron").mkdir()
+    (tmp_path / "models--someone--other-model").mkdir()
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path))
     assert main(["info", "--json"]) == 0
     data = json.loads(capsys.readouterr().out)
     assert data["backends"]["torch"] is True and data["backends"]["auto"] in ("torch", "mlx")
     assert "cpu" in data["devices"]["torch"] and data["packages"]["spacy"]
-    assert data["hf_hub_cache"]
+    assert data["hf_hub_cache"] == str(tmp_path)
+    assert data["cached_models"] == ["OpenMed/privacy-filter-nemotron"]
 
 
 def test_progress_bar_only_on_a_terminal(tmp_path, monkeypatch, capsys, checkpoint):
