@@ -1,0 +1,299 @@
+"""The Privacy Filter token classifier in MLX.
+
+Mirrors ``backends/torch_model.py`` class for class and attribute for attribute, so a diff of the two
+files shows only framework differences. Parameter paths are the canonical HF names without the leading
+``model.`` (``layers.0.self_attn.q_proj.weight``, ``score.bias``). Math follows the architecture spec:
+pre-norm blocks, banded bidirectional attention with per-head sinks (natural-log units) and a one-sided
+window, interleaved YaRN RoPE, and a top-k mixture of experts with a clamped SwiGLU.
+
+Any linear layer, the embedding and the two expert tensors may be 8-bit (or other) affine-quantized;
+``mlx_backend`` swaps those modules in when the checkpoint declares them.
+"""
+from __future__ import annotations
+
+import math
+
+import mlx.core as mx
+import mlx.nn as nn
+import numpy as np
+
+from ..config import ModelConfig, QuantizationConfig
+
+class RMSNorm(nn.Module):
+    """Root-mean-square norm computed in float32 (scale applied in float32), cast back to the input dtype."""
+
+    def __init__(self, hidden_size: int, *, eps: float) -> None:
+        super().__init__()
+        self.weight = mx.ones((hidden_size,))
+        self.eps = eps
+
+    def __call__(self, hidden_states: mx.array) -> mx.array:
+        x = hidden_states.astype(mx.float32)
+        x = x * mx.rsqrt(mx.mean(x * x, axis=-1, keepdims=True) + self.eps)
+        return (x * self.weight.astype(mx.float32)).astype(hidden_states.dtype)
+
+
+class RotaryEmbedding(nn.Module):
+    """YaRN-scaled rotary embedding; returns cos/sin (magnitude factor folded in) for positions 0..T-1."""
+
+    def __init__(self, config: ModelConfig) -> None:
+        super().__init__()
+        dim, base, factor = config.head_dim, config.rope_theta, config.rope_factor
+        pos_freqs = np.float32(base) ** (np.arange(0, dim, 2, dtype=np.float32) / np.float32(dim))
+        inv_extrapolation = (1.0 / pos_freqs).astype(np.float32)
+        inv_interpolation = (1.0 / (factor * pos_freqs)).astype(np.float32)
+
+        def correction_dim(rotations: float) -> float:
+            return dim * math.log(config.rope_original_max_position_embeddings / (rotations * 2 * math.pi)) / (
+                2 * math.log(base))
+
+        low, high = correction_dim(config.rope_beta_fast), correction_dim(config.rope_beta_slow)
+        if config.rope_truncate:
+            low, high = math.floor(low), math.ceil(high)
+        low, high = max(low, 0.0), min(high, dim - 1.0)
+        if low == high:
+            high += 0.001  # avoids a division by zero, as the reference does
+        ramp = np.clip((np.arange(dim // 2, dtype=np.float32) - low) / (high - low), 0, 1).astype(np.float32)
+        # numpy, not mx: MLX modules treat mx arrays as parameters, and this is not a weight
+        self.inv_freq = (inv_interpolation * ramp + inv_extrapolation * (1 - ramp)).astype(np.float32)
+        self.magnitude = 0.1 * math.log(factor) + 1.0 if factor > 1.0 else 1.0
+
+    def __call__(self, seq_len: int, dtype: mx.Dtype) -> tuple[mx.array, mx.array]:
+        """cos, sin of shape [seq_len, head_dim // 2] for positions 0..seq_len-1, in ``dtype``."""
+        freqs = mx.arange(seq_len, dtype=mx.float32)[:, None] * mx.array(self.inv_freq)[None, :]
+        return (mx.cos(freqs) * self.magnitude).astype(dtype), (mx.sin(freqs) * self.magnitude).astype(dtype)
+
+
+def apply_rotary(x: mx.array, cos: mx.array, sin: mx.array) -> mx.array:
+    """Rotate interleaved pairs ``(x[2i], x[2i+1])``. x: [B, T, heads, d]; cos/sin: [T, d/2]."""
+    cos, sin = cos[None, :, None, :], sin[None, :, None, :]
+    x1, x2 = x[..., 0::2], x[..., 1::2]
+    return mx.stack([x1 * cos - x2 * sin, x2 * cos + x1 * sin], axis=-1).reshape(x.shape)
+
+
+class Attention(nn.Module):
+    """Banded bidirectional GQA attention with one learned sink logit per query head."""
+
+    def __init__(self, config: ModelConfig, rotary: RotaryEmbedding, *, block_size: int | None = None) -> None:
+        super().__init__()
+        d, h, kv = config.head_dim, config.num_attention_heads, config.num_key_value_heads
+        self.head_dim, self.num_heads, self.num_kv_heads = d, h, kv
+        self.window = config.sliding_window
+        # Blocks as wide as the window keep the wasted (masked) share of each score row near a third.
+        self.block_size = block_size or max(config.sliding_window, 64)
+        self.q_proj = nn.Linear(config.hidden_size, h * d)
+        self.k_proj = nn.Linear(config.hidden_size, kv * d)
+        self.v_proj = nn.Linear(config.hidden_size, kv * d)
+        self.o_proj = nn.Linear(h * d, config.hidden_size)
+        self.sinks = mx.zeros((h,), dtype=mx.float32)
+        self.rotary = rotary
+        self.scale = d ** -0.25  # applied to q and k separately, after RoPE (spec 2.2 step 4)
+
+    def __call__(self, x: mx.array, key_mask: mx.array) -> mx.array:
+        """x: [B, T, D]; key_mask: bool [B, T] (False = padding). Returns [B, T, D]."""
+        batch, seq, _ = x.shape
+        d = self.head_dim
+        q = self.q_proj(x).reshape(batch, seq, self.num_heads, d)
+        k = self.k_proj(x).reshape(batch, seq, self.num_kv_heads, d)
+        v = self.v_proj(x).reshape(batch, seq, self.num_kv_heads, d)
+        cos, sin = self.rotary(seq, q.dtype)
+        q = apply_rotary(q, cos, sin) * self.scale
+        k = apply_rotary(k, cos, sin) * self.scale
+        out = self._banded(q, k, v, key_mask)
+        return self.o_proj(out.reshape(batch, seq, self.num_heads * d).astype(x.dtype))
+
+    def _banded(self, q: mx.array, k: mx.array, v: mx.array, key_mask: mx.array) -> mx.array:
+        """Block-banded attention (token i sees j iff abs(i - j) <= window; no T x T matrix).
+
+        q: [B, T, H, d]; k, v: [B, T, KV, d]; returns [B, T, H, d] in v's dtype. Scores and the softmax
+        over [scores, sink] run in float32.
+        """
+        batch, seq, _, d = q.shape
+        kv, groups, w = self.num_kv_heads, self.num_heads // self.num_kv_heads, self.window
+        block = min(self.block_size, seq)
+        n_blocks = -(-seq // block)
+        padded = n_blocks * block
+        # Keys of block b span [b*block - pad, (b+1)*block + pad); pad never exceeds what other blocks hold.
+        pad = min(w, padded - block)
+        span = block + 2 * pad
+        q = mx.pad(q, [(0, 0), (0, padded - seq), (0, 0), (0, 0)])
+        k = mx.pad(k, [(0, 0), (pad, padded - seq + pad), (0, 0), (0, 0)])
+        v = mx.pad(v, [(0, 0), (pad, padded - seq + pad), (0, 0), (0, 0)])
+        valid = mx.pad(key_mask, [(0, 0), (pad, padded - seq + pad)], constant_values=False)
+        # [B, n_blocks, KV, G * block, d]: the G query heads sharing a KV head are stacked along the rows.
+        q_blocks = (q.reshape(batch, n_blocks, block, kv, groups, d).transpose(0, 1, 3, 4, 2, 5)
+                    .reshape(batch, n_blocks, kv, groups * block, d))
+        windows = mx.arange(n_blocks)[:, None] * block + mx.arange(span)[None, :]   # [n_blocks, span]
+        k_windows = k[:, windows].transpose(0, 1, 3, 4, 2)                            # [B, n_blocks, KV, d, span]
+        v_windows = v[:, windows].transpose(0, 1, 3, 2, 4)                            # [B, n_blocks, KV, span, d]
+        valid_windows = valid[:, windows]                                             # [B, n_blocks, span]
+        i = mx.arange(block)[:, None]
+        j = mx.arange(span)[None, :]
+        band = mx.abs(i - j + pad) <= w                                               # [block, span]
+        allowed = band[None, None, None, None] & valid_windows[:, :, None, None, None, :]
+        sinks = mx.broadcast_to(self.sinks.astype(mx.float32).reshape(1, 1, kv, groups, 1, 1),
+                                (batch, n_blocks, kv, groups, block, 1))
+        scores = (q_blocks @ k_windows).astype(mx.float32).reshape(batch, n_blocks, kv, groups, block, span)
+        scores = mx.where(allowed, scores, -mx.inf)
+        # The sink is a value-less extra column: it only absorbs probability mass.
+        probs = mx.softmax(mx.concatenate([scores, sinks], axis=-1), axis=-1, precise=True)[..., :-1]
+        probs = probs.astype(v.dtype).reshape(batch, n_blocks, kv, groups * block, span)
+        out = probs @ v_windows
+        out = (out.reshape(batch, n_blocks, kv, groups, block, d).transpose(0, 1, 4, 2, 3, 5)
+               .reshape(batch, padded, kv * groups, d))
+        return out[:, :seq]
+
+
+class Experts(nn.Module):
+    """Per-expert clamped SwiGLU FFN; dense weights are [E, in, out] as in HF checkpoints (``y = x @ W[e] + b[e]``).
+
+    A quantized expert tensor is a dict ``{weight, scales, biases}`` in MLX's transposed ``[E, out, in]``
+    layout, run with ``gather_qmm(transpose=True)``; ``<name>_quantization`` holds its bits and group size.
+    ``compute_dtype`` is the matmul dtype (None: the stored dtype); SwiGLU and the combine are float32.
+    """
+
+    def __init__(self, config: ModelConfig) -> None:
+        super().__init__()
+        e, dim, inter = config.num_local_experts, config.hidden_size, config.intermediate_size
+        self.num_experts, self.intermediate_size = e, inter
+        self.gate_up_proj = mx.zeros((e, dim, 2 * inter))
+        self.gate_up_proj_bias = mx.zeros((e, 2 * inter))
+        self.down_proj = mx.zeros((e, inter, dim))
+        self.down_proj_bias = mx.zeros((e, dim))
+        self.gate_up_proj_quantization: QuantizationConfig | None = None
+        self.down_proj_quantization: QuantizationConfig | None = None
+        self.alpha, self.limit = config.swiglu_alpha, config.swiglu_limit
+        self.compute_dtype: mx.Dtype | None = None
+
+    def swiglu(self, gate_up: mx.array) -> mx.array:
+        half = gate_up.shape[-1] // 2  # concatenated halves, not interleaved
+        gate = mx.minimum(gate_up[..., :half].astype(mx.float32), self.limit)
+        up = mx.clip(gate_up[..., half:].astype(mx.float32), -self.limit, self.limit)
+        return gate * mx.sigmoid(gate * self.alpha) * (up + 1)
+
+    def _dtype(self, name: str) -> mx.Dtype:
+        value = self[name]
+        return self.compute_dtype or (value["scales"].dtype if isinstance(value, dict) else value.dtype)
+
+    def _gather_matmul(self, name: str, x: mx.array, expert_ids: mx.array) -> mx.array:
+        """x: [P, in] rows grouped by ``expert_ids`` [P] (ascending) -> ``x @ W[e] + b[e]`` [P, out]."""
+        value, quant = self[name], getattr(self, f"{name}_quantization")
+        dtype = self._dtype(name)
+        if mx.default_device() == mx.cpu and (quant is not None or dtype != mx.float32):
+            return self._looped_matmul(name, x, expert_ids)
+        x = x[:, None, :].astype(dtype)
+        if quant is None:
+            out = mx.gather_mm(x, value.astype(x.dtype), rhs_indices=expert_ids, sorted_indices=True)
+        else:
+            out = mx.gather_qmm(x, value["weight"], value["scales"], value["biases"], rhs_indices=expert_ids,
+                                transpose=True, group_size=quant.group_size, bits=quant.bits, mode=quant.mode,
+                                sorted_indices=True)
+        return out[:, 0, :] + mx.take(self[f"{name}_bias"], expert_ids, axis=0).astype(out.dtype)
+
+    def expert_weight(self, name: str, expert: int) -> mx.array:
+        """Dense float32 [in, out] weight of one expert (quantized experts are dequantized here)."""
+        value, quant = self[name], getattr(self, f"{name}_quantization")
+        if quant is None:
+            return value[expert].astype(mx.float32)
+        dense = mx.dequantize(value["weight"][expert], value["scales"][expert], value["biases"][expert],
+                              group_size=quant.group_size, bits=quant.bits, mode=quant.mode)
+        return dense.astype(mx.float32).T
+
+    def _looped_matmul(self, name: str, x: mx.array, expert_ids: mx.array) -> mx.array:
+        """CPU path: MLX's CPU gather_mm takes float32 only and its gather_qmm is several times slower than
+        a dense matmul, so each used expert runs one float32 matmul on its run of rows (the reference
+        upcasts expert weights to float32 the same way)."""
+        counts = np.bincount(np.array(expert_ids), minlength=self.num_experts)
+        bias = self[f"{name}_bias"]
+        parts, start = [], 0
+        for expert in np.flatnonzero(counts).tolist():
+            stop = start + int(counts[expert])
+            parts.append(x[start:stop].astype(mx.float32) @ self.expert_weight(name, expert)
+                         + bias[expert].astype(mx.float32))
+            start = stop
+        return mx.concatenate(parts, axis=0)
+
+    def __call__(self, x: mx.array, expert_ids: mx.array, routing_weights: mx.array) -> mx.array:
+        """x: [N, D]; expert_ids, routing_weights: [N, k]. Returns the weighted sum in float32 [N, D]."""
+        n_tokens, top_k = expert_ids.shape
+        flat = expert_ids.reshape(-1)
+        # Token-expert pairs sorted by expert, so gather_mm multiplies one contiguous run per expert.
+        order = mx.argsort(flat)
+        sorted_ids = flat[order]
+        gate_up = self._gather_matmul("gate_up_proj", x[order // top_k], sorted_ids)
+        y = self._gather_matmul("down_proj", self.swiglu(gate_up), sorted_ids)
+        weighted = y.astype(mx.float32) * routing_weights.reshape(-1)[order, None].astype(mx.float32)
+        return weighted[mx.argsort(order)].reshape(n_tokens, top_k, -1).sum(axis=1)
+
+
+def _dense_weight(layer: nn.Module) -> mx.array:
+    if isinstance(layer, nn.QuantizedLinear):
+        return mx.dequantize(layer.weight, layer.scales, layer.biases, group_size=layer.group_size,
+                             bits=layer.bits, mode=layer.mode)
+    return layer.weight
+
+
+class MoE(nn.Module):
+    """float32 top-k router (softmax over the selected logits) feeding the routed experts."""
+
+    def __init__(self, config: ModelConfig) -> None:
+        super().__init__()
+        self.top_k = config.num_experts_per_tok
+        self.router = nn.Linear(config.hidden_size, config.num_local_experts)
+        self.experts = Experts(config)
+
+    def __call__(self, x: mx.array) -> mx.array:
+        """x: [N, D] -> [N, D] in x's dtype."""
+        logits = x.astype(mx.float32) @ _dense_weight(self.router).astype(mx.float32).T
+        logits = logits + self.router.bias.astype(mx.float32)
+        expert_ids = mx.argsort(-logits, axis=-1)[:, :self.top_k]
+        top_logits = mx.take_along_axis(logits, expert_ids, axis=-1)
+        # HF divides the weights by k, casts the float32 sum, then multiplies by k; doing the same keeps
+        # bfloat16 rounding identical to the reference (exact anyway when k is a power of two).
+        routing_weights = mx.softmax(top_logits, axis=-1, precise=True) / self.top_k
+        return self.experts(x, expert_ids, routing_weights).astype(x.dtype) * self.top_k
+
+
+class Block(nn.Module):
+    def __init__(self, config: ModelConfig, rotary: RotaryEmbedding, *, block_size: int | None = None) -> None:
+        super().__init__()
+        self.input_layernorm = RMSNorm(config.hidden_size, eps=config.rms_norm_eps)
+        self.self_attn = Attention(config, rotary, block_size=block_size)
+        self.post_attention_layernorm = RMSNorm(config.hidden_size, eps=config.rms_norm_eps)
+        self.mlp = MoE(config)
+
+    def __call__(self, x: mx.array, key_mask: mx.array, real_rows: mx.array | None) -> mx.array:
+        """x: [B, T, D]; real_rows: flat indices of non-padded tokens, or None when there is no padding."""
+        x = x + self.self_attn(self.input_layernorm(x), key_mask)
+        h = self.post_attention_layernorm(x).reshape(-1, x.shape[-1])
+        if real_rows is None:
+            return x + self.mlp(h).reshape(x.shape)
+        # Padded rows are discarded downstream, so the experts skip them.
+        update = mx.zeros_like(h)
+        update[real_rows] = self.mlp(h[real_rows])
+        return x + update.reshape(x.shape)
+
+
+class PrivacyFilterModel(nn.Module):
+    """Token classifier: ``__call__(input_ids, attention_mask) -> logits [B, T, num_labels]``."""
+
+    def __init__(self, config: ModelConfig, *, block_size: int | None = None) -> None:
+        super().__init__()
+        self.config = config
+        rotary = RotaryEmbedding(config)
+        self.embed_tokens = nn.Embedding(config.vocab_size, config.hidden_size)
+        self.layers = [Block(config, rotary, block_size=block_size) for _ in range(config.num_hidden_layers)]
+        self.norm = RMSNorm(config.hidden_size, eps=config.rms_norm_eps)
+        self.score = nn.Linear(config.hidden_size, max(1, config.num_labels))
+
+    def __call__(self, input_ids: mx.array, attention_mask: mx.array | None = None) -> mx.array:
+        """input_ids: int [B, T] (right-padded); attention_mask: bool/0-1 [B, T]. Returns [B, T, C]."""
+        if attention_mask is None:
+            attention_mask = mx.ones(input_ids.shape, dtype=mx.bool_)
+        key_mask = attention_mask.astype(mx.bool_)
+        mask_host = np.array(key_mask).reshape(-1)  # MLX has no nonzero(); the mask is tiny, so read it back
+        real_rows = None if mask_host.all() else mx.array(np.flatnonzero(mask_host).astype(np.int32))
+        x = self.embed_tokens(input_ids)
+        for layer in self.layers:
+            x = layer(x, key_mask, real_rows)
+        return self.score(self.norm(x))
