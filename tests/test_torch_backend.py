@@ -1,0 +1,134 @@
+"""The torch Backend: loading checkpoints, options, errors, 8-bit weights kept 8-bit."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+
+from spacy_privfilter.backends import load_backend  # noqa: E402
+from spacy_privfilter.backends.base import Backend  # noqa: E402
+from spacy_privfilter.backends.torch_backend import TorchBackend, build_model, load, resolve_device  # noqa: E402
+from spacy_privfilter.backends.torch_quant import QuantizedEmbedding, QuantizedExperts, unpack_codes  # noqa: E402
+from spacy_privfilter.checkpoint import QuantizedWeight, inspect_checkpoint  # noqa: E402
+from spacy_privfilter.errors import CheckpointError, ConfigError  # noqa: E402
+from spacy_privfilter.quant import quantize as quantize_numpy  # noqa: E402
+from spacy_privfilter.testing import random_state_dict, tiny_config, write_random_checkpoint  # noqa: E402
+
+CONFIG = tiny_config(vocab_size=300)
+
+
+@pytest.fixture(scope="module")
+def checkpoints(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    root = tmp_path_factory.mktemp("ckpt")
+    return {fmt: write_random_checkpoint(root / fmt, CONFIG, format=fmt, dtype="bfloat16", seed=4)
+            for fmt in ("hf", "mlx-8bit")}
+
+
+def _inputs(seq: int = 21) -> tuple[np.ndarray, np.ndarray]:
+    ids = np.random.default_rng(0).integers(0, 300, (2, seq))
+    mask = np.ones((2, seq), dtype=bool)
+    mask[1, seq - 6:] = False
+    return ids, mask
+
+
+def test_load_backend_returns_a_torch_backend_with_float32_numpy_logits(checkpoints: dict[str, Path]) -> None:
+    backend = load_backend(checkpoints["hf"], backend="torch", device="cpu")
+    assert isinstance(backend, TorchBackend) and isinstance(backend, Backend)
+    assert backend.name == "torch" and backend.config.id2label == CONFIG.id2label
+    ids, mask = _inputs()
+    logits = backend.logits(ids, mask)
+    assert isinstance(logits, np.ndarray) and logits.dtype == np.float32 and logits.shape == (2, 21, 9)
+    assert np.isfinite(logits[mask]).all()
+    assert backend.logits(ids[:, :0], mask[:, :0]).shape == (2, 0, 9)
+
+
+def test_dtype_auto_is_the_stored_dtype_and_can_be_overridden(checkpoints: dict[str, Path]) -> None:
+    info = inspect_checkpoint(checkpoints["hf"])
+    auto = load(info, device="cpu")
+    assert auto.model.layers[0].self_attn.q_proj.weight.dtype == torch.bfloat16
+    # precision-critical small tensors stay float32 whatever the dtype
+    assert auto.model.layers[0].self_attn.sinks.dtype == torch.float32
+    assert auto.model.layers[0].mlp.router.weight.dtype == torch.float32
+    as_f32 = load(info, device="cpu", dtype="float32")
+    assert as_f32.model.layers[0].mlp.experts.gate_up_proj.dtype == torch.float32
+    ids, mask = _inputs()
+    # same stored weights: bf16 compute stays close to the float32 run on this small model
+    assert np.abs(auto.logits(ids, mask) - as_f32.logits(ids, mask))[mask].max() < 0.5
+
+
+def test_viterbi_biases_come_from_the_checkpoint_info(checkpoints: dict[str, Path]) -> None:
+    info = inspect_checkpoint(checkpoints["hf"])
+    biases = {"transition_bias_background_stay": 0.5}
+    backend = load(type(info)(**{**info.__dict__, "viterbi_biases": biases}), device="cpu")
+    assert backend.viterbi_biases == biases
+
+
+@pytest.mark.parametrize("option,value,needle", [
+    ("device", "tpu", "device must be one of auto, cpu, cuda, mps"),
+    ("dtype", "int8", "dtype must be one of auto, float32, bfloat16"),
+    ("expert_precision", "float64", "expert_precision must be one of auto, float32, bfloat16"),
+    ("quantized_experts", "lazy", "quantized_experts must be one of keep, dequantize"),
+])
+def test_bad_options_name_the_valid_choices(checkpoints: dict[str, Path], option: str, value: str,
+                                            needle: str) -> None:
+    with pytest.raises(ConfigError, match=needle):
+        load(inspect_checkpoint(checkpoints["hf"]), **{option: value})
+
+
+def test_unavailable_accelerator_is_a_clear_error() -> None:
+    if torch.cuda.is_available():
+        pytest.skip("CUDA is present here")
+    with pytest.raises(ConfigError, match="'cuda' was requested but torch reports it unavailable"):
+        resolve_device("cuda")
+    assert resolve_device("auto").type in ("cpu", "mps")
+
+
+def test_quantize_on_load_is_refused_with_the_alternative(checkpoints: dict[str, Path]) -> None:
+    with pytest.raises(ConfigError, match="8-bit MLX artifact"):
+        load(inspect_checkpoint(checkpoints["hf"]), device="cpu", quantize=8)
+
+
+def test_state_dict_problems_are_listed() -> None:
+    weights = {k: torch.from_numpy(v) for k, v in random_state_dict(CONFIG).items()}
+    del weights["model.layers.1.mlp.router.bias"]
+    weights["model.extra.weight"] = torch.zeros(2)
+    with pytest.raises(CheckpointError, match=r"missing \['layers.1.mlp.router.bias'\].*unexpected \['extra.weight'\]"):
+        build_model(weights, CONFIG)
+    weights = {k: torch.from_numpy(v) for k, v in random_state_dict(CONFIG).items()}
+    weights["model.norm.weight"] = torch.ones(63)
+    with pytest.raises(CheckpointError, match=r"model.norm.weight has shape \(63,\)"):
+        build_model(weights, CONFIG)
+
+
+def test_unpack_codes_follows_the_mlx_word_layout() -> None:
+    codes = np.random.default_rng(1).integers(0, 256, (3, 128)).astype(np.uint32)
+    words = codes[:, 0::4] | codes[:, 1::4] << 8 | codes[:, 2::4] << 16 | codes[:, 3::4] << 24
+    assert np.array_equal(unpack_codes(words, 8).numpy(), codes)
+    nibbles = codes % 16
+    words4 = sum(nibbles[:, j::8] << (4 * j) for j in range(8)).astype(np.uint32)
+    assert np.array_equal(unpack_codes(words4, 4).numpy(), nibbles)
+
+
+def test_8bit_weights_stay_8bit_and_keep_equals_dequantize_at_load(checkpoints: dict[str, Path]) -> None:
+    info = inspect_checkpoint(checkpoints["mlx-8bit"])
+    kept = load(info, device="cpu")
+    experts = kept.model.layers[0].mlp.experts
+    assert isinstance(experts, QuantizedExperts) and experts.gate_up_proj.codes.dtype == torch.uint8
+    assert isinstance(kept.model.embed_tokens, QuantizedEmbedding)
+    dense = load(info, device="cpu", quantized_experts="dequantize")
+    assert not isinstance(dense.model.layers[0].mlp.experts, QuantizedExperts)
+    ids, mask = _inputs()
+    assert np.abs(kept.logits(ids, mask) - dense.logits(ids, mask))[mask].max() < 1e-5
+
+
+def test_dequantized_8bit_weights_are_close_to_the_originals() -> None:
+    weight = np.random.default_rng(3).standard_normal((2, 48, 128)).astype(np.float32)
+    packed, scales, biases = quantize_numpy(weight, bits=8, group_size=64)
+    from spacy_privfilter.backends.torch_quant import dequantize
+
+    restored = dequantize(QuantizedWeight(packed, scales, biases, bits=8, group_size=64), dtype=torch.float32)
+    step = (np.ptp(weight.reshape(2, 48, 2, 64), axis=-1) / 255).max()
+    assert np.abs(restored.numpy() - weight).max() <= step / 2 + 1e-6
