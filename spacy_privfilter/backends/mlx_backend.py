@@ -27,8 +27,11 @@ DEVICES = ("auto", "cpu", "gpu", "mps")
 DTYPES = {"auto": None, "float32": mx.float32, "bfloat16": mx.bfloat16, "float16": mx.float16}
 QUANTIZE_BITS = (4, 8)
 EXPERT_TENSORS = ("gate_up_proj", "down_proj")
-# Tensors that keep float32 whatever the model dtype (the reference pins sinks to float32).
+# Sinks are float32 whatever the model dtype (the reference pins them). Norms, router and head are computed in
+# float32 from their stored values, so an explicit dtype does not round them (the torch runtime keeps them too).
 FLOAT32_SUFFIXES = (".self_attn.sinks",)
+KEEP_STORED = ("layernorm.weight", "model.norm.weight", ".mlp.router.weight", ".mlp.router.bias", "score.weight",
+               "score.bias")
 _MAX_LISTED = 12
 
 
@@ -37,12 +40,13 @@ class MlxBackend:
 
     name = "mlx"
 
-    def __init__(self, model: PrivacyFilterModel, *, device: Any,
-                 quantization: QuantizationConfig | None) -> None:
+    def __init__(self, model: PrivacyFilterModel, *, device: Any, quantization: QuantizationConfig | None,
+                 viterbi_biases: Mapping[str, float] | None = None) -> None:
         self.model = model
         self.config: ModelConfig = model.config
         self.device = device
         self.quantization = quantization
+        self.viterbi_biases = dict(viterbi_biases) if viterbi_biases else None
 
     def logits(self, input_ids: np.ndarray, attention_mask: np.ndarray) -> np.ndarray:
         input_ids = np.asarray(input_ids)
@@ -92,7 +96,7 @@ def load(info: CheckpointInfo, *, device: str = "auto", dtype: str = "auto",
             state_dict = quantize_state_dict(state_dict, quantization)
         model = build_model(info.config, state_dict, dtype=dtype)
         mx.eval(model.parameters())
-    return MlxBackend(model, device=mx_device, quantization=quantization)
+    return MlxBackend(model, device=mx_device, quantization=quantization, viterbi_biases=info.viterbi_biases)
 
 
 def resolve_device(device: str) -> Any:
@@ -172,7 +176,7 @@ def check_state_dict(expected: Mapping[str, tuple[int, ...]], state_dict: Mappin
 def _cast(key: str, value: mx.array, dtype: mx.Dtype | None) -> mx.array:
     if key.endswith(FLOAT32_SUFFIXES):
         return value.astype(mx.float32)
-    if dtype is None or not mx.issubdtype(value.dtype, mx.floating):
+    if dtype is None or key.endswith(KEEP_STORED) or not mx.issubdtype(value.dtype, mx.floating):
         return value
     return value.astype(dtype)
 

@@ -60,8 +60,11 @@ class RotaryEmbedding(nn.Module):
 
     def __call__(self, seq_len: int, dtype: mx.Dtype) -> tuple[mx.array, mx.array]:
         """cos, sin of shape [seq_len, head_dim // 2] for positions 0..seq_len-1, in ``dtype``."""
-        freqs = mx.arange(seq_len, dtype=mx.float32)[:, None] * mx.array(self.inv_freq)[None, :]
-        return (mx.cos(freqs) * self.magnitude).astype(dtype), (mx.sin(freqs) * self.magnitude).astype(dtype)
+        # Angles in float64 (numpy: MLX has no float64 on the GPU): a float32 pos * theta loses ~1e-3 rad by
+        # position 20k, so a windowed long document (positions restart at 0) would disagree with a full run.
+        freqs = np.arange(seq_len, dtype=np.float64)[:, None] * self.inv_freq.astype(np.float64)[None, :]
+        cos, sin = np.cos(freqs) * self.magnitude, np.sin(freqs) * self.magnitude
+        return mx.array(cos.astype(np.float32)).astype(dtype), mx.array(sin.astype(np.float32)).astype(dtype)
 
 
 def apply_rotary(x: mx.array, cos: mx.array, sin: mx.array) -> mx.array:
@@ -88,6 +91,11 @@ class Attention(nn.Module):
         self.sinks = mx.zeros((h,), dtype=mx.float32)
         self.rotary = rotary
         self.scale = d ** -0.25  # applied to q and k separately, after RoPE (spec 2.2 step 4)
+
+    @property
+    def compute_dtype(self) -> mx.Dtype:
+        """The projections' matmul dtype: the stored weight dtype (the scales' dtype when quantized)."""
+        return _compute_dtype(self.q_proj)
 
     def __call__(self, x: mx.array, key_mask: mx.array) -> mx.array:
         """x: [B, T, D]; key_mask: bool [B, T] (False = padding). Returns [B, T, D]."""
@@ -226,6 +234,10 @@ class Experts(nn.Module):
         return weighted[mx.argsort(order)].reshape(n_tokens, top_k, -1).sum(axis=1)
 
 
+def _compute_dtype(layer: nn.Module) -> mx.Dtype:
+    return layer.scales.dtype if isinstance(layer, nn.QuantizedLinear) else layer.weight.dtype
+
+
 def _dense_weight(layer: nn.Module) -> mx.array:
     if isinstance(layer, nn.QuantizedLinear):
         return mx.dequantize(layer.weight, layer.scales, layer.biases, group_size=layer.group_size,
@@ -263,8 +275,12 @@ class Block(nn.Module):
         self.mlp = MoE(config)
 
     def __call__(self, x: mx.array, key_mask: mx.array, real_rows: mx.array | None) -> mx.array:
-        """x: [B, T, D]; real_rows: flat indices of non-padded tokens, or None when there is no padding."""
-        x = x + self.self_attn(self.input_layernorm(x), key_mask)
+        """x: float32 residual [B, T, D]; real_rows: flat indices of non-padded tokens, or None without padding.
+
+        The residual stream, norms, router and expert accumulation stay float32 whatever the weight dtype;
+        only the matmul inputs are cast to it (as in the torch runtime).
+        """
+        x = x + self.self_attn(self.input_layernorm(x).astype(self.self_attn.compute_dtype), key_mask)
         h = self.post_attention_layernorm(x).reshape(-1, x.shape[-1])
         if real_rows is None:
             return x + self.mlp(h).reshape(x.shape)
@@ -275,7 +291,7 @@ class Block(nn.Module):
 
 
 class PrivacyFilterModel(nn.Module):
-    """Token classifier: ``__call__(input_ids, attention_mask) -> logits [B, T, num_labels]``."""
+    """Token classifier: ``__call__(input_ids, attention_mask) -> float32 logits [B, T, num_labels]``."""
 
     def __init__(self, config: ModelConfig, *, block_size: int | None = None) -> None:
         super().__init__()
@@ -293,7 +309,8 @@ class PrivacyFilterModel(nn.Module):
         key_mask = attention_mask.astype(mx.bool_)
         mask_host = np.array(key_mask).reshape(-1)  # MLX has no nonzero(); the mask is tiny, so read it back
         real_rows = None if mask_host.all() else mx.array(np.flatnonzero(mask_host).astype(np.int32))
-        x = self.embed_tokens(input_ids)
+        x = self.embed_tokens(input_ids).astype(mx.float32)
         for layer in self.layers:
             x = layer(x, key_mask, real_rows)
-        return self.score(self.norm(x))
+        # The head runs in float32 (it is small): bf16 logits would round away small margins.
+        return self.norm(x) @ _dense_weight(self.score).astype(mx.float32).T + self.score.bias.astype(mx.float32)
