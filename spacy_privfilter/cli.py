@@ -78,7 +78,7 @@ def _add_model(p: argparse.ArgumentParser) -> None:
     g.add_argument("--model", default=DEFAULT_MODEL, help="Hub repo id or local folder (default: %(default)s)")
     g.add_argument("--revision", help="Hub revision (branch, tag or commit)")
     g.add_argument("--backend", choices=("auto", "torch", "mlx"), default="auto", help="runtime (default: auto)")
-    g.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1, mps, gpu (default: auto)")
+    g.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps (default: auto)")
     g.add_argument("--dtype", choices=("auto", "float32", "bfloat16", "float16"), default="auto")
     g.add_argument("--threshold", type=float, help="drop spans scoring below this (0-1)")
     g.add_argument("--label-threshold", action="append", default=[], metavar="LABEL=SCORE",

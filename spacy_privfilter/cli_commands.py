@@ -118,6 +118,8 @@ def plan_outputs(args: argparse.Namespace, sources: list[Source], *, single_stre
             raise UsageError("a folder or several inputs need -o FOLDER (the tree is mirrored there)")
         return None, False
     target = Path(args.output)
+    if single_stream and target.is_dir():
+        raise UsageError(f"-o {target} is a folder; this command writes one JSONL file (e.g. -o spans.jsonl)")
     as_dir = not single_stream and (folder_input or len(args.inputs) > 1 or target.is_dir())
     if as_dir:
         if target.exists() and not target.is_dir():

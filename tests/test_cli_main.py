@@ -47,6 +47,7 @@ def _pipeline(detector, checkpoint, **redactor):
     (["redact", "{dir}", "-o", "{dir}/inside"], "inside the input folder"),
     (["redact", "{file}", "-o", "{file}"], "is also an input"),
     (["redact", "{file}", "-o", "{out}", "--batch-size", "0"], "--batch-size must be at least 1"),
+    (["detect", "{file}", "-o", "{dir}"], "writes one JSONL file"),
     (["evaluate", "{dir}/nope.jsonl", "--predictions", "{file}"], "no such data file"),
 ])
 def test_usage_errors_exit_2_before_any_model_load(tmp_path, capsys, argv, fragment):
