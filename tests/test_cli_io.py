@@ -177,3 +177,11 @@ def test_resume_refuses_a_missing_or_shortened_output(tmp_path):
     target.unlink()
     with pytest.raises(UsageError, match="missing"):
         _redact_run(sources, target, as_dir=False, nlp=ToyNLP(), resume=True)
+
+
+def test_no_progress_bar_without_tqdm(monkeypatch):
+    from spacy_privfilter.cli_run import progress_bar
+
+    monkeypatch.setitem(__import__("sys").modules, "tqdm", None)  # None in sys.modules blocks the import
+    monkeypatch.setitem(__import__("sys").modules, "tqdm.auto", None)
+    assert progress_bar(total=3, enabled=True) is None
