@@ -93,7 +93,8 @@ def test_moe_matches_dense_all_experts_reference(top_k: int) -> None:
     top, ids = logits.topk(top_k, dim=-1)
     weights = torch.zeros_like(logits).scatter(1, ids, torch.softmax(top, dim=-1))  # [N, E], zero off the top-k
     experts = moe.experts
-    gate_up = torch.einsum("nd,edf->enf", xd, experts.gate_up_proj.double()) + experts.gate_up_proj_bias.double()[:, None]
+    gate_up = (torch.einsum("nd,edf->enf", xd, experts.gate_up_proj.double())
+               + experts.gate_up_proj_bias.double()[:, None])
     gate, up = gate_up[..., :48].clamp(max=7.0), gate_up[..., 48:].clamp(-7.0, 7.0)
     act = gate * torch.sigmoid(1.702 * gate) * (up + 1)
     y = torch.einsum("enf,efd->end", act, experts.down_proj.double()) + experts.down_proj_bias.double()[:, None]
