@@ -50,7 +50,8 @@ def _random_state_dict(config) -> dict:
             p + "self_attn.o_proj.weight": w(d, h * hd), p + "self_attn.o_proj.bias": w(d),
             p + "self_attn.sinks": w(h),
             p + "mlp.router.weight": w(e, d), p + "mlp.router.bias": w(e),
-            p + "mlp.experts.gate_up_proj": w(e, d, 2 * inter), p + "mlp.experts.gate_up_proj_bias": w(e, 2 * inter),
+            p + "mlp.experts.gate_up_proj": w(e, d, 2 * inter),
+            p + "mlp.experts.gate_up_proj_bias": w(e, 2 * inter),
             p + "mlp.experts.down_proj": w(e, inter, d), p + "mlp.experts.down_proj_bias": w(e, d),
         })
     return out
@@ -95,7 +96,7 @@ def _run_variant(variant: str, tokens: int, layers: int, repeats: int) -> dict:
         weights = {k: mx.array(v) for k, v in state.items()}
         del state
         if variant == "mlx-8bit":
-            weights = {k: (v.astype(mx.bfloat16) if not k.endswith("sinks") else v) for k, v in weights.items()}
+            weights = {k: v if k.endswith("sinks") else v.astype(mx.bfloat16) for k, v in weights.items()}
             weights = quantize_state_dict(weights, QuantizationConfig(bits=8))
         model = build_model(config, weights, dtype="float32" if variant.endswith("float32") else "bfloat16")
         del weights
@@ -153,15 +154,15 @@ def main(argv=None) -> int:
     env = dict(os.environ, OMP_NUM_THREADS="1", OPENBLAS_NUM_THREADS="1", MKL_NUM_THREADS="1")
     print(f"{'variant':16} {'tokens':>6} {'layers':>6} {'tok/s':>8} {'weights MiB':>11} {'run peak MiB':>12}")
     for variant in VARIANTS:
-        cmd = [sys.executable, "-m", "benchmarks.mlx_vs_torch", "--variant", variant, "--tokens", str(args.tokens),
-               "--layers", str(args.layers), "--repeats", str(args.repeats)]
+        cmd = [sys.executable, "-m", "benchmarks.mlx_vs_torch", "--variant", variant,
+               "--tokens", str(args.tokens), "--layers", str(args.layers), "--repeats", str(args.repeats)]
         done = subprocess.run(cmd, capture_output=True, text=True, env=env)
         if done.returncode:
             print(f"{variant:16} failed: {done.stderr.strip().splitlines()[-1:]}")
             continue
         r = json.loads(done.stdout.strip().splitlines()[-1])
-        print(f"{variant:16} {r['tokens']:>6} {r['layers']:>6} {r['tokens_per_s']:>8} {r['weights_rss_mb']:>11} "
-              f"{r['peak_rss_mb']:>12}")
+        print(f"{variant:16} {r['tokens']:>6} {r['layers']:>6} {r['tokens_per_s']:>8} "
+              f"{r['weights_rss_mb']:>11} {r['peak_rss_mb']:>12}")
     return 0
 
 

@@ -46,11 +46,13 @@ def convert(src: str | os.PathLike, dst: str | os.PathLike, *, to: str = "mlx-bf
     source = Path(resolve_model_path(src, revision=revision))
     target = Path(dst)
     if target.exists() and target.resolve() == source.resolve():
-        raise ConfigError("the output folder must differ from the source checkpoint folder; choose another dst")
+        raise ConfigError("the output folder must differ from the source checkpoint folder; "
+                          "choose another dst")
     info = inspect_checkpoint(source)
     if info.quantization is not None:
-        raise ConfigError(f"'{source.name}' is already quantized ({info.quantization.bits}-bit); converting it "
-                          "again would stack quantization error. Fix: convert from the dense (HF or bf16) checkpoint")
+        raise ConfigError(f"'{source.name}' is already quantized ({info.quantization.bits}-bit); converting "
+                          "it again would stack quantization error. Fix: convert from the dense (HF or bf16) "
+                          "checkpoint")
     # numpy keeps this path free of torch and mlx; bf16 values are exact in float32 and rounded back on save
     state_dict = load_state_dict(info, framework="numpy")
     return save_checkpoint(state_dict, info.config, target, format=to, dtype="bfloat16",

@@ -1,8 +1,8 @@
 """HF -> OpenMed MLX artifact conversion: layout, round trips, command line, and interop with openmed 3.1.0.
 
-Tolerances: bf16 artifacts reproduce the source's logits exactly up to float noise (<= 1e-5); an 8-bit artifact
-reproduces in-memory 8-bit quantization (<= 1e-5) and agrees with bf16 on >= 99% of argmax tokens (margin-scaled
-model). Interop: OpenMed-written artifacts give our conversion's logits (<= 1e-5).
+Tolerances: bf16 artifacts reproduce the source's logits up to float noise (<= 1e-5); an 8-bit artifact
+reproduces in-memory 8-bit quantization (<= 1e-5) and agrees with bf16 on >= 99% of argmax tokens
+(margin-scaled model). Interop: OpenMed-written artifacts give our conversion's logits (<= 1e-5).
 """
 from __future__ import annotations
 
@@ -24,10 +24,10 @@ from spacy_privfilter.testing import tiny_config, write_random_checkpoint  # noq
 
 from test_mlx_model import inputs, margin_state_dict  # noqa: E402
 
-# The sequence stays shorter than both HF's window and OpenMed's derived (window - 1) // 2, so the interop checks
-# compare weight layouts, not the window convention (see test_openmed_artifacts_load_here...).
-CONFIG = dict(vocab_size=2000, hidden_size=128, intermediate_size=128, num_local_experts=16, num_hidden_layers=3,
-              sliding_window=64)
+# The sequence stays shorter than both HF's window and OpenMed's derived (window - 1) // 2 that its converter
+# writes into config.json, so the interop checks compare weight layouts, not that window convention.
+CONFIG = dict(vocab_size=2000, hidden_size=128, intermediate_size=128, num_local_experts=16,
+              num_hidden_layers=3, sliding_window=64)
 IDS, MASK = inputs(2000, 2, 30, seed=1, pad_last=6)
 
 
@@ -42,7 +42,8 @@ def hf_bf16(tmp_path_factory: pytest.TempPathFactory) -> Path:
                            format="hf", dtype="bfloat16")
 
 
-def test_bf16_artifact_has_the_openmed_layout_and_reproduces_the_source(hf_bf16: Path, tmp_path: Path) -> None:
+def test_bf16_artifact_has_the_openmed_layout_and_reproduces_the_source(hf_bf16: Path,
+                                                                        tmp_path: Path) -> None:
     out = convert(hf_bf16, tmp_path / "bf16", to="mlx-bf16")
     assert {p.name for p in out.iterdir()} >= {"weights.safetensors", "config.json", "id2label.json",
                                                "openmed-mlx.json"}
@@ -62,7 +63,8 @@ def test_8bit_artifact_round_trips_and_agrees_with_bf16(hf_bf16: Path, tmp_path:
     config = json.loads((out / "config.json").read_text())
     assert config["_mlx_quantization"] == {"bits": 8, "format": "mlx-8bit", "group_size": 64}
     weights = mx.load(str(out / "weights.safetensors"))
-    assert weights["block.0.mlp.swiglu.weight"].shape == (16, 256, 128 // 4)  # packed, transposed [E, out, in/4]
+    # packed and transposed: [E, out, in / 4]
+    assert weights["block.0.mlp.swiglu.weight"].shape == (16, 256, 128 // 4)
     assert weights["block.0.mlp.swiglu.scales"].dtype == mx.bfloat16
     converted = _logits(out)
     assert np.abs(converted - _logits(hf_bf16, quantize=8))[MASK].max() <= 1e-5
@@ -96,7 +98,7 @@ def test_bad_requests_are_refused(hf_bf16: Path, tmp_path: Path) -> None:
         convert(tmp_path / "missing", tmp_path / "c")
 
 
-# -- interop with OpenMed's own converter and loader ----------------------------------------------------------
+# -- interop with OpenMed's own converter and loader -------------------------------------------------------
 @pytest.fixture(scope="module")
 def openmed():
     pytest.importorskip("transformers", reason="OpenMed's converter loads the HF model with transformers")
@@ -106,15 +108,16 @@ def openmed():
     return convert_module.convert, models.load_model
 
 
-def test_openmed_artifacts_load_here_with_our_conversions_logits(openmed, hf_bf16: Path, tmp_path: Path) -> None:
+def test_openmed_artifacts_load_here_with_our_conversions_logits(openmed, hf_bf16: Path,
+                                                                  tmp_path: Path) -> None:
     om_convert, _ = openmed
-    # bf16: OpenMed writes float32 copies of the bf16 values (and copies HF's natural-log sinks unchanged, which we
-    # read as HF-derived), so both artifacts hold the same numbers.
+    # bf16: OpenMed writes float32 copies of the bf16 values (and copies HF's natural-log sinks unchanged,
+    # which we read as HF-derived), so both artifacts hold the same numbers.
     theirs = Path(om_convert(str(hf_bf16), str(tmp_path / "om-bf16"), quantize_bits=None))
     ours = convert(hf_bf16, tmp_path / "ours-bf16", to="mlx-bf16")
     assert np.abs(_logits(theirs, dtype="float32") - _logits(ours, dtype="float32"))[MASK].max() <= 1e-5
-    # 8-bit: OpenMed quantizes float32 weights (float32 scales); our quantize-on-load of the same float32 source
-    # must give bit-identical codes, hence the same logits.
+    # 8-bit: OpenMed quantizes float32 weights (float32 scales); our quantize-on-load of the same float32
+    # source must give bit-identical codes, hence the same logits.
     config = tiny_config(**CONFIG)
     hf_f32 = save_checkpoint(margin_state_dict(config, seed=4), config, tmp_path / "hf32", format="hf",
                              dtype="float32")
@@ -130,7 +133,8 @@ def test_openmed_loader_reads_our_artifacts(openmed, tmp_path: Path) -> None:
     config = tiny_config(**CONFIG)
     weights = margin_state_dict(config, seed=5)
     for key in [k for k in weights if k.endswith("sinks")]:
-        weights[key] = weights[key] * 0  # OpenMed's runtime multiplies sinks by ln 2 (opf units); zero is unitless
+        # OpenMed's runtime multiplies sinks by ln 2 (opf units); zero means the same in both units
+        weights[key] = weights[key] * 0
     hf = save_checkpoint(weights, config, tmp_path / "hf", format="hf", dtype="bfloat16")
     ids, mask = mx.array(IDS.astype(np.int32)), mx.array(MASK)
     bf16 = convert(hf, tmp_path / "bf16", to="mlx-bf16")

@@ -1,7 +1,7 @@
-"""Loading checkpoints into the MLX backend: formats, dtypes, 8-bit (as declared or on load), strictness, errors.
+"""Loading checkpoints into the MLX backend: formats, dtypes, 8-bit (declared or on load), strictness, errors.
 
-Tolerances: copies of the same float32 weights in different formats give logits within 1e-5; 8-bit runs are judged
-by argmax agreement with bfloat16 (>= 99%) on a model with trained-like margins.
+Tolerances: copies of the same float32 weights in different formats give logits within 1e-5; 8-bit runs are
+judged by argmax agreement with bfloat16 (>= 99%) on a model with trained-like margins.
 """
 from __future__ import annotations
 
@@ -80,8 +80,8 @@ def test_8bit_artifact_quantizes_exactly_the_modules_with_scales(tmp_path: Path)
     tensors = mx.load(str(folder / "weights.safetensors"))
     head = mx.dequantize(*(tensors.pop(f"unembedding.{leaf}") for leaf in ("weight", "scales", "biases")),
                          group_size=64, bits=8)
-    experts = mx.dequantize(*(tensors.pop(f"block.1.mlp.out.{leaf}") for leaf in ("weight", "scales", "biases")),
-                            group_size=64, bits=8)
+    experts = mx.dequantize(*(tensors.pop(f"block.1.mlp.out.{leaf}")
+                              for leaf in ("weight", "scales", "biases")), group_size=64, bits=8)
     tensors["unembedding.weight"] = head
     tensors["block.1.mlp.out.weight"] = mx.swapaxes(experts, -1, -2)  # dense experts are [E, in, out]
     mx.save_safetensors(str(folder / "weights.safetensors"), tensors, metadata={"format": "mlx"})

@@ -1,7 +1,7 @@
 """The MLX model against the torch runtime and transformers 5.23 (float32), and its bfloat16 behaviour.
 
-Tolerances: float32 logits within 1e-4 (max |delta| over real tokens) with identical Viterbi spans; bfloat16 is
-judged by argmax agreement with the float32 run (>= 99.5%) on a model with trained-like logit margins.
+Tolerances: float32 logits within 1e-4 (max |delta| over real tokens) with identical Viterbi spans; bfloat16
+is judged by argmax agreement with the float32 run (>= 99.5%) on a model with trained-like logit margins.
 """
 from __future__ import annotations
 
@@ -20,8 +20,8 @@ from spacy_privfilter.quant import round_to_bfloat16  # noqa: E402
 from spacy_privfilter.testing import random_state_dict, tiny_config  # noqa: E402
 
 
-def mlx_logits(config: ModelConfig, weights: dict, ids: np.ndarray, mask: np.ndarray, *, dtype: str = "float32",
-               block_size: int | None = None) -> np.ndarray:
+def mlx_logits(config: ModelConfig, weights: dict, ids: np.ndarray, mask: np.ndarray, *,
+               dtype: str = "float32", block_size: int | None = None) -> np.ndarray:
     model = build_model(config, {k: mx.array(np.asarray(v)) for k, v in weights.items()}, dtype=dtype)
     if block_size:
         for layer in model.layers:
@@ -82,10 +82,11 @@ def dense_attention_reference(q, k, v, sinks, key_mask, window):
     return np.einsum("bhij,bjhd->bihd", probs, v)
 
 
-@pytest.mark.parametrize("heads,kv_heads,window,seq,block", [(4, 2, 4, 37, 8), (7, 1, 3, 5, 64), (14, 2, 9, 50, 16),
-                                                             (2, 2, 20, 33, 4)])
+@pytest.mark.parametrize("heads,kv_heads,window,seq,block", [
+    (4, 2, 4, 37, 8), (7, 1, 3, 5, 64), (14, 2, 9, 50, 16), (2, 2, 20, 33, 4)])
 def test_banded_attention_matches_dense_reference(heads, kv_heads, window, seq, block) -> None:
-    config = tiny_config(vocab_size=50, num_attention_heads=heads, num_key_value_heads=kv_heads, sliding_window=window)
+    config = tiny_config(vocab_size=50, num_attention_heads=heads, num_key_value_heads=kv_heads,
+                         sliding_window=window)
     from spacy_privfilter.backends.mlx_model import Attention
 
     attention = Attention(config, RotaryEmbedding(config), block_size=block)
@@ -121,13 +122,16 @@ def test_float32_logits_and_spans_match_torch_and_transformers(heads, kv_heads, 
     got = mlx_logits(config, weights, ids, mask, block_size=8)
 
     tensors = {k: torch.from_numpy(np.asarray(v)) for k, v in weights.items()}
-    torch_logits = TorchBackend.from_state_dict(tensors, config, device="cpu", dtype="float32").logits(ids, mask)
+    torch_backend = TorchBackend.from_state_dict(tensors, config, device="cpu", dtype="float32")
+    torch_logits = torch_backend.logits(ids, mask)
     hf_dict = {k: v for k, v in config.to_hf_dict().items() if k not in ("architectures", "model_type")}
     hf_dict["pad_token_id"] = hf_dict["eos_token_id"] = 0  # the tiny vocabulary does not hold id 199999
-    hf = transformers.OpenAIPrivacyFilterForTokenClassification(transformers.OpenAIPrivacyFilterConfig(**hf_dict))
+    hf_config = transformers.OpenAIPrivacyFilterConfig(**hf_dict)
+    hf = transformers.OpenAIPrivacyFilterForTokenClassification(hf_config)
     hf.load_state_dict(tensors)
     with torch.no_grad():
-        hf_logits = hf.eval()(input_ids=torch.as_tensor(ids), attention_mask=torch.as_tensor(mask).long()).logits
+        hf_logits = hf.eval()(input_ids=torch.as_tensor(ids),
+                              attention_mask=torch.as_tensor(mask).long()).logits
     for want in (torch_logits, hf_logits.numpy()):
         assert np.abs(got - want)[mask].max() <= 1e-4
         assert spans(got, mask, config) == spans(want, mask, config)
@@ -152,7 +156,8 @@ def test_block_size_does_not_change_logits() -> None:
     ids, mask = inputs(300, 2, 45, seed=5, pad_last=7)
     reference = mlx_logits(config, weights, ids, mask, block_size=45)
     for block in (1, 6, 16):
-        assert np.abs(mlx_logits(config, weights, ids, mask, block_size=block) - reference)[mask].max() <= 1e-5
+        got = mlx_logits(config, weights, ids, mask, block_size=block)
+        assert np.abs(got - reference)[mask].max() <= 1e-5
 
 
 def test_bfloat16_argmax_agrees_with_float32() -> None:
@@ -167,7 +172,8 @@ def test_bfloat16_argmax_agrees_with_float32() -> None:
     bf16 = mlx_logits(config, weights, ids, mask, dtype="bfloat16")
     ours = float((bf16.argmax(-1) == reference.argmax(-1)).mean())
     tensors = {k: torch.from_numpy(np.asarray(v)) for k, v in weights.items()}
-    torch_bf16 = TorchBackend.from_state_dict(tensors, config, device="cpu", dtype="bfloat16").logits(ids, mask)
+    torch_bf16 = TorchBackend.from_state_dict(tensors, config, device="cpu",
+                                              dtype="bfloat16").logits(ids, mask)
     theirs = float((torch_bf16.argmax(-1) == reference.argmax(-1)).mean())
     print(f"bf16 argmax agreement with float32: mlx {ours:.4f}, torch {theirs:.4f}")
     assert ours >= 0.995

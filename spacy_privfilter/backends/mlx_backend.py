@@ -27,11 +27,11 @@ DEVICES = ("auto", "cpu", "gpu", "mps")
 DTYPES = {"auto": None, "float32": mx.float32, "bfloat16": mx.bfloat16, "float16": mx.float16}
 QUANTIZE_BITS = (4, 8)
 EXPERT_TENSORS = ("gate_up_proj", "down_proj")
-# Sinks are float32 whatever the model dtype (the reference pins them). Norms, router and head are computed in
-# float32 from their stored values, so an explicit dtype does not round them (the torch runtime keeps them too).
+# Sinks are float32 whatever the model dtype (the reference pins them). Norms, router and head are computed
+# in float32 from their stored values, so an explicit dtype does not round them (torch keeps them too).
 FLOAT32_SUFFIXES = (".self_attn.sinks",)
-KEEP_STORED = ("layernorm.weight", "model.norm.weight", ".mlp.router.weight", ".mlp.router.bias", "score.weight",
-               "score.bias")
+KEEP_STORED = ("layernorm.weight", "model.norm.weight", ".mlp.router.weight", ".mlp.router.bias",
+               "score.weight", "score.bias")
 _MAX_LISTED = 12
 
 
@@ -88,7 +88,8 @@ def load(info: CheckpointInfo, *, device: str = "auto", dtype: str = "auto",
     quantization = info.quantization
     if quantize is not None and quantization is not None and quantization.bits != quantize:
         raise ConfigError(f"checkpoint {info.path.name!r} is already quantized to {quantization.bits} bits; "
-                          f"cannot re-quantize to {quantize}. Fix: load the dense checkpoint, or drop quantize")
+                          f"cannot re-quantize to {quantize}. Fix: load the dense checkpoint, or drop "
+                          "quantize")
     with mx.stream(mx_device):
         state_dict = load_state_dict(info, framework="mlx")
         if quantize is not None and quantization is None:
@@ -120,19 +121,22 @@ def quantizable_keys(state_dict: Mapping[str, Any]) -> list[str]:
 
 
 def quantize_state_dict(state_dict: Mapping[str, Any], quantization: QuantizationConfig) -> dict[str, Any]:
-    """Affine-quantize the quantizable dense tensors with ``mx.quantize`` (experts transposed to [E, out, in])."""
+    """Affine-quantize the quantizable dense tensors with ``mx.quantize``.
+
+    Expert tensors are transposed to ``[E, out, in]`` first, the layout ``gather_qmm(transpose=True)`` reads.
+    """
     out = dict(state_dict)
     for key in quantizable_keys(state_dict):
         value = state_dict[key]
         if isinstance(value, QuantizedWeight):
             continue
         if key.endswith(EXPERT_TENSORS):
-            value = mx.swapaxes(value, -1, -2)  # MLX stores experts [E, out, in] for gather_qmm(transpose=True)
+            value = mx.swapaxes(value, -1, -2)
         if value.shape[-1] % quantization.group_size:
-            raise ConfigError(f"cannot quantize {key}: its input width {value.shape[-1]} is not a multiple of "
-                              f"group_size {quantization.group_size}")
-        weight, scales, biases = mx.quantize(value, group_size=quantization.group_size, bits=quantization.bits,
-                                             mode=quantization.mode)
+            raise ConfigError(f"cannot quantize {key}: its input width {value.shape[-1]} is not a multiple "
+                              f"of group_size {quantization.group_size}")
+        weight, scales, biases = mx.quantize(value, group_size=quantization.group_size,
+                                             bits=quantization.bits, mode=quantization.mode)
         out[key] = QuantizedWeight(weight=weight, scales=scales, biases=biases, bits=quantization.bits,
                                    group_size=quantization.group_size)
     return out
@@ -169,8 +173,10 @@ def check_state_dict(expected: Mapping[str, tuple[int, ...]], state_dict: Mappin
                                                       if len(items) > _MAX_LISTED else "")
             problems.append(f"{len(items)} {title} key(s): {shown}")
     if problems:
-        raise CheckpointError("checkpoint does not match its config.json for the MLX model: " + "; ".join(problems)
-                              + ". Fix: check that config.json belongs to these weights (layers, sizes, labels)")
+        raise CheckpointError("checkpoint does not match its config.json for the MLX model: "
+                              + "; ".join(problems)
+                              + ". Fix: check that config.json belongs to these weights "
+                              "(layers, sizes, labels)")
 
 
 def _cast(key: str, value: mx.array, dtype: mx.Dtype | None) -> mx.array:
@@ -189,7 +195,8 @@ def _parent(model: nn.Module, path: str) -> tuple[Any, str]:
     return node, name
 
 
-def build_model(config: ModelConfig, state_dict: Mapping[str, Any], *, dtype: str = "auto") -> PrivacyFilterModel:
+def build_model(config: ModelConfig, state_dict: Mapping[str, Any], *,
+                dtype: str = "auto") -> PrivacyFilterModel:
     """Instantiate ``PrivacyFilterModel`` and assign every tensor strictly, swapping in quantized modules."""
     target = DTYPES[dtype]
     model = PrivacyFilterModel(config)  # MLX arrays are lazy: the template costs no memory until evaluated
@@ -214,7 +221,8 @@ def build_model(config: ModelConfig, state_dict: Mapping[str, Any], *, dtype: st
             layer: nn.Module = nn.QuantizedEmbedding(rows, cols, group_size=quant.group_size, bits=quant.bits)
         else:
             out_dims, in_dims = dense.weight.shape
-            layer = nn.QuantizedLinear(in_dims, out_dims, bias=True, group_size=quant.group_size, bits=quant.bits)
+            layer = nn.QuantizedLinear(in_dims, out_dims, bias=True, group_size=quant.group_size,
+                                       bits=quant.bits)
             layer.bias = dense.bias
         layer.weight, layer.scales, layer.biases = value.weight, scales, biases
         if isinstance(owner, list):

@@ -44,8 +44,8 @@ class RotaryEmbedding(nn.Module):
         inv_interpolation = (1.0 / (factor * pos_freqs)).astype(np.float32)
 
         def correction_dim(rotations: float) -> float:
-            return dim * math.log(config.rope_original_max_position_embeddings / (rotations * 2 * math.pi)) / (
-                2 * math.log(base))
+            max_positions = config.rope_original_max_position_embeddings
+            return dim * math.log(max_positions / (rotations * 2 * math.pi)) / (2 * math.log(base))
 
         low, high = correction_dim(config.rope_beta_fast), correction_dim(config.rope_beta_slow)
         if config.rope_truncate:
@@ -77,7 +77,8 @@ def apply_rotary(x: mx.array, cos: mx.array, sin: mx.array) -> mx.array:
 class Attention(nn.Module):
     """Banded bidirectional GQA attention with one learned sink logit per query head."""
 
-    def __init__(self, config: ModelConfig, rotary: RotaryEmbedding, *, block_size: int | None = None) -> None:
+    def __init__(self, config: ModelConfig, rotary: RotaryEmbedding, *,
+                 block_size: int | None = None) -> None:
         super().__init__()
         d, h, kv = config.head_dim, config.num_attention_heads, config.num_key_value_heads
         self.head_dim, self.num_heads, self.num_kv_heads = d, h, kv
@@ -131,10 +132,10 @@ class Attention(nn.Module):
         # [B, n_blocks, KV, G * block, d]: the G query heads sharing a KV head are stacked along the rows.
         q_blocks = (q.reshape(batch, n_blocks, block, kv, groups, d).transpose(0, 1, 3, 4, 2, 5)
                     .reshape(batch, n_blocks, kv, groups * block, d))
-        windows = mx.arange(n_blocks)[:, None] * block + mx.arange(span)[None, :]   # [n_blocks, span]
-        k_windows = k[:, windows].transpose(0, 1, 3, 4, 2)                            # [B, n_blocks, KV, d, span]
-        v_windows = v[:, windows].transpose(0, 1, 3, 2, 4)                            # [B, n_blocks, KV, span, d]
-        valid_windows = valid[:, windows]                                             # [B, n_blocks, span]
+        windows = mx.arange(n_blocks)[:, None] * block + mx.arange(span)[None, :]  # [n_blocks, span]
+        k_windows = k[:, windows].transpose(0, 1, 3, 4, 2)  # [B, n_blocks, KV, d, span]
+        v_windows = v[:, windows].transpose(0, 1, 3, 2, 4)  # [B, n_blocks, KV, span, d]
+        valid_windows = valid[:, windows]  # [B, n_blocks, span]
         i = mx.arange(block)[:, None]
         j = mx.arange(span)[None, :]
         band = mx.abs(i - j + pad) <= w                                               # [block, span]
@@ -153,7 +154,7 @@ class Attention(nn.Module):
 
 
 class Experts(nn.Module):
-    """Per-expert clamped SwiGLU FFN; dense weights are [E, in, out] as in HF checkpoints (``y = x @ W[e] + b[e]``).
+    """Per-expert clamped SwiGLU FFN; dense weights are [E, in, out] as in HF (``y = x @ W[e] + b[e]``).
 
     A quantized expert tensor is a dict ``{weight, scales, biases}`` in MLX's transposed ``[E, out, in]``
     layout, run with ``gather_qmm(transpose=True)``; ``<name>_quantization`` holds its bits and group size.
@@ -267,7 +268,8 @@ class MoE(nn.Module):
 
 
 class Block(nn.Module):
-    def __init__(self, config: ModelConfig, rotary: RotaryEmbedding, *, block_size: int | None = None) -> None:
+    def __init__(self, config: ModelConfig, rotary: RotaryEmbedding, *,
+                 block_size: int | None = None) -> None:
         super().__init__()
         self.input_layernorm = RMSNorm(config.hidden_size, eps=config.rms_norm_eps)
         self.self_attn = Attention(config, rotary, block_size=block_size)
@@ -275,7 +277,7 @@ class Block(nn.Module):
         self.mlp = MoE(config)
 
     def __call__(self, x: mx.array, key_mask: mx.array, real_rows: mx.array | None) -> mx.array:
-        """x: float32 residual [B, T, D]; real_rows: flat indices of non-padded tokens, or None without padding.
+        """x: float32 residual [B, T, D]; real_rows: flat indices of real (non-padded) tokens, or None.
 
         The residual stream, norms, router and expert accumulation stay float32 whatever the weight dtype;
         only the matmul inputs are cast to it (as in the torch runtime).
@@ -313,4 +315,5 @@ class PrivacyFilterModel(nn.Module):
         for layer in self.layers:
             x = layer(x, key_mask, real_rows)
         # The head runs in float32 (it is small): bf16 logits would round away small margins.
-        return self.norm(x) @ _dense_weight(self.score).astype(mx.float32).T + self.score.bias.astype(mx.float32)
+        head = _dense_weight(self.score).astype(mx.float32)
+        return self.norm(x) @ head.T + self.score.bias.astype(mx.float32)
