@@ -13,6 +13,7 @@ from .cli_run import RunStats, progress_bar, run, summary
 
 log = logging.getLogger("spacy_privfilter.cli")
 EXIT_OK, EXIT_INPUT = 0, 1
+NOT_FINGERPRINTED = ("resume", "quiet", "verbose", "batch_size", "max_batch_tokens", "device", "output")
 
 
 def parse_pairs(pairs: list[str], option: str, convert: Any = str) -> dict[str, Any]:
@@ -142,8 +143,9 @@ def _execute(args: argparse.Namespace, *, command: str, redact: bool) -> int:
     target, as_dir = plan_outputs(args, sources, single_stream=not redact)
     if redact and not as_dir and target is None and len(sources) != 1:
         raise UsageError("a folder or several inputs need -o FOLDER")
-    fingerprint = {"command": command, "inputs": [str(Path(a).resolve()) if a != "-" else "-" for a in args.inputs],
-                   "format": args.format, "glob": args.glob, "text_key": args.text_key}
+    # Everything that shapes the output: resuming with other inputs or options would mix two runs in one file.
+    fingerprint = {key: value for key, value in sorted(vars(args).items()) if key not in NOT_FINGERPRINTED}
+    fingerprint["inputs"] = [str(Path(a).resolve()) if a != "-" else "-" for a in args.inputs]
     progress = Progress(progress_path(target, as_dir) if target is not None else None, fingerprint)
     done, sizes = 0, {}
     if args.resume:

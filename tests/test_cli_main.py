@@ -185,3 +185,23 @@ def test_renewing_the_pipeline_keeps_the_output(tmp_path, monkeypatch, checkpoin
     assert len(renewed) == 5
     expected = [doc._.redacted_text for doc in _pipeline(detector, checkpoint).pipe(texts)]
     assert [json.loads(line)["text"] for line in out.read_text().splitlines()] == expected
+
+
+def test_resume_with_other_options_is_refused(tmp_path, monkeypatch, capsys, checkpoint):
+    data = tmp_path / "d.jsonl"
+    data.write_text("".join(json.dumps({"text": t}) + "\n" for t in TEXTS))
+    out = tmp_path / "o.jsonl"
+    argv = ["redact", str(data), "-o", str(out), "--model", str(checkpoint), "--style", "mask"]
+
+    def interrupted(nlp, items, outputs, progress, **kwargs):
+        progress.save(0, {})
+        raise KeyboardInterrupt
+
+    with monkeypatch.context() as patch:
+        patch.setattr("spacy_privfilter.cli_commands.run", interrupted)
+        assert main(argv) == 130
+    assert "--resume" in capsys.readouterr().err
+    assert main([*argv[:-1], "tag", "--resume"]) == 2
+    assert "other inputs or options" in capsys.readouterr().err
+    assert main([*argv, "--resume", "--batch-size", "1"]) == 0  # batch size does not change the output
+    assert len(out.read_text().splitlines()) == len(TEXTS)
