@@ -9,7 +9,7 @@ import argparse
 import logging
 import os
 import sys
-from typing import Sequence
+from typing import Callable, Sequence
 
 from .cli_io import FORMATS, UsageError
 from .errors import ConfigError, PrivFilterError
@@ -178,30 +178,44 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def setup_logging(quiet: int, verbose: int) -> None:
+def setup_logging(quiet: int, verbose: int) -> Callable[[], None]:
+    """Route the package's log records and Python warnings to stderr; returns a function that undoes it.
+
+    main() may run inside a host process (tests, notebooks), whose logging must be left as it was found.
+    """
     level = logging.ERROR if quiet else (logging.WARNING, logging.INFO, logging.DEBUG)[min(verbose, 2)]
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(logging.Formatter("spacy-privfilter: %(levelname)s: %(message)s"
                                            if verbose else "spacy-privfilter: %(message)s"))
-    root = logging.getLogger("spacy_privfilter")
-    root.handlers[:] = [handler]
-    root.setLevel(level)
-    root.propagate = False
-    logging.captureWarnings(True)
-    warn_logger = logging.getLogger("py.warnings")
+    package, warn_logger = logging.getLogger("spacy_privfilter"), logging.getLogger("py.warnings")
+    saved = [(lg, lg.handlers[:], lg.level, lg.propagate) for lg in (package, warn_logger)]
+    package.handlers[:] = [handler]
+    package.setLevel(level)
+    package.propagate = False
     warn_logger.handlers[:] = [handler]
     warn_logger.setLevel(logging.ERROR if quiet else logging.WARNING)
+    warn_logger.propagate = False
+    logging.captureWarnings(True)
+
+    def restore() -> None:
+        logging.captureWarnings(False)
+        for logger, handlers, lvl, propagate in saved:
+            logger.handlers[:] = handlers
+            logger.setLevel(lvl)
+            logger.propagate = propagate
+
+    return restore
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; returns the exit code (the console script exits with it)."""
     parser = build_parser()
     args = parser.parse_args(argv)
-    setup_logging(args.quiet, args.verbose)
+    restore_logging = setup_logging(args.quiet, args.verbose)
     try:
         return _dispatch(args)
     finally:
-        logging.captureWarnings(False)  # main() may run inside a host process (tests); leave warnings as found
+        restore_logging()
 
 
 def _dispatch(args: argparse.Namespace) -> int:

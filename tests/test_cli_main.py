@@ -205,3 +205,12 @@ def test_resume_with_other_options_is_refused(tmp_path, monkeypatch, capsys, che
     assert "other inputs or options" in capsys.readouterr().err
     assert main([*argv, "--resume", "--batch-size", "1"]) == 0  # batch size does not change the output
     assert len(out.read_text().splitlines()) == len(TEXTS)
+
+
+def test_main_leaves_the_host_logging_as_it_found_it(capsys):
+    import logging
+
+    package = logging.getLogger("spacy_privfilter")
+    before = (package.handlers[:], package.level, package.propagate)
+    assert main(["redact", "-", "--resume"]) == 2
+    assert (package.handlers, package.level, package.propagate) == before
