@@ -138,6 +138,23 @@ def test_download_offline_names_the_repo(tmp_path, monkeypatch, capsys):
     assert "OpenMed/privacy-filter-nemotron" in err and "HF_HUB_OFFLINE" in err
 
 
+def test_download_resolves_a_cached_repo_offline(tmp_path, monkeypatch, capsys, checkpoint):
+    # the Hub cache layout: models--org--name/refs/main names the snapshot folder that holds the files
+    repo = tmp_path / "models--acme--privacy-filter-tiny"
+    snapshot = repo / "snapshots" / ("a" * 40)
+    snapshot.mkdir(parents=True)
+    (repo / "refs").mkdir()
+    (repo / "refs" / "main").write_text("a" * 40)
+    for name in ("config.json", "model.safetensors"):
+        (snapshot / name).symlink_to(checkpoint / name)
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path))
+    assert main(["download", "acme/privacy-filter-tiny"]) == 0
+    captured = capsys.readouterr()
+    assert captured.out.strip() == str(snapshot)
+    assert "2 file(s)" in captured.err
+
+
 def test_info_json(tmp_path, monkeypatch, capsys):
     (tmp_path / "models--OpenMed--privacy-filter-nemotron").mkdir()
     (tmp_path / "models--someone--other-model").mkdir()
