@@ -57,6 +57,8 @@ def redactor_config(args: argparse.Namespace) -> dict[str, Any]:
             config[option] = getattr(args, option)
     if args.label_style:
         config["label_styles"] = parse_pairs(args.label_style, "--label-style")
+    if args.keep_mapping:
+        config["keep_mapping"] = True
     if args.seed is not None:
         config["seed"] = int(args.seed) if args.seed.lstrip("-").isdigit() else args.seed
     return config

@@ -231,3 +231,25 @@ def test_main_leaves_the_host_logging_as_it_found_it(capsys):
     before = (package.handlers[:], package.level, package.propagate)
     assert main(["redact", "-", "--resume"]) == 2
     assert (package.handlers, package.level, package.propagate) == before
+
+
+def test_detect_lines_and_keep_mapping(tmp_path, capsys, checkpoint, detector):
+    src = tmp_path / "notes.txt"
+    src.write_text("\n".join(TEXTS) + "\n")
+    assert main(["detect", str(src), "--format", "lines", "--model", str(checkpoint), "--with-text", "-q"]) == 0
+    rows = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert [(r["file"], r["line"], r["text"]) for r in rows] == [(str(src), 1, TEXTS[0]), (str(src), 2, TEXTS[1])]
+    for row, doc in zip(rows, _pipeline(detector, checkpoint).pipe(TEXTS)):
+        assert [(s["start"], s["end"], s["label"], s["text"]) for s in row["spans"]] == \
+            [(s.start_char, s.end_char, s.label_, s.text) for s in doc.spans["pii"]]
+
+    data = tmp_path / "d.jsonl"
+    data.write_text(json.dumps({"text": TEXTS[0]}) + "\n")
+    out = tmp_path / "o.jsonl"
+    argv = ["redact", str(data), "-o", str(out), "--model", str(checkpoint), "--with-redactions", "--keep-mapping"]
+    assert main(argv) == 0
+    from spacy_privfilter.redact import restore
+
+    row = json.loads(out.read_text())
+    assert row["redactions"] and all("original" in r for r in row["redactions"])
+    assert restore(row["text"], row["redactions"]) == TEXTS[0]
