@@ -23,8 +23,11 @@ def hf_model(config: ModelConfig, weights: dict, dtype: torch.dtype = torch.floa
     """transformers' OpenAIPrivacyFilterForTokenClassification holding ``weights`` (sinks stay float32)."""
     hf_dict = {k: v for k, v in config.to_hf_dict().items() if k not in ("architectures", "model_type")}
     hf_dict["pad_token_id"] = hf_dict["eos_token_id"] = 0  # tiny vocabularies do not hold id 199999
-    model = transformers.OpenAIPrivacyFilterForTokenClassification(transformers.OpenAIPrivacyFilterConfig(**hf_dict))
-    model.load_state_dict({k: torch.as_tensor(v) for k, v in weights.items()})
+    hf_config = transformers.OpenAIPrivacyFilterConfig(**hf_dict)
+    with torch.device("meta"):  # no random init, and the model shares the caller's float32 arrays
+        model = transformers.OpenAIPrivacyFilterForTokenClassification(hf_config)
+    model.load_state_dict({k: torch.as_tensor(v) for k, v in weights.items()}, assign=True)
+    model.model.rotary_emb = type(model.model.rotary_emb)(hf_config)  # its buffers are not in the state dict
     model = model.to(dtype).eval()
     for layer in model.model.layers:
         layer.self_attn.sinks.data = layer.self_attn.sinks.data.float()
