@@ -129,21 +129,3 @@ def test_resume_after_a_killed_run_gives_the_uninterrupted_result(tmp_path, chec
     expected = [{**r, "text": t} for r, t in zip(records, redacted(nlp, [r["text"] for r in records]))]
     assert [json.loads(line) for line in out.read_text("utf-8").splitlines()] == expected
     assert not out.with_name("clean.jsonl.progress.json").exists()
-
-
-def test_detect_spans_match_the_python_api(tmp_path, checkpoint, nlp):
-    data = tmp_path / "docs.jsonl"
-    data.write_text("".join(json.dumps({"id": i, "text": t}) + "\n" for i, t in enumerate(TEXTS)), "utf-8")
-    out = tmp_path / "spans.jsonl"
-    done = cli("detect", data, "-o", out, "--model", checkpoint)
-    assert done.returncode == 0, done.stderr.decode()
-    rows = [json.loads(line) for line in out.read_text("utf-8").splitlines()]
-    assert [r["id"] for r in rows] == list(range(len(TEXTS)))
-    assert all("text" not in r and all("text" not in s for s in r["spans"]) for r in rows)
-    for row, doc in zip(rows, nlp.pipe(TEXTS)):
-        group = doc.spans["pii"]
-        assert [(s["start"], s["end"], s["label"]) for s in row["spans"]] == \
-            [(s.start_char, s.end_char, s.label_) for s in group]
-        assert [s["score"] for s in row["spans"]] == pytest.approx([float(x) for x in group.attrs["scores"]],
-                                                                    abs=1e-5)
-    assert sum(len(r["spans"]) for r in rows) > 0

@@ -233,7 +233,7 @@ def test_main_leaves_the_host_logging_as_it_found_it(capsys):
     assert (package.handlers, package.level, package.propagate) == before
 
 
-def test_detect_lines_and_keep_mapping(tmp_path, capsys, checkpoint, detector):
+def test_detect_lines_jsonl_and_keep_mapping(tmp_path, capsys, checkpoint, detector):
     src = tmp_path / "notes.txt"
     src.write_text("\n".join(TEXTS) + "\n")
     assert main(["detect", str(src), "--format", "lines", "--model", str(checkpoint), "--with-text", "-q"]) == 0
@@ -244,6 +244,18 @@ def test_detect_lines_and_keep_mapping(tmp_path, capsys, checkpoint, detector):
             [(s.start_char, s.end_char, s.label_, s.text) for s in doc.spans["pii"]]
 
     data = tmp_path / "d.jsonl"
+    data.write_text("".join(json.dumps({"id": i, "text": t}) + "\n" for i, t in enumerate(TEXTS)))
+    spans = tmp_path / "spans.jsonl"
+    assert main(["detect", str(data), "-o", str(spans), "--model", str(checkpoint), "-q"]) == 0
+    rows = [json.loads(line) for line in spans.read_text().splitlines()]
+    assert [sorted(r) for r in rows] == [["id", "spans"]] * 2 and [r["id"] for r in rows] == [0, 1]
+    for row, doc in zip(rows, _pipeline(detector, checkpoint).pipe(TEXTS)):
+        group = doc.spans["pii"]
+        assert [(s["start"], s["end"], s["label"]) for s in row["spans"]] == \
+            [(s.start_char, s.end_char, s.label_) for s in group]
+        assert [s["score"] for s in row["spans"]] == pytest.approx([float(x) for x in group.attrs["scores"]],
+                                                                    abs=1e-5)
+
     data.write_text(json.dumps({"text": TEXTS[0]}) + "\n")
     out = tmp_path / "o.jsonl"
     argv = ["redact", str(data), "-o", str(out), "--model", str(checkpoint), "--with-redactions", "--keep-mapping"]
