@@ -156,3 +156,19 @@ def test_mlx_artifact_config_is_read_from_the_file(tmp_path: Path) -> None:
     model = _load(folder).model
     assert model.layers[0].self_attn.window == declared["sliding_window"] == 6
     assert model.score.weight.shape == (len(declared["id2label"]), config.hidden_size)
+
+
+@pytest.mark.parametrize("fmt,dtype", [("hf", "float32"), ("mlx-8bit", "bfloat16")])
+def test_gather_kernels_and_the_cpu_expert_loop_agree(tmp_path: Path, fmt: str, dtype: str) -> None:
+    """The CPU runs experts as per-expert float32 matmuls; Apple GPUs use gather_mm / gather_qmm (as OpenMed)."""
+    config = tiny_config(vocab_size=VOCAB, hidden_size=128, intermediate_size=128, num_local_experts=16)
+    folder = write_random_checkpoint(tmp_path / fmt, config, format=fmt, seed=6, dtype=dtype)
+    backend = _load(folder, dtype="float32")  # gather_mm on the CPU accepts float32 only
+    ids, mask = inputs(VOCAB, 2, 40, seed=3, pad_last=9)
+    results = {}
+    for looped in (True, False):
+        for layer in backend.model.layers:
+            layer.mlp.experts.looped = looped
+        results[looped] = backend.logits(ids, mask)
+    looped, gathered = results[True], results[False]
+    assert np.abs(looped - gathered)[mask].max() <= 1e-4

@@ -173,6 +173,9 @@ class Experts(nn.Module):
         self.down_proj_quantization: QuantizationConfig | None = None
         self.alpha, self.limit = config.swiglu_alpha, config.swiglu_limit
         self.compute_dtype: mx.Dtype | None = None
+        # None: per-expert float32 matmuls where the CPU gather kernels are missing or slow (_looped_matmul),
+        # gather_mm / gather_qmm otherwise; True / False force one path.
+        self.looped: bool | None = None
 
     def swiglu(self, gate_up: mx.array) -> mx.array:
         half = gate_up.shape[-1] // 2  # concatenated halves, not interleaved
@@ -188,7 +191,10 @@ class Experts(nn.Module):
         """x: [P, in] rows grouped by ``expert_ids`` [P] (ascending) -> ``x @ W[e] + b[e]`` [P, out]."""
         value, quant = self[name], getattr(self, f"{name}_quantization")
         dtype = self._dtype(name)
-        if mx.default_device() == mx.cpu and (quant is not None or dtype != mx.float32):
+        looped = self.looped
+        if looped is None:
+            looped = mx.default_device() == mx.cpu and (quant is not None or dtype != mx.float32)
+        if looped:
             return self._looped_matmul(name, x, expert_ids)
         x = x[:, None, :].astype(dtype)
         if quant is None:
