@@ -59,6 +59,7 @@ class RotaryEmbedding(nn.Module):
         extrapolation = 1 - ramp
         inv_freq = inv_interpolation * (1 - extrapolation) + inv_extrapolation * extrapolation
         self.inv_freq = inv_freq
+        self._cached: tuple[tuple, tuple[torch.Tensor, torch.Tensor]] | None = None  # shared by all layers
         self.magnitude = 0.1 * math.log(factor) + 1.0 if factor > 1 else 1.0
 
     def forward(self, seq_len: int, dtype: torch.dtype, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
@@ -66,10 +67,13 @@ class RotaryEmbedding(nn.Module):
         # Angles in float64: a float32 pos * theta loses ~1e-3 rad by position 20k, which would make a
         # windowed long document (positions restart at 0) disagree with the full run. The reference's float32
         # angles agree with these to float32 precision at short positions.
-        positions = torch.arange(seq_len, dtype=torch.float64)
-        freqs = positions[:, None] * self.inv_freq.double()
-        cos, sin = freqs.cos() * self.magnitude, freqs.sin() * self.magnitude
-        return cos.to(device=device, dtype=dtype), sin.to(device=device, dtype=dtype)
+        key = (seq_len, dtype, device)
+        if self._cached is None or self._cached[0] != key:
+            positions = torch.arange(seq_len, dtype=torch.float64)
+            freqs = positions[:, None] * self.inv_freq.double()
+            cos, sin = freqs.cos() * self.magnitude, freqs.sin() * self.magnitude
+            self._cached = key, (cos.to(device=device, dtype=dtype), sin.to(device=device, dtype=dtype))
+        return self._cached[1]
 
 
 def _correction_dim(rotations: float, dim: int, base: float, max_positions: int) -> float:
