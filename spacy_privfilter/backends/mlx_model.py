@@ -19,6 +19,7 @@ import numpy as np
 
 from ..config import ModelConfig, QuantizationConfig
 
+
 class RMSNorm(nn.Module):
     """Root-mean-square norm computed in float32 (scale applied in float32), cast back to the input dtype."""
 
