@@ -109,9 +109,14 @@ class ModelConfig:
     def _from_hf(cls, d: Mapping[str, Any], id2label: Mapping[Any, str] | None) -> "ModelConfig":
         rope = dict(d.get("rope_parameters") or d.get("rope_scaling") or {})
         window = int(d.get("sliding_window", 128))
-        # An explicit bidirectional context (some MLX configs carry one) wins over the HF field.
+        # An explicit bidirectional context (some MLX configs carry one) wins over the HF field, except the value
+        # OpenMed's converter derives as (sliding_window - 1) // 2: that reads HF's one-sided window as opf's band
+        # width (trap D2 of the spec) and would halve the context the model was trained with.
         if d.get("bidirectional_left_context") is not None or d.get("bidirectional_right_context") is not None:
-            window = _symmetric_window(d.get("bidirectional_left_context"), d.get("bidirectional_right_context"))
+            context = _symmetric_window(d.get("bidirectional_left_context"), d.get("bidirectional_right_context"))
+            derived = "sliding_window" in d and context == (window - 1) // 2 and context != window
+            if not derived:
+                window = context
         return cls(
             vocab_size=int(d.get("vocab_size", 200064)),
             hidden_size=int(d.get("hidden_size", 640)),

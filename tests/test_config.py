@@ -57,8 +57,12 @@ def test_mlx_config_window_follows_hf_unless_explicit():
     # A converted config without explicit contexts: HF's one-sided window (not OpenMed's (128 - 1) // 2 = 63).
     plain = {k: v for k, v in raw.items() if not k.startswith("bidirectional_")}
     assert ModelConfig.from_dict(plain).sliding_window == 128
+    # OpenMed's converter writes (sliding_window - 1) // 2 as explicit contexts: still the trained one-sided window.
     assert ModelConfig.from_dict({**plain, "bidirectional_left_context": 63,
-                                  "bidirectional_right_context": 63}).sliding_window == 63
+                                  "bidirectional_right_context": 63}).sliding_window == 128
+    # Any other explicit context is taken as written.
+    assert ModelConfig.from_dict({**plain, "bidirectional_left_context": 100,
+                                  "bidirectional_right_context": 100}).sliding_window == 100
 
 
 def test_id2label_forms_and_gaps():
