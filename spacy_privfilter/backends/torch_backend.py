@@ -109,7 +109,8 @@ def _install_quantized(model: PrivacyFilterModel, state_dict: Mapping[str, Any],
                        device: torch.device, keep_experts: bool) -> None:
     embed = state_dict.get("model.embed_tokens.weight")
     if isinstance(embed, QuantizedWeight):
-        model.embed_tokens = QuantizedEmbedding(embed, dtype=dtype, device=device)
+        # When the experts are dequantized, the embedding owns its codes so the mapped file can be released.
+        model.embed_tokens = QuantizedEmbedding(embed, dtype=dtype, device=device, copy=not keep_experts)
     if not keep_experts:
         return
     for n, layer in enumerate(model.layers):

@@ -19,8 +19,11 @@ from torch import nn
 
 from ..config import ModelConfig
 
-# Blocks of attention processed at once; bounds the f32 score buffer for very long inputs.
-_SCORE_ELEMENTS_PER_CHUNK = 1 << 24
+# Attention scores processed at once (float32 elements): small enough to stay in cache (measured faster
+# than one large pass), and it bounds memory for very long inputs.
+_SCORE_ELEMENTS_PER_CHUNK = 1 << 18
+# Token-expert pairs per run of experts in the MoE (a [512, 2I] float32 slab stays in cache).
+_PAIRS_PER_CHUNK = 512
 
 
 class RMSNorm(nn.Module):
@@ -200,30 +203,48 @@ class Experts(nn.Module):
         n_tokens, top_k = expert_ids.shape
         dtype = self.compute_dtype or self.down_proj_bias.dtype
         flat = expert_ids.reshape(-1)
-        order = torch.argsort(flat, stable=True)
+        order = torch.argsort(flat, stable=True)  # token-expert pairs grouped by expert, ascending id
         token_of_pair = order // top_k
+        pair_weights = routing_weights.reshape(-1)[order].float()
         counts = torch.bincount(flat, minlength=self.num_experts).tolist()
-        x_pairs = x[token_of_pair].to(dtype)  # [N*k, D], grouped by expert in ascending id
-        gate_up = torch.empty(x_pairs.shape[0], 2 * self.intermediate_size, dtype=dtype, device=x.device)
-        start = 0
-        for expert, count in enumerate(counts):
-            if count:
-                bias = self.gate_up_proj_bias[expert].to(dtype)
-                w = self.expert_weight("gate_up_proj", expert, dtype)
-                torch.addmm(bias, x_pairs[start:start + count], w, out=gate_up[start:start + count])
-                start += count
-        hidden = self.swiglu(gate_up).to(dtype)
-        y = torch.empty(x_pairs.shape[0], x.shape[1], dtype=dtype, device=x.device)
-        start = 0
-        for expert, count in enumerate(counts):
-            if count:
-                bias = self.down_proj_bias[expert].to(dtype)
-                w = self.expert_weight("down_proj", expert, dtype)
-                torch.addmm(bias, hidden[start:start + count], w, out=y[start:start + count])
-                start += count
-        weighted = y.float() * routing_weights.reshape(-1)[order, None].float()
+        x_pairs = x[token_of_pair].to(dtype)
         out = torch.zeros(n_tokens, x.shape[1], dtype=torch.float32, device=x.device)
-        return out.index_add_(0, token_of_pair, weighted)
+        # Experts are processed in runs of about _PAIRS_PER_CHUNK pairs so the float32 SwiGLU and the
+        # weighting work on cache-sized slabs instead of streaming [N*k, 2I] buffers through memory.
+        for experts, start, stop in _expert_runs(counts, _PAIRS_PER_CHUNK):
+            gate_up = torch.empty(stop - start, 2 * self.intermediate_size, dtype=dtype, device=x.device)
+            self._matmuls("gate_up_proj", experts, counts, x_pairs[start:stop], gate_up, dtype)
+            hidden = self.swiglu(gate_up).to(dtype)
+            y = torch.empty(stop - start, x.shape[1], dtype=dtype, device=x.device)
+            self._matmuls("down_proj", experts, counts, hidden, y, dtype)
+            out.index_add_(0, token_of_pair[start:stop], y.float().mul_(pair_weights[start:stop, None]))
+        return out
+
+    def _matmuls(self, name: str, experts: list[int], counts: list[int], rows: torch.Tensor, out: torch.Tensor,
+                 dtype: torch.dtype) -> None:
+        """out[rows of expert e] = rows[...] @ W[e] + b[e] for each expert of a run (rows grouped by expert)."""
+        bias_all = getattr(self, name + "_bias")
+        start = 0
+        for expert in experts:
+            stop = start + counts[expert]
+            torch.addmm(bias_all[expert].to(dtype), rows[start:stop], self.expert_weight(name, expert, dtype),
+                        out=out[start:stop])
+            start = stop
+
+
+def _expert_runs(counts: list[int], target: int):
+    """Yield (experts, first_pair, end_pair) for consecutive experts with tokens, ~``target`` pairs per run."""
+    experts: list[int] = []
+    start = stop = 0
+    for expert, count in enumerate(counts):
+        if count:
+            experts.append(expert)
+            stop += count
+            if stop - start >= target:
+                yield experts, start, stop
+                experts, start = [], stop
+    if experts:
+        yield experts, start, stop
 
 
 class MoE(nn.Module):

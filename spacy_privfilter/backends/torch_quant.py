@@ -65,12 +65,15 @@ def dequantize(weight: QuantizedWeight, *, dtype: torch.dtype) -> torch.Tensor:
 class QuantizedTensor(nn.Module):
     """uint8 codes plus per-group scales and biases, kept on ``device``; dequantized on demand."""
 
-    def __init__(self, weight: QuantizedWeight, *, dtype: torch.dtype, device: torch.device) -> None:
+    def __init__(self, weight: QuantizedWeight, *, dtype: torch.dtype, device: torch.device,
+                 copy: bool = False) -> None:
         super().__init__()
         self.group_size = weight.group_size
-        self.register_buffer("codes", unpack_codes(weight.weight, weight.bits).to(device))
-        self.register_buffer("scales", _as_tensor(weight.scales).to(device=device, dtype=dtype))
-        self.register_buffer("biases", _as_tensor(weight.biases).to(device=device, dtype=dtype))
+        # Without ``copy`` 8-bit codes stay views of the loaded (often memory-mapped) file: no second copy.
+        own = (lambda t: t.clone()) if copy else (lambda t: t)
+        self.register_buffer("codes", own(unpack_codes(weight.weight, weight.bits).to(device)))
+        self.register_buffer("scales", own(_as_tensor(weight.scales).to(device=device, dtype=dtype)))
+        self.register_buffer("biases", own(_as_tensor(weight.biases).to(device=device, dtype=dtype)))
         if self.codes.shape[-1] != self.scales.shape[-1] * self.group_size:
             raise CheckpointError(f"quantized weight has {self.codes.shape[-1]} columns but "
                                   f"{self.scales.shape[-1]} groups of {self.group_size}")
@@ -88,9 +91,10 @@ class QuantizedTensor(nn.Module):
 class QuantizedEmbedding(nn.Module):
     """Embedding table kept quantized; only the looked-up rows are dequantized."""
 
-    def __init__(self, weight: QuantizedWeight, *, dtype: torch.dtype, device: torch.device) -> None:
+    def __init__(self, weight: QuantizedWeight, *, dtype: torch.dtype, device: torch.device,
+                 copy: bool = False) -> None:
         super().__init__()
-        self.weight = QuantizedTensor(weight, dtype=dtype, device=device)
+        self.weight = QuantizedTensor(weight, dtype=dtype, device=device, copy=copy)
         self.dtype = dtype
 
     def forward(self, input_ids: torch.Tensor) -> torch.Tensor:
