@@ -8,6 +8,11 @@ canonical HF checkpoint names (without the ``model.`` prefix) so weights load by
 Attention never builds a T x T matrix: queries are cut into blocks that attend to the keys of their own
 block plus ``sliding_window`` tokens on each side, so time and memory grow linearly with length. The MoE
 runs each expert only on the tokens routed to it (token-expert pairs sorted by expert).
+
+Precision: the residual stream, norms, softmax, router, SwiGLU and classifier are float32 in every mode;
+with bfloat16 weights the matmuls (experts included) run in bfloat16. On a margin-scaled test model the
+bf16 argmax agrees with the float32 run on 99.70% of tokens (experts in float32: 99.65%; transformers
+bf16 eager 99.65%, grouped_mm 99.60%), while float32 experts cost ~2x the time.
 """
 from __future__ import annotations
 

@@ -1,8 +1,13 @@
 """MLX affine-quantized weights (uint32-packed codes, per-group scales and biases) on PyTorch.
 
-Codes are unpacked to uint8 once at load (one byte per weight) and dequantized where they are used:
-embedding rows after the lookup, expert matrices one expert at a time inside the MoE loop. That keeps the
-8-bit artifact at about 1.1 bytes per parameter in memory instead of 2 (bfloat16).
+Codes stay 8-bit in memory (uint8 views of the packed words, no copy) and are dequantized where they are
+used: embedding rows after the lookup, expert matrices one expert at a time inside the MoE loop. The small
+attention, router and classifier matrices are dequantized once at load.
+
+Why keep the experts 8-bit (default ``quantized_experts="keep"``), measured on the full-size random
+artifact, 2 threads: resident memory 1.74 GiB after a 512-token call vs 4.2 GiB when dequantized at load;
+speed 1,206 vs 1,598 tokens/s at 512 tokens and 2,890 vs 2,965 at 4,096 (the per-expert dequantization
+is amortised over more tokens). ``quantized_experts="dequantize"`` trades the memory for the speed.
 """
 from __future__ import annotations
 
