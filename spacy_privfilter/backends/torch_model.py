@@ -12,7 +12,8 @@ runs each expert only on the tokens routed to it (token-expert pairs sorted by e
 Precision: the residual stream, norms, softmax, router, SwiGLU and classifier are float32 in every mode;
 with bfloat16 weights the matmuls (experts included) run in bfloat16. On a margin-scaled test model the
 bf16 argmax agrees with the float32 run on 99.70% of tokens (experts in float32: 99.65%; transformers
-bf16 eager 99.65%, grouped_mm 99.60%), while float32 experts cost ~2x the time.
+bf16 eager 99.65%, grouped_mm 99.60%), while float32 experts make a full-size layer 1.6x (512 tokens)
+to 1.9x (4,096 tokens) slower.
 """
 from __future__ import annotations
 
