@@ -134,3 +134,13 @@ def test_dequantized_8bit_weights_are_close_to_the_originals() -> None:
     assert np.abs(restored.numpy() - dequantize_numpy(packed, scales, biases, bits=8, group_size=64)).max() < 1e-6
     step = (np.ptp(weight.reshape(2, 48, 2, 64), axis=-1) / 255).max()
     assert np.abs(restored.numpy() - weight).max() <= step  # MLX snaps one group edge exactly, so up to a step
+
+
+def test_an_all_padding_row_is_finite_and_leaves_other_rows_alone(checkpoints: dict[str, Path]) -> None:
+    backend = load(inspect_checkpoint(checkpoints["hf"]), device="cpu")
+    ids, mask = _inputs()
+    alone = backend.logits(ids[:1], mask[:1])
+    mask = np.concatenate([mask[:1], np.zeros_like(mask[:1])])
+    together = backend.logits(np.concatenate([ids[:1], ids[:1]]), mask)
+    assert np.isfinite(together).all()
+    assert np.abs(together[0] - alone[0]).max() < 1e-5
