@@ -92,7 +92,13 @@ def build_model(state_dict: Mapping[str, Any], config: ModelConfig, *, dtype: to
                                   f"{tuple(target.shape)}")
         keep_f32 = (attr == "sinks" or "norm" in module_path.rsplit(".", 1)[-1]
                     or module_path.endswith("router") or module_path == "score")
-        tensor = tensor.to(device=device, dtype=torch.float32 if keep_f32 else dtype).contiguous()
+        tensor = tensor.to(device=device, dtype=torch.float32 if keep_f32 else dtype)
+        if attr in ("gate_up_proj", "down_proj"):
+            # Same [E, in, out] shape, but laid out [E, out, in] in memory: small-batch expert matmuls read
+            # the weight ~20% faster that way (measured at 16 tokens per expert; ~7% at 128).
+            tensor = tensor.transpose(-1, -2).contiguous().transpose(-1, -2)
+        else:
+            tensor = tensor.contiguous()
         setattr(module, attr, torch.nn.Parameter(tensor, requires_grad=False))
     _install_quantized(model, state_dict, dtype=dtype, device=device, keep_experts=quantized_experts == "keep")
     if expert_precision != "auto":
