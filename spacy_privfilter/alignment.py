@@ -32,8 +32,9 @@ def align_spans(doc: Doc, char_spans: Sequence[CharSpan], labels: Sequence[str],
         alignment_mode: ``"strict"`` (keep only spans on token boundaries), ``"contract"`` (tokens fully
             inside) or ``"expand"`` (tokens touched), as in ``Doc.char_span``.
     Returns:
-        (spans, scores, unaligned_labels): the aligned spans with their scores, and the output label of every
-        span that could not be aligned (empty after alignment, or off token boundaries in strict mode).
+        (spans, scores, unaligned_labels): the aligned spans sorted by position (same-label spans that overlap
+        once aligned are merged) with their scores, and the output label of every span that could not be
+        aligned (empty after alignment, or off token boundaries in strict mode).
     """
     spans: list[Span] = []
     scores: list[float] = []
@@ -47,7 +48,35 @@ def align_spans(doc: Doc, char_spans: Sequence[CharSpan], labels: Sequence[str],
         else:
             spans.append(span)
             scores.append(float(char_span.score))
+    spans, scores = _merge_same_label(doc, spans, scores)
     return spans, scores, unaligned
+
+
+def _merge_same_label(doc: Doc, spans: list[Span], scores: list[float]) -> tuple[list[Span], list[float]]:
+    """Merge spans of one label whose token ranges overlap into their union (score: the higher one).
+
+    Model tokens are finer than spaCy tokens: two detected pieces of one value (``jane.doe`` + ``@x.org``)
+    snap onto the same spaCy token under ``expand``; the group should hold that entity once, not twice.
+    """
+    if len(spans) < 2:
+        return spans, scores
+    order = sorted(range(len(spans)), key=lambda i: (spans[i].start, spans[i].end))
+    merged: list[list] = []  # [start, end, label, score]
+    open_by_label: dict[str, list] = {}
+    for i in order:
+        span, score = spans[i], scores[i]
+        last = open_by_label.get(span.label_)
+        if last is not None and span.start < last[1]:
+            last[1] = max(last[1], span.end)
+            last[3] = max(last[3], score)
+            continue
+        entry = [span.start, span.end, span.label_, score]
+        merged.append(entry)
+        open_by_label[span.label_] = entry
+    if len(merged) == len(spans):
+        return [spans[i] for i in order], [scores[i] for i in order]
+    return ([Span(doc, start, end, label=label) for start, end, label, _ in merged],
+            [score for *_, score in merged])
 
 
 def warn_unaligned(unaligned_labels: Sequence[str], *, alignment_mode: str, spans_key: str) -> None:
