@@ -42,10 +42,28 @@ DEFAULT_CONFIG: Dict[str, Any] = {
 }
 
 
+_REDACTIONS_KEY = ("._.", "redactions", None, None)  # where a default-valued extension would keep it
+
+
+def _get_redactions(doc: Doc) -> Optional[List[Dict[str, Any]]]:
+    records = doc.user_data.get(_REDACTIONS_KEY)
+    # msgpack (DocBin, nlp.pipe(n_process=...)) brings lists back as tuples; hand out the documented list.
+    return list(records) if isinstance(records, tuple) else records
+
+
+def _set_redactions(doc: Doc, records: Optional[List[Dict[str, Any]]]) -> None:
+    doc.user_data[_REDACTIONS_KEY] = records
+
+
 def install_extensions() -> None:
-    """Register the Doc extensions once. ``default=None`` makes them plain ``doc.user_data`` entries."""
+    """Register the Doc extensions once. All are plain ``doc.user_data`` entries (``redactions`` through a
+    getter/setter pair on the same key that keeps its type a list after a msgpack round trip)."""
     for name in EXTENSIONS:
-        if not Doc.has_extension(name):
+        if Doc.has_extension(name):
+            continue
+        if name == "redactions":
+            Doc.set_extension(name, getter=_get_redactions, setter=_set_redactions)
+        else:
             Doc.set_extension(name, default=None)
 
 

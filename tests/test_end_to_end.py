@@ -134,10 +134,65 @@ def test_n_process_after_the_parent_ran_the_model(checkpoint):
         nlp.add_pipe("privacy_redactor")
         texts = {MARKED_TEXTS!r} * 4 + ["", "Jane"]
         single = [d._.redacted_text for d in nlp.pipe(texts, batch_size=3)]
-        multi = [d._.redacted_text for d in nlp.pipe(texts, batch_size=3, n_process=2)]
-        print(json.dumps({{"same": multi == single, "n": len(multi), "changed": single != texts}}))
+        docs = list(nlp.pipe(texts, batch_size=3, n_process=2))
+        multi = [d._.redacted_text for d in docs]
+        lists = all(isinstance(d._.redactions, list) for d in docs)  # msgpack gave tuples before
+        print(json.dumps({{"same": multi == single, "n": len(multi), "changed": single != texts, "lists": lists}}))
     """)
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr[-2000:]
-    assert json.loads(result.stdout.strip().splitlines()[-1]) == {"same": True, "n": 10, "changed": True}
+    assert json.loads(result.stdout.strip().splitlines()[-1]) == {"same": True, "n": 10, "changed": True, "lists": True}
     assert not any(marker in result.stderr for marker in MARKERS)
+
+
+STYLE_CONFIGS = {
+    "tag": {"style": "tag", "tag_format": "[{LABEL}_{n}]"},
+    "mask": {"style": "mask"},
+    "hash": {"style": "hash", "hash_key": "end-to-end-test-key", "hash_key_env": None},
+    "surrogate": {"style": "surrogate", "seed": 7},
+    "remove": {"style": "remove"},
+}
+
+
+@pytest.mark.parametrize("style", sorted(STYLE_CONFIGS))
+def test_no_detected_span_survives_redaction(nlp, style):
+    from spacy_privfilter.redactor import PrivacyRedactor
+
+    if style == "surrogate":
+        pytest.importorskip("faker")
+    redactor = PrivacyRedactor(None, **STYLE_CONFIGS[style])
+    texts = [t for t in ROBUSTNESS_TEXTS if 0 < len(t) < 1000]
+    docs = [redactor(doc) for doc in nlp.pipe(texts)]
+    checked = 0
+    for doc in docs:
+        text, redacted, records = doc.text, doc._.redacted_text, doc._.redactions
+        # Records: sorted, disjoint, pointing at their replacement; everything between them is kept verbatim.
+        kept, cursor, out_cursor = [], 0, 0
+        for record in records:
+            assert cursor <= record["start"] < record["end"] <= len(text)
+            assert redacted[record["redacted_start"]:record["redacted_end"]] == record["replacement"]
+            assert redacted[out_cursor:record["redacted_start"]] == text[cursor:record["start"]]
+            kept.append(text[cursor:record["start"]])
+            cursor, out_cursor = record["end"], record["redacted_end"]
+        assert redacted[out_cursor:] == text[cursor:]
+        assert "original" not in json.dumps(records) and doc._.redaction_mapping is None
+        for span in doc.spans["pii"]:
+            holder = [r for r in records if r["start"] <= span.start_char and span.end_char <= r["end"]]
+            assert len(holder) == 1, "every detected span is inside one replacement"
+            value = span.text
+            if len(value) < 3 or not any(ch.isalnum() for ch in value):
+                continue
+            # A copy of the value that overlaps the replacement would be a leak.
+            region = redacted[max(0, holder[0]["redacted_start"] - len(value) + 1):
+                              holder[0]["redacted_end"] + len(value) - 1]
+            assert value not in region
+            checked += 1
+    assert checked > 10
+    # The redacted texts survive DocBin with the spans, their scores and the records.
+    restored = list(DocBin(docs=docs, store_user_data=True).from_bytes(
+        DocBin(docs=docs, store_user_data=True).to_bytes()).get_docs(nlp.vocab))
+    for doc, back in zip(docs, restored):
+        # Regression: the records came back as a tuple after msgpack; the documented type is a list.
+        assert back._.redacted_text == doc._.redacted_text and back._.redactions == doc._.redactions
+        assert annotations(back)[0] == annotations(doc)[0]
+        assert list(back.spans["pii"].attrs["scores"]) == pytest.approx(list(doc.spans["pii"].attrs["scores"]))
