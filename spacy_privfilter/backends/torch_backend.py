@@ -51,12 +51,15 @@ def resolve_dtype(dtype: str, state_dict: Mapping[str, Any], config: ModelConfig
 
 def build_model(state_dict: Mapping[str, Any], config: ModelConfig, *, dtype: torch.dtype = torch.float32,
                 device: torch.device | str = "cpu", expert_precision: str = "auto",
-                quantized_experts: str = "keep", block_size: int | None = None) -> PrivacyFilterModel:
+                quantized_experts: str = "keep", block_size: int | None = None,
+                own_weights: bool = False) -> PrivacyFilterModel:
     """Build a model from canonical HF-named tensors (``QuantizedWeight`` values allowed, see checkpoint.py).
 
     Norm scales, sinks, the router and the classifier are kept in float32 (small, and precision-critical);
     every other dense weight is cast to ``dtype``. Quantized expert weights stay 8-bit in memory and are
     dequantized per expert while running (``quantized_experts="keep"``) or once here (``"dequantize"``).
+    ``own_weights`` copies dense tensors the model would otherwise share with ``state_dict``: loaded
+    checkpoints are memory-mapped, and one shared tensor keeps the whole file resident next to the copies.
     """
     if expert_precision not in EXPERT_PRECISIONS:
         raise ConfigError(f"expert_precision must be one of {', '.join(EXPERT_PRECISIONS)}; got {expert_precision!r}")
@@ -99,6 +102,8 @@ def build_model(state_dict: Mapping[str, Any], config: ModelConfig, *, dtype: to
             tensor = tensor.transpose(-1, -2).contiguous().transpose(-1, -2)
         else:
             tensor = tensor.contiguous()
+        if own_weights and isinstance(value, torch.Tensor) and tensor.data_ptr() == value.data_ptr():
+            tensor = tensor.clone()
         setattr(module, attr, torch.nn.Parameter(tensor, requires_grad=False))
     _install_quantized(model, state_dict, dtype=dtype, device=device, keep_experts=quantized_experts == "keep")
     if expert_precision != "auto":
@@ -171,5 +176,6 @@ def load(info: CheckpointInfo, *, device: str = "auto", dtype: str = "auto", qua
         raise ConfigError(f"the torch backend runs checkpoints as stored; quantize={quantize!r} is not supported "
                           "(use an 8-bit MLX artifact, which the torch backend runs directly, or quantize=None)")
     state_dict = load_state_dict(info, framework="pt")
+    options.setdefault("own_weights", True)
     return TorchBackend.from_state_dict(state_dict, info.config, device=device, dtype=dtype,
                                         viterbi_biases=info.viterbi_biases, **options)
