@@ -196,3 +196,170 @@ def test_no_detected_span_survives_redaction(nlp, style):
         assert back._.redacted_text == doc._.redacted_text and back._.redactions == doc._.redactions
         assert annotations(back)[0] == annotations(doc)[0]
         assert list(back.spans["pii"].attrs["scores"]) == pytest.approx(list(doc.spans["pii"].attrs["scores"]))
+
+
+def covered(doc: Doc, char_spans) -> bool:
+    """Every detected character span lies inside a group span of the same label."""
+    group = [(s.label_, s.start_char, s.end_char) for s in doc.spans["pii"]]
+    return all(any(label == c.label and start <= c.start and c.end <= end for label, start, end in group)
+               for c in char_spans)
+
+
+@pytest.mark.parametrize("lang", ["zh", "xx"])
+def test_other_tokenizers_keep_every_detected_span(checkpoint, lang):
+    nlp = make_nlp(checkpoint, lang)
+    texts = ["我叫王小明，电话是13800138000，邮箱wang@example.cn。", "東京都の山田太郎さん email taro@example.jp",
+             MARKED_TEXTS[0]]
+    detector = nlp.get_pipe("privacy_filter").detector
+    for doc, char_spans in zip(nlp.pipe(texts), detector.detect_batch(texts)):
+        assert char_spans and covered(doc, char_spans)
+        assert doc.spans["pii"].attrs["unaligned"] == 0
+        # With a coarser tokenizer, expand mode redacts whole tokens: more text goes, never less.
+        assert all(r["end"] - r["start"] >= 1 for r in doc._.redactions)
+
+
+def test_existing_ents_and_span_groups_are_respected(checkpoint):
+    nlp = make_nlp(checkpoint, set_ents=True, ents_policy="prioritize_existing")
+    doc = nlp.make_doc(f"Acme Corp hired {MARKERS[0]} {MARKERS[1]} in Paris yesterday")
+    doc.ents = [Span(doc, 0, 2, "ORG"), Span(doc, 6, 7, "GPE")]
+    doc.spans["other"] = [Span(doc, 0, 1, "X")]
+    doc.spans["pii"] = [Span(doc, 0, 7, "STALE")]  # a previous run's group is replaced, not merged
+    doc = nlp(doc)
+    ents = [(e.label_, e.start, e.end) for e in doc.ents]
+    assert ("ORG", 0, 2) in ents and ("GPE", 6, 7) in ents
+    assert sum(e - s for _, s, e in ents) == len({t for _, s, e in ents for t in range(s, e)})  # no overlap
+    assert [(s.label_, s.start, s.end) for s in doc.spans["other"]] == [("X", 0, 1)]
+    assert "STALE" not in {s.label_ for s in doc.spans["pii"]} and len(doc.spans["pii"]) > 0
+    new = make_nlp(checkpoint, set_ents=True, ents_policy="prioritize_new")
+    doc2 = new.make_doc(doc.text)
+    doc2.ents = [Span(doc2, 0, 2, "ORG")]
+    doc2 = new(doc2)
+    pii = {(s.start, s.end) for s in doc2.spans["pii"]}
+    kept_org = ("ORG", 0, 2) in [(e.label_, e.start, e.end) for e in doc2.ents]
+    assert kept_org == (not any(s < 2 for s, _ in pii))  # ORG goes only where a new span overlaps it
+
+
+def test_long_doc_near_max_length(nlp):
+    sentence = f"Write to {MARKERS[2]} or call 555-0100. "
+    text = (sentence * (30_000 // len(sentence) + 1))[:29_990]
+    saved = nlp.max_length
+    nlp.max_length = 30_000
+    try:
+        doc = nlp(text)
+        with pytest.raises(ValueError, match="E088"):  # spaCy's own, clear limit error (no text in it)
+            nlp(text * 2)
+    finally:
+        nlp.max_length = saved
+    ends = [s.end_char for s in doc.spans["pii"]]
+    assert len(ends) > 100 and max(ends) > 29_000  # spans all along: the windows reach the end
+    assert doc._.redacted_text != text
+
+
+def test_lone_surrogates_reach_the_detector_safely(nlp):
+    # spaCy itself cannot build a Doc from "\ud800" (its string store encodes UTF-8), so the component never
+    # sees one; the Detector (used without spaCy, e.g. by redact pipelines on raw strings) must cope.
+    detector = nlp.get_pipe("privacy_filter").detector
+    text = f"lone \ud800 surrogate {MARKERS[0]} \udfff end"
+    spans = detector.detect(text)
+    assert spans and all(0 <= s.start < s.end <= len(text) for s in spans)
+    clean = text.replace("\ud800", "\ufffd").replace("\udfff", "\ufffd")
+    assert [(s.label, s.start, s.end) for s in spans] == [(s.label, s.start, s.end) for s in detector.detect(clean)]
+
+
+def no_marker_in(*outputs: str) -> bool:
+    return not any(marker.lower() in out.lower() for out in outputs for marker in MARKERS)
+
+
+def test_no_pii_in_logs_warnings_or_handled_errors(checkpoint, caplog):
+    nlp = make_nlp(checkpoint, alignment_mode="strict", set_ents=True)
+    failing = MARKED_TEXTS[1]
+    detector = nlp.get_pipe("privacy_filter").detector
+    real_detect_batch = detector.detect_batch
+
+    def flaky_detect_batch(texts):
+        texts = list(texts)
+        if failing in texts:
+            raise RuntimeError("backend failure")  # e.g. out of memory in one batch
+        return real_detect_batch(texts)
+
+    detector.detect_batch = flaky_detect_batch
+    handled = []
+    nlp.set_error_handler(lambda name, component, docs, exc: handled.append((name, [d.text for d in docs])))
+    texts = MARKED_TEXTS * 3 + ["\U0001F469\u200d\U0001F4BB " + MARKERS[3]]
+    caplog.set_level(logging.DEBUG)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        docs = list(nlp.pipe(texts, batch_size=4))
+    # Only the failing docs went to the handler; every other doc came back, in order, redacted.
+    assert handled == [("privacy_filter", [failing])] * 3
+    assert [d.text for d in docs] == [t for t in texts if t != failing]
+    assert sum(d.spans["pii"].attrs["unaligned"] for d in docs) > 0 and caught  # strict mode did warn
+    messages = [str(w.message) for w in caught] + [r.getMessage() for r in caplog.records]
+    assert no_marker_in(*messages)
+    # The default handler re-raises the component's error, which must not quote the text either.
+    nlp.set_error_handler(spacy.util.raise_error)
+    with pytest.raises(RuntimeError) as raised:
+        list(nlp.pipe([failing]))
+    assert no_marker_in(str(raised.value))
+    redactor = nlp.get_pipe("privacy_redactor")
+    with pytest.raises(ValueError) as raised:  # fail closed without a span group, and say why without text
+        redactor(nlp.make_doc(MARKED_TEXTS[0]))
+    assert no_marker_in(str(raised.value))
+
+
+def marked_inputs(folder: Path) -> dict[str, Path]:
+    """A JSONL with gold spans on the markers (and bad lines that quote one), a text file and a binary file."""
+    folder.mkdir(parents=True, exist_ok=True)
+    records = []
+    for text in MARKED_TEXTS:
+        spans = [{"start": text.index(m), "end": text.index(m) + len(m), "label": "first_name"}
+                 for m in MARKERS if m in text]
+        records.append({"text": text, "spans": spans, "id": len(records)})
+    good = folder / "gold.jsonl"
+    good.write_text("".join(json.dumps(r) + "\n" for r in records), encoding="utf-8")
+    bad = folder / "bad.jsonl"
+    bad.write_text(json.dumps(records[0]) + "\n" + '{"text": "broken ' + MARKERS[0] + ' line\n'
+                   + json.dumps({"text": MARKERS[1], "spans": [{"start": 0, "end": 999, "label": "x"}]}) + "\n"
+                   + json.dumps([MARKERS[3]]) + "\n", encoding="utf-8")
+    note = folder / "note.txt"
+    note.write_text(MARKED_TEXTS[1] + "\n", encoding="utf-8")
+    binary = folder / "blob.txt"
+    binary.write_bytes(b"\xff\xfe" + MARKERS[0].encode() + b"\x00\x80")
+    return {"good": good, "bad": bad, "note": note, "binary": binary}
+
+
+@pytest.mark.parametrize("verbosity", ["-v", "-vv"])
+def test_cli_stderr_never_quotes_pii(checkpoint, tmp_path, capsys, verbosity):
+    from spacy_privfilter.cli import main
+
+    files = marked_inputs(tmp_path / "in")
+    model = ["--model", str(checkpoint), "--backend", "torch", verbosity]
+    runs = {
+        "redact": ["redact", str(files["bad"]), str(files["note"]), str(files["binary"]), "-o",
+                   str(tmp_path / "out"), "--alignment-mode", "strict", "--with-redactions", *model],
+        "detect": ["detect", str(files["bad"]), str(files["note"]), "-o", str(tmp_path / "spans.jsonl"), *model],
+        "evaluate": ["evaluate", str(files["good"]), "--json", *model],
+        "evaluate-bad": ["evaluate", str(files["bad"]), *model],
+    }
+    codes = {}
+    for name, argv in runs.items():
+        codes[name] = main(argv)
+        captured = capsys.readouterr()
+        assert no_marker_in(captured.err), name
+        if name == "evaluate":
+            report = json.loads(captured.out)
+            assert no_marker_in(captured.out) and report
+    assert codes == {"redact": 1, "detect": 1, "evaluate": 0, "evaluate-bad": 1}  # bad lines: non-zero exit
+    spans_out = (tmp_path / "spans.jsonl").read_text(encoding="utf-8")
+    assert spans_out.strip() and no_marker_in(spans_out)  # detect writes no text without --with-text
+
+
+def test_console_script_stderr_on_stdin_never_quotes_pii(checkpoint):
+    env_text = "\n".join(MARKED_TEXTS).encode("utf-8")
+    result = subprocess.run(
+        [sys.executable, "-m", "spacy_privfilter", "redact", "-", "--model", str(checkpoint), "--backend", "torch",
+         "--alignment-mode", "strict", "-vv"], input=env_text, capture_output=True, timeout=120)
+    assert result.returncode == 0, result.stderr.decode("utf-8", "replace")[-2000:]
+    stderr = result.stderr.decode("utf-8")
+    assert "AlignmentWarning" in stderr and no_marker_in(stderr)
+    assert result.stdout.decode("utf-8") != "\n".join(MARKED_TEXTS)  # something was redacted
