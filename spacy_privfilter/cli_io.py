@@ -189,7 +189,9 @@ def _parse_line(source: Source, number: int, raw: bytes, text_key: str, encoding
     try:
         record = json.loads(line)
     except json.JSONDecodeError as exc:
-        return Item(source, number, error=f"{where}: invalid JSON ({exc.msg} at column {exc.colno}); line skipped")
+        # json's messages end in " at" ("Invalid control character at"); the column follows.
+        reason = exc.msg.removesuffix(" at")
+        return Item(source, number, error=f"{where}: invalid JSON ({reason}, column {exc.colno}); line skipped")
     if not isinstance(record, dict):
         return Item(source, number, error=f"{where}: expected a JSON object, got {type(record).__name__}; "
                                           f"line skipped")

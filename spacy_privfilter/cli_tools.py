@@ -38,7 +38,8 @@ def read_jsonl(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
             except UnicodeDecodeError as exc:
                 raise InputError(f"{path}:{number}: not valid utf-8 (byte {exc.start} of the line)") from exc
             except json.JSONDecodeError as exc:
-                raise InputError(f"{path}:{number}: invalid JSON ({exc.msg} at column {exc.colno})") from exc
+                reason = exc.msg.removesuffix(" at")  # json's messages may end in " at" before the column
+                raise InputError(f"{path}:{number}: invalid JSON ({reason}, column {exc.colno})") from exc
             if not isinstance(record, dict):
                 raise InputError(f"{path}:{number}: expected a JSON object, got {type(record).__name__}")
             yield number, record
