@@ -164,6 +164,14 @@ def doc_char_spans(doc: Doc, spans_key: str) -> List[CharSpan]:
     return [CharSpan(span.label_, span.start_char, span.end_char, float(score)) for span, score in zip(group, scores)]
 
 
+def _encodable(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
 _PIPELINES: Dict[str, Language] = {}
 _REDACTORS: Dict[str, PrivacyRedactor] = {}
 _CACHE_SIZE = 4
@@ -195,6 +203,10 @@ def redact(text_or_texts: Union[str, Iterable[str]], *, model: str = DEFAULT_MOD
     bad = [i for i, text in enumerate(texts) if not isinstance(text, str)]
     if bad:
         raise TypeError(f"redact() needs strings; items {bad[:10]} are not")
+    bad = [i for i, text in enumerate(texts) if not _encodable(text)]
+    if bad:  # spaCy's string store would fail deep inside its tokenizer with a message quoting the character
+        raise ValueError(f"redact(): items {bad[:10]} contain lone surrogates (U+D800-U+DFFF), which are not "
+                         f"valid Unicode and which spaCy cannot tokenize; read the text with errors='replace'")
     settings = dict(options, style=style, spans_key=spans_key)
     redactor = _cached(_REDACTORS, json.dumps(settings, sort_keys=True, default=str),
                        lambda: PrivacyRedactor(None, **settings))

@@ -365,3 +365,13 @@ def test_console_script_stderr_on_stdin_never_quotes_pii(checkpoint):
     stderr = result.stderr.decode("utf-8")
     assert "AlignmentWarning" in stderr and no_marker_in(stderr)
     assert result.stdout.decode("utf-8") != "\n".join(MARKED_TEXTS)  # something was redacted
+
+
+def test_redact_one_liner_refuses_lone_surrogates_clearly(nlp):
+    import spacy_privfilter
+
+    texts = [MARKED_TEXTS[0], f"{MARKERS[0]} \ud800"]
+    with pytest.raises(ValueError, match=r"items \[1\] contain lone surrogates") as raised:
+        spacy_privfilter.redact(texts, nlp=nlp)
+    assert no_marker_in(str(raised.value))
+    assert spacy_privfilter.redact(MARKED_TEXTS[0], nlp=nlp) == nlp(MARKED_TEXTS[0])._.redacted_text
