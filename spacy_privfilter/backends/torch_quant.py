@@ -5,9 +5,10 @@ used: embedding rows after the lookup, expert matrices one expert at a time insi
 attention, router and classifier matrices are dequantized once at load.
 
 Why keep the experts 8-bit (default ``quantized_experts="keep"``), measured on the full-size random
-artifact, 2 threads: resident memory 1.74 GiB after a 512-token call vs 4.2 GiB when dequantized at load;
-speed 1,206 vs 1,598 tokens/s at 512 tokens and 2,890 vs 2,965 at 4,096 (the per-expert dequantization
-is amortised over more tokens). ``quantized_experts="dequantize"`` trades the memory for the speed.
+artifact, 2 threads (noisy shared CPU): resident memory 1.74 GiB after a 512-token call vs 2.9 GiB when
+dequantized at load; speed ~1,050-1,200 vs ~1,600-1,720 tokens/s at 512 tokens and ~2,750-2,900 vs
+~2,970-3,070 at 4,096 (the per-expert dequantization is amortised over more tokens).
+``quantized_experts="dequantize"`` trades the memory for the speed.
 """
 from __future__ import annotations
 
