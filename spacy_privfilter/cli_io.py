@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import fnmatch
 import json
+import logging
 import os
+import re
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,6 +22,8 @@ Format = Literal["auto", "text", "jsonl", "lines"]
 FORMATS = ("auto", "text", "jsonl", "lines")
 JSONL_SUFFIXES = (".jsonl", ".ndjson")
 BINARY_SNIFF_BYTES = 8192
+_LONE_SURROGATE = re.compile("[\ud800-\udfff]")
+log = logging.getLogger("spacy_privfilter.cli")
 
 
 class UsageError(Exception):
@@ -153,6 +157,20 @@ def _open(source: Source) -> tuple[BinaryIO | None, str | None]:
         return None, f"{source.display}: cannot read ({exc.strerror or type(exc).__name__})"
 
 
+def valid_unicode(text: str, where: str) -> str:
+    """``text`` with lone surrogates (JSON ``"\\ud83d"`` escapes of a cut emoji) read as U+FFFD, one for one.
+
+    spaCy cannot tokenize them (its string store encodes UTF-8), so one such line would stop the whole run;
+    the replacement keeps the length, hence every offset into the text.
+    """
+    if text.isascii():
+        return text
+    text, count = _LONE_SURROGATE.subn("\ufffd", text)
+    if count:
+        log.warning("%s: %d lone surrogate(s) (invalid Unicode, e.g. a cut emoji) read as U+FFFD", where, count)
+    return text
+
+
 def _read_text(source: Source, encoding: str) -> Item:
     handle, error = _open(source)
     if handle is None:
@@ -201,5 +219,5 @@ def _parse_line(source: Source, number: int, raw: bytes, text_key: str, encoding
         keys = ", ".join(sorted(map(str, record))[:10])
         return Item(source, number, error=f"{where}: key {text_key!r} is {found} (keys: {keys}); "
                                           f"use --text-key; line skipped")
-    return Item(source, number, text=text, record=record)
+    return Item(source, number, text=valid_unicode(text, where), record=record)
 

@@ -12,7 +12,7 @@ from itertools import islice
 from pathlib import Path
 from typing import Any, Iterator
 
-from .cli_io import UsageError
+from .cli_io import UsageError, valid_unicode
 from .evaluate import Evaluation, annotated_labels, span_problem
 
 log = logging.getLogger("spacy_privfilter.cli")
@@ -51,7 +51,7 @@ def _gold(path: Path, args: argparse.Namespace) -> Iterator[tuple[str, int, dict
         if not isinstance(text, str) or not isinstance(spans, list):
             raise InputError(f"{path}:{number}: needs a string {args.text_key!r} and a list {args.spans_key!r}")
         _check_spans(text, spans, f"{path}:{number}")
-        yield str(path), number, record, text, spans
+        yield str(path), number, record, valid_unicode(text, f"{path}:{number}"), spans
 
 
 def _check_spans(text: str, spans: list[Any], where: str) -> None:

@@ -375,3 +375,25 @@ def test_redact_one_liner_refuses_lone_surrogates_clearly(nlp):
         spacy_privfilter.redact(texts, nlp=nlp)
     assert no_marker_in(str(raised.value))
     assert spacy_privfilter.redact(MARKED_TEXTS[0], nlp=nlp) == nlp(MARKED_TEXTS[0])._.redacted_text
+
+
+def test_cli_jsonl_with_a_cut_emoji_escape_loses_no_line(checkpoint, tmp_path, capsys):
+    """Regression: a JSON "\\ud83d" escape (an emoji cut by a JavaScript export) stopped the whole run."""
+    from spacy_privfilter.cli import main
+
+    lines = [{"text": MARKED_TEXTS[0], "id": 1}, {"text": f"cut emoji \ud83d for {MARKERS[3]}", "id": 2},
+             {"text": MARKED_TEXTS[1], "id": 3}]
+    source = tmp_path / "export.jsonl"
+    source.write_text("".join(json.dumps(r) + "\n" for r in lines), encoding="ascii")  # escapes, as JSON.stringify
+    model = ["--model", str(checkpoint), "--backend", "torch"]
+    assert main(["redact", str(source), "-o", str(tmp_path / "out.jsonl"), *model]) == 0
+    assert main(["detect", str(source), "-o", str(tmp_path / "spans.jsonl"), *model]) == 0
+    err = capsys.readouterr().err
+    assert err.count("export.jsonl:2: 1 lone surrogate(s)") == 2 and no_marker_in(err)
+    out = [json.loads(line) for line in (tmp_path / "out.jsonl").read_text(encoding="utf-8").splitlines()]
+    assert [r["id"] for r in out] == [1, 2, 3]
+    nlp = make_nlp(checkpoint)
+    expected = nlp(lines[1]["text"].replace("\ud83d", "\ufffd"))._.redacted_text
+    assert out[1]["text"] == expected
+    spans = [json.loads(line) for line in (tmp_path / "spans.jsonl").read_text(encoding="utf-8").splitlines()]
+    assert len(spans) == 3 and all(s["end"] <= len(lines[1]["text"]) for s in spans[1]["spans"])
