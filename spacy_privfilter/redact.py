@@ -132,7 +132,7 @@ def hash_value(value: str, *, key: bytes, length: int = 16) -> str:
     if not key:
         raise ConfigError("hash needs a non-empty key; refusing to use an unkeyed hash")
     norm = normalize_value(value)
-    message = norm.encode("utf-8")
+    message = norm.encode("utf-8", "surrogatepass")  # lone surrogates hash too, rather than crash
     for attempt in range(64):
         digest = hmac.new(key, message + (b"\x00%d" % attempt if attempt else b""), hashlib.sha256).hexdigest()
         digest = digest[:length]
