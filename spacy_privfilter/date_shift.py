@@ -82,9 +82,9 @@ class DateShift:
             year, month, day, has_year, places = date_parts
             try:
                 moment = dt.datetime(year, month, day) + (clock or dt.timedelta())
-            except ValueError:
+                moved = moment + dt.timedelta(days=self.days, minutes=self.minutes if clock is not None else 0)
+            except (ValueError, OverflowError):  # no such date, or one that leaves years 1-9999 when shifted
                 return None
-            moved = moment + dt.timedelta(days=self.days, minutes=self.minutes if clock is not None else 0)
             if not has_year and moved.month == 2 and moved.day == 29:
                 moved -= dt.timedelta(days=1)  # a date written without a year must exist in every year
             edits += self._date_edits(value, places, moved)

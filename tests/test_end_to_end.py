@@ -397,3 +397,27 @@ def test_cli_jsonl_with_a_cut_emoji_escape_loses_no_line(checkpoint, tmp_path, c
     assert out[1]["text"] == expected
     spans = [json.loads(line) for line in (tmp_path / "spans.jsonl").read_text(encoding="utf-8").splitlines()]
     assert len(spans) == 3 and all(s["end"] <= len(lines[1]["text"]) for s in spans[1]["spans"])
+
+
+@pytest.mark.parametrize("seed", [None, 7, "key"])
+def test_redaction_styles_survive_hostile_values(seed):
+    """Regression: dates at the calendar's edges, absurd years and lone surrogates crashed surrogate/hash."""
+    pytest.importorskip("faker")
+    from spacy_privfilter.redact import Redactor, RedactionConfig
+    from spacy_privfilter.spans import CharSpan
+
+    values = [("date", "0001-01-01"), ("date", "9999-12-31"), ("date_of_birth", "31 December 9999"),
+              ("date", "\u0661\u0662\u0663\u0664\u0665\u0666\u0667\u0668\u0669\u0660" + "0001-01-01"),
+              ("time", "0001-01-01 23:59"), ("first_name", f"{MARKERS[0]}\ud800"), ("email", "a\udfff@b.org")]
+    text, spans = "", []
+    for label, value in values:
+        text += "; "
+        spans.append(CharSpan(label, len(text), len(text) + len(value), 0.9))
+        text += value
+    for style in ("surrogate", "hash", "mask", "tag"):
+        redactor = Redactor(RedactionConfig(style=style, seed=seed), hash_key="k")
+        result = redactor.redact(text, spans)
+        assert len(result.redactions) == len(values)
+        for record, (_, value) in zip(result.redactions, values):
+            assert result.redacted_text[record["redacted_start"]:record["redacted_end"]] == record["replacement"]
+            assert record["replacement"] != value
