@@ -75,6 +75,7 @@ def run(nlp: Any, items: Iterable[Item], outputs: Outputs, progress: Progress, *
     crash_after = int(os.environ.get(CRASH_AFTER_ENV, "0") or 0)
     progress.save(done, outputs.sizes)
     for batch in batched(items, batch_size):
+        batch = [_within_limit(item, getattr(nlp, "max_length", 0)) for item in batch]
         docs = iter(nlp.pipe([item.text for item in batch if item.text is not None], batch_size=batch_size))
         for item in batch:
             if item.error is not None:
@@ -97,6 +98,15 @@ def run(nlp: Any, items: Iterable[Item], outputs: Outputs, progress: Progress, *
             nlp = renew()
     outputs.close()
     return stats
+
+
+def _within_limit(item: Item, max_length: int) -> Item:
+    """``item``, or an error item when its text is longer than spaCy accepts (which would stop the whole run)."""
+    if max_length and item.text is not None and len(item.text) > max_length:
+        return Item(item.source, item.line, error=f"{item.where}: {len(item.text)} characters, more than spaCy's "
+                                                  f"nlp.max_length of {max_length}; split it into smaller documents; "
+                                                  f"skipped")
+    return item
 
 
 def summary(verb: str, stats: RunStats) -> str:

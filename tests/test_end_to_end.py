@@ -421,3 +421,21 @@ def test_redaction_styles_survive_hostile_values(seed):
         for record, (_, value) in zip(result.redactions, values):
             assert result.redacted_text[record["redacted_start"]:record["redacted_end"]] == record["replacement"]
             assert record["replacement"] != value
+
+
+def test_cli_skips_a_document_over_max_length_and_keeps_going(checkpoint, tmp_path, capsys):
+    """Regression: one text file over spaCy's nlp.max_length ended the run with 'unexpected ValueError'."""
+    from spacy_privfilter.cli import main
+
+    folder = tmp_path / "notes"
+    folder.mkdir()
+    (folder / "a.txt").write_text(MARKED_TEXTS[0], encoding="utf-8")
+    (folder / "b.txt").write_text((MARKED_TEXTS[1] + " ") * (1_000_001 // len(MARKED_TEXTS[1]) + 1), encoding="utf-8")
+    (folder / "c.txt").write_text(MARKED_TEXTS[1], encoding="utf-8")
+    code = main(["redact", str(folder), "-o", str(tmp_path / "out"), "--model", str(checkpoint), "--backend",
+                 "torch"])
+    err = capsys.readouterr().err
+    assert code == 1 and "b.txt: " in err and "nlp.max_length of 1000000" in err and no_marker_in(err)
+    assert sorted(p.name for p in (tmp_path / "out").iterdir() if not p.name.startswith(".")) == ["a.txt", "c.txt"]
+    nlp = make_nlp(checkpoint)
+    assert (tmp_path / "out" / "c.txt").read_text(encoding="utf-8") == nlp(MARKED_TEXTS[1])._.redacted_text
