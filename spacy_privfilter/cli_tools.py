@@ -74,6 +74,10 @@ def _model_spans(gold: Iterator[Any], args: argparse.Namespace) -> Iterator[tupl
     nlp = build_nlp(args, redact=False)
     key = spans_key_of(nlp)
     while batch := list(islice(gold, args.batch_size)):
+        for row in batch:  # spaCy's own ValueError would name neither the file nor the line
+            if len(row[3]) > nlp.max_length:
+                raise InputError(f"{row[0]}:{row[1]}: {len(row[3])} characters, more than spaCy's nlp.max_length "
+                                 f"of {nlp.max_length}; split the record")
         for row, doc in zip(batch, nlp.pipe([row[3] for row in batch], batch_size=args.batch_size)):
             yield row, doc_spans(doc, key)
 

@@ -439,3 +439,16 @@ def test_cli_skips_a_document_over_max_length_and_keeps_going(checkpoint, tmp_pa
     assert sorted(p.name for p in (tmp_path / "out").iterdir() if not p.name.startswith(".")) == ["a.txt", "c.txt"]
     nlp = make_nlp(checkpoint)
     assert (tmp_path / "out" / "c.txt").read_text(encoding="utf-8") == nlp(MARKED_TEXTS[1])._.redacted_text
+
+
+def test_cli_evaluate_names_a_record_over_max_length(checkpoint, tmp_path, capsys):
+    from spacy_privfilter.cli import main
+
+    long_text = MARKERS[0] + " x" * 500_001
+    data = tmp_path / "gold.jsonl"
+    data.write_text(json.dumps({"text": MARKED_TEXTS[0], "spans": []}) + "\n"
+                    + json.dumps({"text": long_text, "spans": [{"start": 0, "end": 12, "label": "first_name"}]})
+                    + "\n", encoding="utf-8")
+    assert main(["evaluate", str(data), "--model", str(checkpoint), "--backend", "torch"]) == 1
+    err = capsys.readouterr().err
+    assert "gold.jsonl:2: 1000014 characters, more than spaCy's nlp.max_length" in err and no_marker_in(err)
