@@ -150,9 +150,17 @@ class Detector:
         if bad:
             raise TypeError(f"detect_batch needs str texts; items {bad[:10]} are not")
         tokenized = [self.tokenizer.encode(t) if t and not t.isspace() else None for t in texts]
-        logits = self.document_logits([tok.input_ids if tok is not None else None for tok in tokenized])
-        return [self._spans(text, tok, doc_logits) if tok is not None and len(tok) else []
-                for text, tok, doc_logits in zip(texts, tokenized, logits)]
+        results: list[list[CharSpan]] = []
+        # Logits cost 4 * num_labels bytes per token (~0.9 KB for 221 labels), ~40x the tokens themselves, so
+        # they are computed and decoded a group of documents at a time: memory stays bounded by the group size
+        # (or one long document), not by how many texts the caller passes at once.
+        for group in _token_groups(tokenized, GROUP_BATCHES * self.max_batch_tokens):
+            logits = self.document_logits([tokenized[i].input_ids if tokenized[i] is not None else None
+                                           for i in group])
+            results += [self._spans(texts[i], tokenized[i], doc_logits)
+                        if tokenized[i] is not None and len(tokenized[i]) else [] for i, doc_logits in
+                        zip(group, logits)]
+        return results
 
     def document_logits(self, docs: list[np.ndarray | None]) -> list[np.ndarray | None]:
         """float32 [T, C] logits per document (None stays None), via windows packed into batches."""
@@ -189,6 +197,23 @@ class Detector:
             raise ConfigError(f"label_thresholds has unknown classes: {', '.join(unknown)}. Valid classes: "
                               f"{', '.join(self.scheme.classes)}")
         return {str(k): _check_unit(f"label_thresholds[{k!r}]", v) for k, v in thresholds.items()}
+
+
+GROUP_BATCHES = 8  # documents are decoded in groups of about this many model batches of tokens
+
+
+def _token_groups(tokenized: list[TokenizedText | None], max_tokens: int) -> list[list[int]]:
+    """Consecutive index groups whose token counts sum to <= ``max_tokens`` (a longer document goes alone)."""
+    groups: list[list[int]] = [[]]
+    total = 0
+    for i, tok in enumerate(tokenized):
+        size = len(tok) if tok is not None else 0
+        if groups[-1] and total + size > max_tokens:
+            groups.append([])
+            total = 0
+        groups[-1].append(i)
+        total += size
+    return groups if groups[0] else []
 
 
 _OPTIONS = {"biases", "tokenizer", "max_tokens", "max_batch_tokens", "threshold", "label_thresholds"}

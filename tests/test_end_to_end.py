@@ -339,3 +339,21 @@ def test_redaction_styles_survive_hostile_values(seed):
         for record, (_, value) in zip(result.redactions, values):
             assert result.redacted_text[record["redacted_start"]:record["redacted_end"]] == record["replacement"]
             assert record["replacement"] != value
+
+
+def test_logits_are_held_for_a_bounded_group_of_documents():
+    """Regression: detect_batch kept [T, num_labels] logits of every text passed at once (GBs for nlp.pipe's
+    default 1000-doc batches of long texts with 221 labels); now a group of about 8 model batches at a time."""
+    from component_fakes import make_detector
+
+    detector = make_detector(max_tokens=64, max_batch_tokens=512)
+    texts = [f"Jane Doe {i} writes to jane{i}@example.org from 555-01{i:02d}. " * (1 + i % 7) for i in range(120)]
+    texts[60] = texts[60] * 200  # one document longer than a whole group goes alone
+    sizes = []
+    real = detector.document_logits
+    detector.document_logits = lambda docs: sizes.append(sum(len(d) for d in docs if d is not None)) or real(docs)
+    together = detector.detect_batch(texts)
+    longest = len(detector.tokenizer.encode(texts[60]))
+    assert len(sizes) > 3 and max(sizes) == longest > 8 * 512
+    assert sorted(sizes)[-2] <= 8 * 512
+    assert together == [detector.detect(text) for text in texts]  # grouping changes nothing in the results
