@@ -47,8 +47,10 @@ _REDACTIONS_KEY = ("._.", "redactions", None, None)  # where a default-valued ex
 
 def _get_redactions(doc: Doc) -> Optional[List[Dict[str, Any]]]:
     records = doc.user_data.get(_REDACTIONS_KEY)
-    # msgpack (DocBin, nlp.pipe(n_process=...)) brings lists back as tuples; hand out the documented list.
-    return list(records) if isinstance(records, tuple) else records
+    if isinstance(records, tuple):
+        # msgpack (DocBin, nlp.pipe(n_process=...)) brings lists back as tuples; keep the documented list.
+        records = doc.user_data[_REDACTIONS_KEY] = list(records)
+    return records
 
 
 def _set_redactions(doc: Doc, records: Optional[List[Dict[str, Any]]]) -> None:
