@@ -14,6 +14,7 @@ import numpy as np
 from .checkpoint import save_checkpoint
 from .config import ModelConfig
 from .formats import canonical_shapes
+from .quant import round_to_bfloat16
 
 BASE_CLASSES = ("account_number", "private_address", "private_date", "private_email", "private_person",
                 "private_phone", "private_url", "secret")
@@ -122,3 +123,33 @@ def write_random_checkpoint(dst: str | Path, config: ModelConfig, *, format: Sav
 
 __all__ = ["BASE_CLASSES", "NEMOTRON_CLASSES", "RandomStateDict", "bioes_labels", "full_config", "random_state_dict",
            "tiny_config", "write_random_checkpoint"]
+
+
+def margin_state_dict(config: ModelConfig, *, seed: int = 0, label_strength: float = 0.5) -> dict[str, np.ndarray]:
+    """Random weights, rounded to bfloat16, whose logits have trained-like margins.
+
+    Each vocabulary id leans towards one label (its embedding gets ``label_strength`` x that label's direction
+    and the classifier reads those directions), so most tokens have a clear winner while attention and the
+    experts still move the logits. Plain random heads have near-ties everywhere, where any rounding flips argmax;
+    bf16 and 8-bit fidelity are measured on this model.
+    """
+    weights = random_state_dict(config, seed=seed)
+    rng = np.random.default_rng(seed + 1)
+    directions = rng.standard_normal((config.num_labels, config.hidden_size)).astype(np.float32)
+    leaning = rng.integers(0, config.num_labels, config.vocab_size)
+    weights["model.embed_tokens.weight"] = weights["model.embed_tokens.weight"] + label_strength * directions[leaning]
+    weights["score.weight"] = directions / np.sqrt(config.hidden_size)
+    return {k: v if k.endswith("sinks") else round_to_bfloat16(v) for k, v in weights.items()}
+
+
+def random_inputs(vocab_size: int, batch: int, seq: int, *, seed: int,
+                  pad_last: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """Seeded ``input_ids`` int64 (batch, seq) and ``attention_mask`` bool (batch, seq); the last row is
+    right-padded by ``pad_last`` positions (id 0, mask False)."""
+    rng = np.random.default_rng(seed)
+    input_ids = rng.integers(0, vocab_size, (batch, seq))
+    attention_mask = np.ones((batch, seq), dtype=bool)
+    if pad_last:
+        attention_mask[-1, seq - pad_last:] = False
+        input_ids[-1, seq - pad_last:] = 0
+    return input_ids, attention_mask

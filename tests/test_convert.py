@@ -22,14 +22,14 @@ from spacy_privfilter.convert import convert, main  # noqa: E402
 from spacy_privfilter.errors import ConfigError, ModelNotFoundError  # noqa: E402
 from spacy_privfilter.testing import tiny_config, write_random_checkpoint  # noqa: E402
 
-from test_mlx_model import inputs, margin_state_dict  # noqa: E402
+from spacy_privfilter.testing import margin_state_dict, random_inputs  # noqa: E402
 
 # The sequence (30 tokens) is longer than the window (8) and than the (8 - 1) // 2 = 3 that OpenMed's converter
 # writes into config.json as explicit contexts, so the interop checks also prove that such artifacts run with
 # the trained one-sided window here.
 CONFIG = dict(vocab_size=2000, hidden_size=128, intermediate_size=128, num_local_experts=16,
               num_hidden_layers=3, sliding_window=8)
-IDS, MASK = inputs(2000, 2, 30, seed=1, pad_last=6)
+IDS, MASK = random_inputs(2000, 2, 30, seed=1, pad_last=6)
 
 
 def _logits(folder: Path, **options) -> np.ndarray:
@@ -69,7 +69,7 @@ def test_8bit_artifact_round_trips_and_agrees_with_bf16(hf_bf16: Path, tmp_path:
     assert weights["block.0.mlp.swiglu.scales"].dtype == mx.bfloat16
     converted = _logits(out)
     assert np.abs(converted - _logits(hf_bf16, quantize=8))[MASK].max() <= 1e-5
-    ids, mask = inputs(2000, 1, 1200, seed=7)
+    ids, mask = random_inputs(2000, 1, 1200, seed=7)
     q8 = load(inspect_checkpoint(out), device="cpu").logits(ids, mask)
     bf16 = load(inspect_checkpoint(hf_bf16), device="cpu").logits(ids, mask)
     agreement = float((q8.argmax(-1) == bf16.argmax(-1)).mean())

@@ -21,7 +21,7 @@ from spacy_privfilter.checkpoint import inspect_checkpoint, save_checkpoint  # n
 from spacy_privfilter.errors import CheckpointError, ConfigError  # noqa: E402
 from spacy_privfilter.testing import random_state_dict, tiny_config, write_random_checkpoint  # noqa: E402
 
-from test_mlx_model import inputs, margin_state_dict  # noqa: E402
+from spacy_privfilter.testing import margin_state_dict, random_inputs  # noqa: E402
 
 VOCAB = 500
 
@@ -33,7 +33,7 @@ def _load(folder: Path, **options) -> MlxBackend:
 def test_hf_opf_and_mlx_copies_of_the_same_weights_give_the_same_logits(tmp_path: Path) -> None:
     config = tiny_config(vocab_size=VOCAB, classifier_bias=True)
     weights = random_state_dict(config, seed=8)
-    ids, mask = inputs(VOCAB, 2, 31, seed=4, pad_last=6)
+    ids, mask = random_inputs(VOCAB, 2, 31, seed=4, pad_last=6)
     results = {fmt: _load(save_checkpoint(weights, config, tmp_path / fmt, format=fmt, dtype="float32"))
                .logits(ids, mask) for fmt in ("hf", "opf", "mlx-bf16")}
     assert all(r.dtype == np.float32 and r.shape == (2, 31, config.num_labels) for r in results.values())
@@ -46,7 +46,7 @@ def test_load_backend_runs_mlx_on_linux_when_asked(tmp_path: Path) -> None:
     folder = write_random_checkpoint(tmp_path / "hf", config, format="hf", seed=1)
     backend = load_backend(folder, backend="mlx", device="cpu", dtype="float32")
     assert isinstance(backend, MlxBackend) and backend.name == "mlx"
-    ids, mask = inputs(VOCAB, 1, 9, seed=0)
+    ids, mask = random_inputs(VOCAB, 1, 9, seed=0)
     assert np.isfinite(backend.logits(ids, mask)).all()
 
 
@@ -95,7 +95,7 @@ def test_quantize_on_load_matches_the_artifact_layout_and_keeps_argmax(tmp_path:
                          num_hidden_layers=3, sliding_window=16)
     weights = margin_state_dict(config, seed=5)
     folder = save_checkpoint(weights, config, tmp_path / "hf", format="hf", dtype="bfloat16")
-    ids, mask = inputs(2000, 1, 1200, seed=6)
+    ids, mask = random_inputs(2000, 1, 1200, seed=6)
     bf16 = _load(folder)
     q8 = _load(folder, quantize=8)
     assert q8.quantization is not None and q8.quantization.bits == 8 and q8.quantization.group_size == 64
@@ -164,7 +164,7 @@ def test_gather_kernels_and_the_cpu_expert_loop_agree(tmp_path: Path, fmt: str, 
     config = tiny_config(vocab_size=VOCAB, hidden_size=128, intermediate_size=128, num_local_experts=16)
     folder = write_random_checkpoint(tmp_path / fmt, config, format=fmt, seed=6, dtype=dtype)
     backend = _load(folder, dtype="float32")  # gather_mm on the CPU accepts float32 only
-    ids, mask = inputs(VOCAB, 2, 40, seed=3, pad_last=9)
+    ids, mask = random_inputs(VOCAB, 2, 40, seed=3, pad_last=9)
     results = {}
     for looped in (True, False):
         for layer in backend.model.layers:

@@ -16,8 +16,7 @@ from spacy_privfilter.backends.mlx_model import RotaryEmbedding  # noqa: E402
 from spacy_privfilter.config import ModelConfig  # noqa: E402
 from spacy_privfilter.decode import log_softmax, tags_to_token_spans, viterbi  # noqa: E402
 from spacy_privfilter.labels import LabelScheme  # noqa: E402
-from spacy_privfilter.quant import round_to_bfloat16  # noqa: E402
-from spacy_privfilter.testing import random_state_dict, tiny_config  # noqa: E402
+from spacy_privfilter.testing import margin_state_dict, random_inputs, random_state_dict, tiny_config  # noqa: E402
 
 
 def mlx_logits(config: ModelConfig, weights: dict, ids: np.ndarray, mask: np.ndarray, *,
@@ -28,27 +27,6 @@ def mlx_logits(config: ModelConfig, weights: dict, ids: np.ndarray, mask: np.nda
             layer.self_attn.block_size = block_size
     out = model(mx.array(ids.astype(np.int32)), mx.array(mask))
     return np.array(out.astype(mx.float32))
-
-
-def inputs(vocab: int, batch: int, seq: int, seed: int, pad_last: int = 0) -> tuple[np.ndarray, np.ndarray]:
-    rng = np.random.default_rng(seed)
-    ids = rng.integers(0, vocab, (batch, seq))
-    mask = np.ones((batch, seq), dtype=bool)
-    if pad_last:
-        mask[-1, seq - pad_last:] = False
-        ids[-1, seq - pad_last:] = 0
-    return ids, mask
-
-
-def margin_state_dict(config: ModelConfig, *, seed: int = 0, label_strength: float = 0.5) -> dict:
-    """bf16-rounded random weights with trained-like margins: each vocabulary id leans towards one label."""
-    weights = random_state_dict(config, seed=seed)
-    rng = np.random.default_rng(seed + 1)
-    directions = rng.standard_normal((config.num_labels, config.hidden_size)).astype(np.float32)
-    leaning = rng.integers(0, config.num_labels, config.vocab_size)
-    weights["model.embed_tokens.weight"] += label_strength * directions[leaning]
-    weights["score.weight"] = directions / np.sqrt(config.hidden_size)
-    return {k: v if k.endswith("sinks") else round_to_bfloat16(v) for k, v in weights.items()}
 
 
 def spans(logits: np.ndarray, mask: np.ndarray, config: ModelConfig) -> list:
@@ -118,7 +96,7 @@ def test_float32_logits_and_spans_match_torch_and_transformers(heads, kv_heads, 
     config = tiny_config(vocab_size=400, num_attention_heads=heads, num_key_value_heads=kv_heads,
                          num_experts_per_tok=top_k, sliding_window=window, intermediate_size=48)
     weights = random_state_dict(config, seed=heads + top_k)
-    ids, mask = inputs(400, batch, seq, seed=seq, pad_last=pad)
+    ids, mask = random_inputs(400, batch, seq, seed=seq, pad_last=pad)
     got = mlx_logits(config, weights, ids, mask, block_size=8)
 
     tensors = {k: torch.from_numpy(np.asarray(v)) for k, v in weights.items()}
@@ -140,11 +118,11 @@ def test_float32_logits_and_spans_match_torch_and_transformers(heads, kv_heads, 
 def test_right_padding_does_not_change_real_tokens() -> None:
     config = tiny_config(vocab_size=300, sliding_window=3)
     weights = random_state_dict(config, seed=3)
-    ids, mask = inputs(300, 1, 29, seed=1)
+    ids, mask = random_inputs(300, 1, 29, seed=1)
     alone = mlx_logits(config, weights, ids, mask)
     padded_ids = np.concatenate([ids, np.zeros((1, 11), dtype=ids.dtype)], axis=1)
     padded_mask = np.concatenate([mask, np.zeros((1, 11), dtype=bool)], axis=1)
-    batch_ids = np.concatenate([padded_ids, inputs(300, 1, 40, seed=2)[0]])
+    batch_ids = np.concatenate([padded_ids, random_inputs(300, 1, 40, seed=2)[0]])
     batch_mask = np.concatenate([padded_mask, np.ones((1, 40), dtype=bool)])
     batched = mlx_logits(config, weights, batch_ids, batch_mask)
     assert np.abs(batched[0, :29] - alone[0]).max() <= 1e-5
@@ -153,7 +131,7 @@ def test_right_padding_does_not_change_real_tokens() -> None:
 def test_block_size_does_not_change_logits() -> None:
     config = tiny_config(vocab_size=300, sliding_window=5)
     weights = random_state_dict(config, seed=4)
-    ids, mask = inputs(300, 2, 45, seed=5, pad_last=7)
+    ids, mask = random_inputs(300, 2, 45, seed=5, pad_last=7)
     reference = mlx_logits(config, weights, ids, mask, block_size=45)
     for block in (1, 6, 16):
         got = mlx_logits(config, weights, ids, mask, block_size=block)
@@ -167,7 +145,7 @@ def test_bfloat16_argmax_agrees_with_float32() -> None:
     config = tiny_config(vocab_size=2000, hidden_size=128, intermediate_size=128, num_local_experts=16,
                          num_hidden_layers=4, sliding_window=16)
     weights = margin_state_dict(config)
-    ids, mask = inputs(2000, 1, 2000, seed=11)
+    ids, mask = random_inputs(2000, 1, 2000, seed=11)
     reference = mlx_logits(config, weights, ids, mask)
     bf16 = mlx_logits(config, weights, ids, mask, dtype="bfloat16")
     ours = float((bf16.argmax(-1) == reference.argmax(-1)).mean())
@@ -190,7 +168,7 @@ def test_full_architecture_shape_matches_torch() -> None:
     # float32 runtimes, and attention spreads that token's change to every token by the last layer.
     config = full_config(vocab_size=2048, dtype="float32", num_hidden_layers=2)
     weights = random_state_dict(config, seed=5)
-    ids, mask = inputs(2048, 2, 300, seed=3, pad_last=40)
+    ids, mask = random_inputs(2048, 2, 300, seed=3, pad_last=40)
     got = mlx_logits(config, weights, ids, mask)
     tensors = {k: torch.from_numpy(np.asarray(v)) for k, v in weights.items()}
     want = TorchBackend.from_state_dict(tensors, config, device="cpu", dtype="float32").logits(ids, mask)

@@ -16,7 +16,8 @@ transformers = pytest.importorskip("transformers")
 from spacy_privfilter.backends.torch_backend import TorchBackend, load  # noqa: E402
 from spacy_privfilter.checkpoint import inspect_checkpoint, save_checkpoint  # noqa: E402
 from spacy_privfilter.config import ModelConfig  # noqa: E402
-from spacy_privfilter.testing import full_config, random_state_dict, tiny_config  # noqa: E402
+from spacy_privfilter.testing import (full_config, margin_state_dict, random_inputs, random_state_dict,  # noqa: E402
+                                      tiny_config)  # noqa: E402
 
 
 def hf_model(config: ModelConfig, weights: dict, dtype: torch.dtype = torch.float32, experts: str = "eager"):
@@ -42,33 +43,6 @@ def hf_logits(model, input_ids: np.ndarray, attention_mask: np.ndarray) -> np.nd
     return out.logits.float().numpy()
 
 
-def margin_state_dict(config: ModelConfig, *, seed: int = 0, label_strength: float = 0.5) -> dict:
-    """Random weights, rounded to bfloat16, whose logits have trained-like margins.
-
-    Each vocabulary id leans towards one label (its embedding gets ``label_strength`` x that label's direction
-    and the classifier reads those directions), so most tokens have a clear winner while attention and the
-    experts still move the logits. Plain random heads have near-ties everywhere, where any rounding flips argmax.
-    """
-    weights = random_state_dict(config, seed=seed)
-    rng = np.random.default_rng(seed + 1)
-    directions = rng.standard_normal((config.num_labels, config.hidden_size)).astype(np.float32)
-    leaning = rng.integers(0, config.num_labels, config.vocab_size)
-    weights["model.embed_tokens.weight"] += label_strength * directions[leaning]
-    weights["score.weight"] = directions / np.sqrt(config.hidden_size)
-    return {k: v if k.endswith("sinks") else torch.from_numpy(v).bfloat16().float().numpy()
-            for k, v in weights.items()}
-
-
-def _inputs(vocab: int, batch: int, seq: int, seed: int, pad_last: int = 0) -> tuple[np.ndarray, np.ndarray]:
-    rng = np.random.default_rng(seed)
-    ids = rng.integers(0, vocab, (batch, seq))
-    mask = np.ones((batch, seq), dtype=bool)
-    if pad_last:
-        mask[-1, seq - pad_last:] = False
-        ids[-1, seq - pad_last:] = 0
-    return ids, mask
-
-
 def _ours(config: ModelConfig, weights: dict, dtype: str = "float32", **options) -> TorchBackend:
     tensors = {k: v if isinstance(v, torch.Tensor) else torch.from_numpy(np.asarray(v)) for k, v in weights.items()}
     return TorchBackend.from_state_dict(tensors, config, device="cpu", dtype=dtype, **options)
@@ -85,7 +59,7 @@ def test_float32_logits_match_transformers(heads: int, kv_heads: int, top_k: int
     config = tiny_config(vocab_size=400, num_attention_heads=heads, num_key_value_heads=kv_heads,
                          num_experts_per_tok=top_k, sliding_window=window, intermediate_size=48)
     weights = random_state_dict(config, seed=heads + top_k)
-    ids, mask = _inputs(400, batch, seq, seed=seq, pad_last=pad)
+    ids, mask = random_inputs(400, batch, seq, seed=seq, pad_last=pad)
     want = hf_logits(hf_model(config, weights), ids, mask)
     got = _ours(config, weights, block_size=8).logits(ids, mask)
     assert np.abs(got - want)[mask].max() <= 1e-4
@@ -99,7 +73,7 @@ def test_full_architecture_shape_matches_transformers() -> None:
     for name in [k for k in weights if k.endswith(("gate_up_proj", "down_proj"))]:
         # the runtime's [E, out, in] memory layout up front, so the two models share one copy (~5 GB float32)
         weights[name] = torch.from_numpy(weights.pop(name)).transpose(1, 2).contiguous().transpose(1, 2)
-    ids, mask = _inputs(2048, 2, 300, seed=3, pad_last=40)
+    ids, mask = random_inputs(2048, 2, 300, seed=3, pad_last=40)
     want = hf_logits(hf_model(config, weights), ids, mask)
     got = _ours(config, weights).logits(ids, mask)
     assert np.abs(got - want)[mask].max() <= 1e-4
@@ -114,7 +88,7 @@ def test_bfloat16_argmax_agrees_with_float32_at_least_as_often_as_transformers()
     config = tiny_config(vocab_size=2000, hidden_size=128, intermediate_size=128, num_local_experts=16,
                          num_hidden_layers=4, sliding_window=16)
     weights = margin_state_dict(config)
-    ids, mask = _inputs(2000, 1, 2000, seed=11)
+    ids, mask = random_inputs(2000, 1, 2000, seed=11)
     reference = _ours(config, weights).logits(ids, mask)
     ours = _agreement(_ours(config, weights, dtype="bfloat16").logits(ids, mask), reference)
     eager = _agreement(hf_logits(hf_model(config, weights, torch.bfloat16), ids, mask), reference)
@@ -132,7 +106,7 @@ def _write(weights: dict, config: ModelConfig, folder: Path, fmt: str, dtype: st
 def test_hf_opf_and_mlx_copies_of_the_same_weights_give_the_same_logits(tmp_path: Path) -> None:
     config = tiny_config(vocab_size=500, classifier_bias=True)
     weights = random_state_dict(config, seed=8)
-    ids, mask = _inputs(500, 2, 31, seed=4, pad_last=6)
+    ids, mask = random_inputs(500, 2, 31, seed=4, pad_last=6)
     # float32 storage: every format then holds bit-identical values (MLX keeps norms float32, HF would round them)
     results = {fmt: load(inspect_checkpoint(_write(weights, config, tmp_path, fmt, "float32")), device="cpu",
                          dtype="float32").logits(ids, mask)
@@ -146,7 +120,7 @@ def test_8bit_artifact_agrees_with_bf16_on_argmax(tmp_path: Path) -> None:
     config = tiny_config(vocab_size=2000, hidden_size=128, intermediate_size=128, num_local_experts=16,
                          num_hidden_layers=4, sliding_window=16)
     weights = margin_state_dict(config, seed=2)
-    ids, mask = _inputs(2000, 1, 1500, seed=12)
+    ids, mask = random_inputs(2000, 1, 1500, seed=12)
     bf16 = load(inspect_checkpoint(_write(weights, config, tmp_path, "mlx-bf16", "bfloat16")), device="cpu")
     q8 = load(inspect_checkpoint(_write(weights, config, tmp_path, "mlx-8bit", "bfloat16")), device="cpu")
     agreement = _agreement(q8.logits(ids, mask), bf16.logits(ids, mask))
