@@ -1,7 +1,6 @@
 """PyTorch model pieces against independent float64 references written here from the spec (section 2)."""
 from __future__ import annotations
 
-import math
 
 import numpy as np
 import pytest
