@@ -54,7 +54,7 @@ CONTENDERS: tuple[Contender, ...] = (
     Contender("torch-fp32", "spacy-privfilter torch fp32", "project", HF, dtype="float32",
               requires=("torch",)),
     Contender("torch-int8", "spacy-privfilter torch 8-bit", "project", MLX_8BIT, dtype="auto",
-              requires=("torch",), pipe=True, cold=True),
+              requires=("torch",), cold=True),
     Contender("mlx-bf16", "spacy-privfilter MLX bf16", "project", MLX_BF16, backend="mlx",
               requires=("mlx.core",), devices=("cpu",)),
     Contender("mlx-int8", "spacy-privfilter MLX 8-bit", "project", MLX_8BIT, backend="mlx",

@@ -27,6 +27,16 @@ def peak_rss_mb() -> float:
     return peak / 2**20 if sys.platform == "darwin" else peak / 1024  # bytes on macOS, KiB on Linux
 
 
+def reset_peak_rss() -> bool:
+    """Reset the peak (VmHWM) to the current RSS (Linux >= 4.0), so later peaks exclude loading transients."""
+    try:
+        with open(f"/proc/{os.getpid()}/clear_refs", "w", encoding="ascii") as fh:
+            fh.write("5")
+        return True
+    except OSError:
+        return False
+
+
 def available_mb() -> float | None:
     """MemAvailable from /proc/meminfo in MiB (None where unknown)."""
     try:

@@ -16,8 +16,8 @@ import numpy as np
 from . import setup_environment
 from .checkpoints import benchmark_config
 from .contenders import by_name, load, quadratic_bytes
-from .measure import (available_mb, flops_per_token, machine_description, matmul_gflops, peak_rss_mb, rss_mb,
-                      summarize, time_call)
+from .measure import (available_mb, flops_per_token, machine_description, matmul_gflops, peak_rss_mb,
+                      reset_peak_rss, rss_mb, summarize, time_call)
 from .workloads import Workloads, count_tokens, get_encoding
 
 
@@ -31,7 +31,8 @@ def main(argv: list[str]) -> int:
     except Exception as exc:  # noqa: BLE001 - a failing contender is reported, the suite goes on
         result.update(status="failed", reason=f"{type(exc).__name__}: {_first_line(exc)}")
         traceback.print_exc()
-    result["peak_rss_mb"] = peak_rss_mb()
+    result["peak_rss_mb"] = peak_rss_mb()  # since the reset after loading, where the job made one
+    result["rss_end_mb"] = rss_mb()
     result.update(_gpu_peak(spec.get("device", "cpu")))
     Path(argv[1]).write_text(json.dumps(result, indent=1), encoding="utf-8")
     return 0
@@ -59,10 +60,12 @@ def scaling_job(spec: dict) -> dict:
     runner = load(contender, Path(spec["checkpoint_dir"]), device=spec["device"])
     # A one-token forward is part of loading: lazy loaders (MLX) only read weights when first used.
     runner.forward(workloads.single_ids(1), np.ones((1, 1), dtype=bool))
-    out: dict = {"load_s": time.perf_counter() - start, "rss_after_load_mb": rss_mb(), "lengths": {}}
+    out: dict = {"load_s": time.perf_counter() - start, "rss_after_load_mb": rss_mb(),
+                 "load_peak_rss_mb": peak_rss_mb(), "lengths": {}}
+    # Peaks from here on are what running costs; loading transients (mmap + copy) were recorded above.
+    out["peak_reset"] = reset_peak_rss()
     warm = workloads.single_ids(min(128, spec["lengths"][0]))
-    for _ in range(2):
-        runner.forward(warm, np.ones_like(warm, dtype=bool))
+    runner.forward(warm, np.ones_like(warm, dtype=bool))
     previous: tuple[int, float] | None = None  # (length, seconds per run)
     first_tps: float | None = None  # at the shortest length: the basis for the batch's time projection
     for length in spec["lengths"]:
@@ -134,7 +137,8 @@ def pipe_job(spec: dict) -> dict:
     nlp.add_pipe("privacy_filter", config={"model": str(spec["checkpoint_dir"]), "backend": contender.backend,
                                            "device": spec["device"], "dtype": contender.dtype})
     nlp(documents[0])  # weights load lazily; the first doc pays for it
-    out: dict = {"load_s": time.perf_counter() - start, "rss_after_load_mb": rss_mb(), "batch_sizes": {}}
+    out: dict = {"load_s": time.perf_counter() - start, "rss_after_load_mb": rss_mb(),
+                 "load_peak_rss_mb": peak_rss_mb(), "batch_sizes": {}, "peak_reset": reset_peak_rss()}
     timer = ModelTimer.install(nlp.get_pipe("privacy_filter"))
     shards = np.array_split(np.arange(len(documents)), spec["repeats"])
     for batch_size in spec["batch_sizes"]:
