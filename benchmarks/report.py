@@ -37,6 +37,8 @@ def _columns(results: dict) -> list[str]:
 
 def _rows(results: dict):
     for name, entry in results["contenders"].items():
+        if entry.get("status") == "ok" and "scaling" not in entry:
+            continue  # not run (yet): a partial write during the run, or --only without "scaling"
         yield name, entry, (entry.get("scaling") or {})
 
 
