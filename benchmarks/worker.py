@@ -32,7 +32,6 @@ def main(argv: list[str]) -> int:
         result.update(status="failed", reason=f"{type(exc).__name__}: {_first_line(exc)}")
         traceback.print_exc()
     result["peak_rss_mb"] = peak_rss_mb()  # since the reset after loading, where the job made one
-    result["rss_end_mb"] = rss_mb()
     result.update(_gpu_peak(spec.get("device", "cpu")))
     Path(argv[1]).write_text(json.dumps(result, indent=1), encoding="utf-8")
     return 0
@@ -90,6 +89,7 @@ def scaling_job(spec: dict) -> dict:
         out["batch32"] = _batch_job(runner, workloads, spec, first_tps)
     except (MemoryError, RuntimeError) as exc:
         out["batch32"] = {"skipped": f"failed: {type(exc).__name__}"}
+    out["rss_end_mb"] = rss_mb()  # while the model is still alive (after return it may be freed)
     return out
 
 
