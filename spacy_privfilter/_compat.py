@@ -5,7 +5,6 @@
 from __future__ import annotations
 
 import importlib.util
-import os
 import platform
 import sys
 
@@ -44,22 +43,3 @@ def require(name: str, purpose: str) -> None:
         hint = INSTALL_HINTS.get(name, f"pip install {name}")
         raise BackendUnavailableError(f"{purpose} needs the '{name}' package, which is not installed. Fix: {hint}")
 
-
-_FORK_HOOK_REGISTERED = False
-
-
-def _single_threaded_after_fork() -> None:
-    # torch's CPU thread pool (GNU OpenMP / MKL) does not survive fork(): a child that runs a model the parent
-    # has already used blocks forever on the pool's futex. One thread per child avoids the pool entirely, and
-    # a forked child (nlp.pipe(n_process=N)) gets its parallelism from the processes anyway.
-    torch = sys.modules.get("torch")  # never imported here: only a parent that loaded torch needs this
-    if torch is not None:
-        torch.set_num_threads(1)
-
-
-def protect_forked_children() -> None:
-    """Make model calls in fork()ed children (spaCy's ``n_process``) safe; idempotent, no-op without fork."""
-    global _FORK_HOOK_REGISTERED
-    if not _FORK_HOOK_REGISTERED and hasattr(os, "register_at_fork"):
-        os.register_at_fork(after_in_child=_single_threaded_after_fork)
-        _FORK_HOOK_REGISTERED = True

@@ -20,7 +20,6 @@ from typing import Any, Iterable, Mapping, NamedTuple
 
 import numpy as np
 
-from ._compat import protect_forked_children
 from .decode import log_softmax, viterbi
 from .errors import ConfigError
 from .labels import LabelScheme, TransitionBiases
@@ -91,7 +90,6 @@ class Detector:
                  tokenizer: Tokenizer | str | os.PathLike | None = None, max_tokens: int = 8192,
                  max_batch_tokens: int = 16384, threshold: float = 0.0,
                  label_thresholds: Mapping[str, float] | None = None) -> None:
-        protect_forked_children()  # spaCy's nlp.pipe(n_process=N) forks after the model may have run
         self.backend = backend
         self.scheme = LabelScheme.from_id2label(backend.config.id2label)
         if biases is None:  # the checkpoint's own operating point (viterbi_calibration.json), if it has one

@@ -4,6 +4,8 @@
 """
 from __future__ import annotations
 
+import os
+
 from typing import Any, Mapping
 
 import numpy as np
@@ -130,6 +132,17 @@ def _install_quantized(model: PrivacyFilterModel, state_dict: Mapping[str, Any],
         if isinstance(gate_up, QuantizedWeight) or isinstance(down, QuantizedWeight):
             layer.mlp.experts = QuantizedExperts.from_experts(layer.mlp.experts, gate_up, down, dtype=dtype,
                                                                device=device)
+
+
+def _single_threaded_after_fork() -> None:
+    # torch's CPU thread pool (GNU OpenMP / MKL) does not survive fork(): a child that runs a model the parent
+    # has already used blocks forever on the pool's futex. One thread per child avoids the pool entirely, and
+    # a forked child (spaCy's nlp.pipe(n_process=N)) gets its parallelism from the processes anyway.
+    torch.set_num_threads(1)
+
+
+if hasattr(os, "register_at_fork"):  # once per process: this module is imported once
+    os.register_at_fork(after_in_child=_single_threaded_after_fork)
 
 
 class TorchBackend:
