@@ -191,6 +191,18 @@ class Experts(nn.Module):
         self.down_proj_bias = nn.Parameter(torch.zeros(e, dim), requires_grad=False)
         self.alpha, self.limit = config.swiglu_alpha, config.swiglu_limit
         self.compute_dtype: torch.dtype | None = None  # None: the dtype of the stored weights
+        self.row_multiple = 8  # each expert's rows are padded to a multiple of this (see _pad_groups)
+
+    @classmethod
+    def like(cls, other: "Experts") -> "Experts":
+        """A ``cls`` with ``other``'s settings and biases but no weight matrices (subclasses add theirs)."""
+        new = cls.__new__(cls)
+        nn.Module.__init__(new)
+        new.num_experts, new.intermediate_size = other.num_experts, other.intermediate_size
+        new.alpha, new.limit = other.alpha, other.limit
+        new.compute_dtype, new.row_multiple = other.compute_dtype, other.row_multiple
+        new.gate_up_proj_bias, new.down_proj_bias = other.gate_up_proj_bias, other.down_proj_bias
+        return new
 
     def expert_weight(self, name: str, expert: int, dtype: torch.dtype) -> torch.Tensor:
         """Dense [in, out] weight of one expert in ``dtype`` (quantized subclasses dequantize here)."""
@@ -212,30 +224,51 @@ class Experts(nn.Module):
         order = torch.argsort(flat, stable=True)  # token-expert pairs grouped by expert, ascending id
         token_of_pair = order // top_k
         pair_weights = routing_weights.reshape(-1)[order].float()
-        counts = torch.bincount(flat, minlength=self.num_experts).tolist()
+        counts = torch.bincount(flat, minlength=self.num_experts)
+        if self.row_multiple > 1:
+            token_of_pair, pair_weights, counts = _pad_groups(flat[order], token_of_pair, pair_weights, counts,
+                                                              self.row_multiple)
+        counts = counts.tolist()
         x_pairs = x[token_of_pair].to(dtype)
         out = torch.zeros(n_tokens, x.shape[1], dtype=torch.float32, device=x.device)
         # Experts are processed in runs of about _PAIRS_PER_CHUNK pairs so the float32 SwiGLU and the
         # weighting work on cache-sized slabs instead of streaming [N*k, 2I] buffers through memory.
         for experts, start, stop in _expert_runs(counts, _PAIRS_PER_CHUNK):
-            gate_up = torch.empty(stop - start, 2 * self.intermediate_size, dtype=dtype, device=x.device)
-            self._matmuls("gate_up_proj", experts, counts, x_pairs[start:stop], gate_up, dtype)
+            gate_up = self._matmuls("gate_up_proj", experts, counts, x_pairs[start:stop], dtype)
             hidden = self.swiglu(gate_up).to(dtype)
-            y = torch.empty(stop - start, x.shape[1], dtype=dtype, device=x.device)
-            self._matmuls("down_proj", experts, counts, hidden, y, dtype)
+            y = self._matmuls("down_proj", experts, counts, hidden, dtype)
             out.index_add_(0, token_of_pair[start:stop], y.float().mul_(pair_weights[start:stop, None]))
         return out
 
-    def _matmuls(self, name: str, experts: list[int], counts: list[int], rows: torch.Tensor, out: torch.Tensor,
-                 dtype: torch.dtype) -> None:
-        """out[rows of expert e] = rows[...] @ W[e] + b[e] for each expert of a run (rows grouped by expert)."""
+    def _matmuls(self, name: str, experts: list[int], counts: list[int], rows: torch.Tensor,
+                 dtype: torch.dtype) -> torch.Tensor:
+        """rows[of expert e] @ W[e] + b[e] for each expert of a run (rows grouped by expert), stacked."""
         bias_all = getattr(self, name + "_bias")
+        out = torch.empty(rows.shape[0], bias_all.shape[-1], dtype=dtype, device=rows.device)
         start = 0
         for expert in experts:
             stop = start + counts[expert]
             torch.addmm(bias_all[expert].to(dtype), rows[start:stop], self.expert_weight(name, expert, dtype),
                         out=out[start:stop])
             start = stop
+        return out
+
+
+def _pad_groups(expert_of_pair: torch.Tensor, token_of_pair: torch.Tensor, pair_weights: torch.Tensor,
+                counts: torch.Tensor, multiple: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Round every expert's group of rows up to a multiple of ``multiple``.
+
+    Padding rows repeat token 0 with weight 0, so they add nothing. Fewer distinct row counts mean fewer
+    oneDNN kernels: each new matmul shape is compiled once and cached with its buffers.
+    """
+    padded = (counts + multiple - 1) // multiple * multiple
+    shift = (torch.cumsum(padded, 0) - padded) - (torch.cumsum(counts, 0) - counts)
+    slot = torch.arange(expert_of_pair.shape[0], device=counts.device) + shift[expert_of_pair]
+    total = int(padded.sum())
+    tokens = torch.zeros(total, dtype=token_of_pair.dtype, device=counts.device)
+    weights = torch.zeros(total, dtype=pair_weights.dtype, device=counts.device)
+    tokens[slot], weights[slot] = token_of_pair, pair_weights
+    return tokens, weights, padded
 
 
 def _expert_runs(counts: list[int], target: int):

@@ -113,11 +113,7 @@ class QuantizedExperts(Experts):
     @classmethod
     def from_experts(cls, dense: Experts, gate_up: Any, down: Any, *, dtype: torch.dtype,
                      device: torch.device) -> "QuantizedExperts":
-        new = cls.__new__(cls)
-        nn.Module.__init__(new)
-        new.num_experts, new.intermediate_size = dense.num_experts, dense.intermediate_size
-        new.alpha, new.limit, new.compute_dtype = dense.alpha, dense.limit, dense.compute_dtype
-        new.gate_up_proj_bias, new.down_proj_bias = dense.gate_up_proj_bias, dense.down_proj_bias
+        new = cls.like(dense)
         for name, value, want in (("gate_up_proj", gate_up, dense.gate_up_proj.shape),
                                   ("down_proj", down, dense.down_proj.shape)):
             if not isinstance(value, QuantizedWeight):
