@@ -45,7 +45,7 @@ from typing import Any, Literal, Mapping
 from .config import HF_MODEL_TYPE, OPF_MODEL_TYPE, ModelConfig, QuantizationConfig
 from .errors import CheckpointError, ModelNotFoundError
 from .hub import resolve_model_path
-from .safetensors_io import read_header
+from .safetensors_io import FileRegion, read_header
 
 CheckpointFormat = Literal["hf", "opf", "mlx"]
 SAVE_FORMATS = ("hf", "opf", "mlx-bf16", "mlx-8bit")
@@ -75,6 +75,7 @@ class QuantizedWeight:
     biases: Any
     bits: int
     group_size: int
+    source: FileRegion | None = None  # where ``weight``'s bytes lie on disk, when read from a file
 
 
 def _read_json(path: Path) -> Any:

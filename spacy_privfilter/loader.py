@@ -167,7 +167,9 @@ def _load_opf_layout(info: CheckpointInfo, reader: _Reader) -> dict[str, Any]:
             for target, (a, b) in zip(targets, bounds):
                 out[target] = QuantizedWeight(*(p[a:b] for p in parts), bits=quant.bits, group_size=quant.group_size)
         else:
-            out[targets[0]] = QuantizedWeight(*parts, bits=quant.bits, group_size=quant.group_size)
+            codes = f"{module}.weight"
+            out[targets[0]] = QuantizedWeight(*parts, bits=quant.bits, group_size=quant.group_size,
+                                              source=reader.located[codes].region(codes))
     for name in reader.located:
         module = name.rsplit(".", 1)[0]
         if module in quantized and not name.endswith(".bias"):

@@ -11,7 +11,7 @@ import os
 import struct
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Iterable, Mapping
+from typing import Any, Callable, Iterable, Mapping, Sequence
 
 import numpy as np
 
@@ -36,11 +36,60 @@ class TensorEntry:
 
 
 @dataclass(frozen=True)
+class FileRegion:
+    """Where a tensor's bytes lie in a file, plus the file's size and mtime when it was loaded."""
+
+    path: Path
+    offset: int
+    nbytes: int
+    file_size: int
+    mtime_ns: int
+
+    def read_rows(self, rows: Sequence[int], row_bytes: int) -> np.ndarray:
+        """uint8 [len(rows), row_bytes]: rows of a row-major tensor, read with one positioned read each.
+
+        Reading instead of mapping keeps only what is asked for in memory (a mapped page drags its
+        neighbours in). A file changed since loading is an error, never silently different weights.
+        """
+        out = np.empty((len(rows), row_bytes), dtype=np.uint8)
+        try:
+            with open(self.path, "rb", buffering=0) as handle:
+                stat = os.fstat(handle.fileno())
+                if (stat.st_size, stat.st_mtime_ns) != (self.file_size, self.mtime_ns):
+                    raise CheckpointError(f"weight file '{self.path.name}' changed on disk after the model was "
+                                          "loaded; load the model again")
+                for i, row in enumerate(rows):
+                    start = row * row_bytes
+                    if not 0 <= start < self.nbytes:
+                        raise IndexError(f"row {row} is outside a tensor of {self.nbytes // row_bytes} rows")
+                    data = _pread(handle, row_bytes, self.offset + start)
+                    if len(data) != row_bytes:
+                        raise _corrupt(self.path, "a tensor is cut short")
+                    out[i] = np.frombuffer(data, dtype=np.uint8)
+        except OSError as exc:
+            raise CheckpointError(f"cannot read weight file '{self.path.name}': {exc.strerror or exc}") from exc
+        return out
+
+
+def _pread(handle: Any, size: int, offset: int) -> bytes:
+    if hasattr(os, "pread"):
+        return os.pread(handle.fileno(), size, offset)
+    handle.seek(offset)  # Windows: no pread; the handle is private to one call
+    return handle.read(size)
+
+
+@dataclass(frozen=True)
 class SafetensorsHeader:
     path: Path
     tensors: Mapping[str, TensorEntry]
     metadata: Mapping[str, str]
     data_start: int
+
+    def region(self, name: str) -> FileRegion:
+        """The bytes of tensor ``name`` in this file (for reading parts of it without mapping the file)."""
+        entry, stat = self.tensors[name], self.path.stat()
+        return FileRegion(self.path, self.data_start + entry.start, entry.end - entry.start, stat.st_size,
+                          stat.st_mtime_ns)
 
 
 def _corrupt(path: Path, why: str) -> CheckpointError:

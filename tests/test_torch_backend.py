@@ -124,6 +124,27 @@ def test_8bit_weights_stay_8bit_and_keep_equals_dequantize_at_load(checkpoints: 
     assert np.abs(kept.logits(ids, mask) - dense.logits(ids, mask))[mask].max() < 1e-5
 
 
+def test_8bit_embedding_rows_are_read_from_the_file_and_equal_the_mapped_table(checkpoints: dict[str, Path],
+                                                                               tmp_path: Path) -> None:
+    import shutil
+
+    folder = tmp_path / "q8"
+    shutil.copytree(checkpoints["mlx-8bit"], folder)
+    embed = load(inspect_checkpoint(folder), device="cpu").model.embed_tokens
+    assert embed.source is not None and embed.source.path.name == "weights.safetensors"
+    ids = torch.tensor([[5, 0, 299, 5], [17, 17, 3, 298]])
+    from_file = embed(ids)
+    mapped = embed.weight.rows(ids, embed.dtype)
+    assert from_file.shape == (2, 4, CONFIG.hidden_size) and torch.equal(from_file, mapped)
+    assert embed(ids[:, :0]).shape == (2, 0, CONFIG.hidden_size)
+    with pytest.raises(IndexError, match=r"token ids must be in \[0, 300\)"):
+        embed(torch.tensor([[1, 300]]))
+    weights = folder / "weights.safetensors"
+    weights.write_bytes(weights.read_bytes() + b"\0")  # a re-download or edit after loading
+    with pytest.raises(CheckpointError, match="changed on disk after the model was loaded"):
+        embed(ids)
+
+
 def test_dequantized_8bit_weights_are_close_to_the_originals() -> None:
     weight = np.random.default_rng(3).standard_normal((2, 48, 128)).astype(np.float32)
     packed, scales, biases = quantize_numpy(weight, bits=8, group_size=64)

@@ -5,10 +5,10 @@ used: embedding rows after the lookup, expert matrices one expert at a time insi
 attention, router and classifier matrices are dequantized once at load.
 
 Why keep the experts 8-bit (default ``quantized_experts="keep"``), measured on the full-size random
-artifact, 2 threads (noisy shared CPU): resident memory 1.74 GiB after a 512-token call vs 2.9 GiB when
-dequantized at load; speed ~1,050-1,200 vs ~1,600-1,720 tokens/s at 512 tokens and ~2,750-2,900 vs
-~2,970-3,070 at 4,096 (the per-expert dequantization is amortised over more tokens).
-``quantized_experts="dequantize"`` trades the memory for the speed.
+artifact, 2 threads: resident memory after 512-token texts 1,604 MiB (1.68 GB) vs 2,839 MiB when
+dequantized at load; speed ~890 vs ~1,720 tokens/s at 512 tokens and ~2,400 vs ~3,250 at 4,096
+(dequantized experts are packed for oneDNN like bf16 checkpoints, see torch_packed.py; kept ones pay a
+per-expert dequantization on every call). ``quantized_experts="dequantize"`` trades the memory for the speed.
 """
 from __future__ import annotations
 
@@ -95,16 +95,37 @@ class QuantizedTensor(nn.Module):
 
 
 class QuantizedEmbedding(nn.Module):
-    """Embedding table kept quantized; only the looked-up rows are dequantized."""
+    """Embedding table kept quantized; only the looked-up rows are dequantized.
+
+    When the codes come from a file and live on the CPU (``weight.source``, not copied), rows are read from
+    the file for each call instead of through the memory map: a mapped page brings its neighbours with it,
+    so after a few thousand distinct tokens the whole 122 MiB table of the full-size 8-bit model was
+    resident; read, it costs only the rows in use (one positioned read per distinct token of a batch).
+    """
 
     def __init__(self, weight: QuantizedWeight, *, dtype: torch.dtype, device: torch.device,
                  copy: bool = False) -> None:
         super().__init__()
         self.weight = QuantizedTensor(weight, dtype=dtype, device=device, copy=copy)
-        self.dtype = dtype
+        self.dtype, self.bits = dtype, weight.bits
+        self.source = weight.source if (weight.source is not None and not copy and device.type == "cpu") else None
 
     def forward(self, input_ids: torch.Tensor) -> torch.Tensor:
-        return self.weight.rows(input_ids, self.dtype)
+        if self.source is None:
+            return self.weight.rows(input_ids, self.dtype)
+        table = self.weight
+        vocab = table.codes.shape[0]
+        unique, inverse = torch.unique(input_ids, return_inverse=True)
+        if not unique.numel():
+            return torch.empty(*input_ids.shape, table.codes.shape[-1], dtype=self.dtype)
+        if not (0 <= int(unique[0]) and int(unique[-1]) < vocab):
+            raise IndexError(f"token ids must be in [0, {vocab}); got {int(unique[0])}..{int(unique[-1])}")
+        row_bytes = table.codes.shape[-1] * self.bits // 8
+        raw = torch.from_numpy(self.source.read_rows(unique.tolist(), row_bytes))
+        codes = unpack_codes(raw.view(torch.int32), self.bits)
+        rows = dequantize_codes(codes, table.scales[unique], table.biases[unique], group_size=table.group_size,
+                                dtype=self.dtype)
+        return rows[inverse]
 
 
 class QuantizedExperts(Experts):
