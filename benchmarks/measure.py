@@ -13,7 +13,17 @@ GFLOP = 1e9
 
 
 def rss_mb() -> float:
-    """Current resident set size in MiB (Linux /proc; elsewhere the peak, the best available)."""
+    """Current resident set size in MiB (Linux /proc; elsewhere the peak, the best available).
+
+    smaps_rollup walks the page tables (exact); VmRSS, a counter, is the fallback.
+    """
+    try:
+        with open(f"/proc/{os.getpid()}/smaps_rollup", encoding="ascii") as fh:
+            for line in fh:
+                if line.startswith("Rss:"):
+                    return int(line.split()[1]) / 1024
+    except OSError:
+        pass
     value = _proc_status("VmRSS")
     return value if value is not None else peak_rss_mb()
 

@@ -82,7 +82,7 @@ def scaling_job(spec: dict) -> dict:
             _free_cuda(spec["device"])
             continue
         out["lengths"][str(length)] = {"tokens_per_s": summarize([length / s for s in seconds]),
-                                       "peak_rss_mb": peak_rss_mb()}
+                                       "peak_rss_mb": peak_rss_mb(), "rss_mb": rss_mb()}
         previous = (length, float(np.median(seconds)))
         first_tps = first_tps or length / previous[1]
     try:
