@@ -78,6 +78,16 @@ def test_bad_options_name_the_valid_choices(checkpoints: dict[str, Path], option
         load(inspect_checkpoint(checkpoints["hf"]), **{option: value})
 
 
+def test_runtime_options_pass_through_load_backend_and_unknown_ones_are_named(
+        checkpoints: dict[str, Path]) -> None:
+    dense = load_backend(checkpoints["mlx-8bit"], backend="torch", device="cpu", quantized_experts="dequantize")
+    assert not isinstance(dense.model.layers[0].mlp.experts, QuantizedExperts)
+    with pytest.raises(ConfigError, match="unknown torch backend option.*quantised_experts.*valid: quantized_experts"):
+        load_backend(checkpoints["hf"], backend="torch", device="cpu", quantised_experts="keep")
+    with pytest.raises(ConfigError, match="pack_experts apply to the torch backend only"):
+        load_backend(checkpoints["hf"], backend="mlx", pack_experts=False)
+
+
 def test_unavailable_accelerator_is_a_clear_error() -> None:
     if torch.cuda.is_available():
         pytest.skip("CUDA is present here")

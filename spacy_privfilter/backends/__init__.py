@@ -6,7 +6,7 @@ Each backend module (``torch_backend``, ``mlx_backend``) exposes
 from __future__ import annotations
 
 import os
-from typing import Literal
+from typing import Any, Literal
 
 from .._compat import has_mlx, has_torch, is_apple_silicon, require
 from ..errors import BackendUnavailableError, ConfigError
@@ -36,8 +36,12 @@ def select_backend(backend: str = "auto") -> str:
 
 
 def load_backend(model: str | os.PathLike, *, revision: str | None = None, backend: str = "auto",
-                 device: str = "auto", dtype: str = "auto", quantize: int | None = None) -> Backend:
-    """Resolve ``model`` (folder or Hub id), read its checkpoint and load it into the chosen runtime."""
+                 device: str = "auto", dtype: str = "auto", quantize: int | None = None, **options: Any) -> Backend:
+    """Resolve ``model`` (folder or Hub id), read its checkpoint and load it into the chosen runtime.
+
+    ``options`` are runtime-specific; the torch runtime takes ``quantized_experts`` ("keep" or "dequantize"),
+    ``expert_precision`` ("auto", "float32", "bfloat16") and ``pack_experts`` (None, True, False).
+    """
     from ..checkpoint import inspect_checkpoint, resolve_model_path
 
     if dtype not in DTYPES:
@@ -47,8 +51,10 @@ def load_backend(model: str | os.PathLike, *, revision: str | None = None, backe
     if name == "torch":
         from . import torch_backend as module
     else:
+        if options:
+            raise ConfigError(f"option(s) {', '.join(sorted(options))} apply to the torch backend only")
         from . import mlx_backend as module
-    return module.load(info, device=device, dtype=dtype, quantize=quantize)
+    return module.load(info, device=device, dtype=dtype, quantize=quantize, **options)
 
 
 __all__ = ["Backend", "BACKENDS", "DTYPES", "load_backend", "select_backend"]

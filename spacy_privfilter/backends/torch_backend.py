@@ -22,6 +22,7 @@ DEVICES = ("auto", "cpu", "cuda", "mps")
 TORCH_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 EXPERT_PRECISIONS = ("auto", "float32", "bfloat16")
 QUANTIZED_EXPERTS = ("keep", "dequantize")
+LOAD_OPTIONS = ("quantized_experts", "expert_precision", "pack_experts", "block_size", "own_weights")
 
 
 def resolve_device(device: str) -> torch.device:
@@ -216,6 +217,10 @@ def load(info: CheckpointInfo, *, device: str = "auto", dtype: str = "auto", qua
     if quantize is not None:
         raise ConfigError(f"the torch backend runs checkpoints as stored; quantize={quantize!r} is not supported "
                           "(use an 8-bit MLX artifact, which the torch backend runs directly, or quantize=None)")
+    unknown = sorted(set(options) - set(LOAD_OPTIONS))
+    if unknown:
+        raise ConfigError(f"unknown torch backend option(s) {', '.join(unknown)}; "
+                          f"valid: {', '.join(LOAD_OPTIONS)}")
     state_dict = load_state_dict(info, framework="pt")
     options.setdefault("own_weights", True)
     return TorchBackend.from_state_dict(state_dict, info.config, device=device, dtype=dtype,
