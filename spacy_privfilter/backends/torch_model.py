@@ -145,29 +145,30 @@ class Attention(nn.Module):
         # [B, n_blocks, KV, G * block, d]: the G query heads sharing a KV head are stacked along the rows.
         q_blocks = (q.view(batch, n_blocks, block, kv, groups, d).permute(0, 1, 3, 4, 2, 5)
                     .reshape(batch, n_blocks, kv, groups * block, d))
-        k_windows = k.unfold(1, span, block)                   # [B, n_blocks, KV, d, span]
-        v_windows = v.unfold(1, span, block).transpose(-1, -2)  # [B, n_blocks, KV, span, d]
+        # Each block's keys and values plus one all-zero key/value, the sink: its score column is overwritten
+        # with the sink logit, so one softmax covers [scores, sink], and its value row adds nothing.
+        k_windows = k.new_zeros(batch, n_blocks, kv, d, span + 1)
+        k_windows[..., :span] = k.unfold(1, span, block)
+        v_windows = v.new_zeros(batch, n_blocks, kv, span + 1, d)
+        v_windows[..., :span, :] = v.unfold(1, span, block).transpose(-1, -2)
         valid_windows = valid.unfold(1, span, block)            # [B, n_blocks, span]
         i = torch.arange(block, device=q.device)[:, None]
         j = torch.arange(span, device=q.device)[None, :]
         band = (i - j + pad).abs() <= w                         # [block, span]
         allowed = band[None, None, None, None] & valid_windows[:, :, None, None, None, :]
-        mask_bias = torch.zeros(allowed.shape, dtype=torch.float32, device=q.device)
-        mask_bias.masked_fill_(~allowed, -math.inf)
+        mask_bias = torch.zeros(*allowed.shape[:-1], span + 1, dtype=torch.float32, device=q.device)
+        mask_bias[..., :span].masked_fill_(~allowed, -math.inf)
         sinks = self.sinks.view(1, 1, kv, groups, 1, 1)
         out = torch.empty(batch, n_blocks, kv, groups * block, d, dtype=v.dtype, device=v.device)
         step = max(1, _SCORE_ELEMENTS_PER_CHUNK // max(1, batch * self.num_heads * block * span))
         for start in range(0, n_blocks, step):
             sl = slice(start, start + step)
             scores = torch.matmul(q_blocks[:, sl], k_windows[:, sl])
-            scores = scores.view(batch, scores.shape[1], kv, groups, block, span)
+            scores = scores.view(batch, scores.shape[1], kv, groups, block, span + 1)
             # Adding the float32 0/-inf mask also upcasts the scores: one pass instead of two.
             scores = torch.add(scores, mask_bias[:, sl])
-            # Softmax over [scores, sink] in float32 without materialising the extra column.
-            peak = torch.maximum(scores.amax(-1, keepdim=True), sinks)
-            probs = scores.sub_(peak).exp_()
-            denom = probs.sum(-1, keepdim=True).add_(torch.exp(sinks - peak))
-            probs = probs.div_(denom).to(v.dtype).view(batch, -1, kv, groups * block, span)
+            scores[..., span:] = sinks
+            probs = torch.softmax(scores, dim=-1).to(v.dtype).view(batch, -1, kv, groups * block, span + 1)
             out[:, sl] = torch.matmul(probs, v_windows[:, sl])
         out = (out.view(batch, n_blocks, kv, groups, block, d).permute(0, 1, 4, 2, 3, 5)
                .reshape(batch, padded, kv * groups, d))
