@@ -10,7 +10,8 @@ torch = pytest.importorskip("torch")
 
 from spacy_privfilter.backends import load_backend  # noqa: E402
 from spacy_privfilter.backends.base import Backend  # noqa: E402
-from spacy_privfilter.backends.torch_backend import TorchBackend, build_model, load, resolve_device  # noqa: E402
+from spacy_privfilter.backends.torch_backend import (TorchBackend, build_model, cpu_runs_fast, load,  # noqa: E402
+                                                     resolve_device)
 from spacy_privfilter.backends.torch_quant import QuantizedEmbedding, QuantizedExperts, unpack_codes  # noqa: E402
 from spacy_privfilter.checkpoint import QuantizedWeight, inspect_checkpoint  # noqa: E402
 from spacy_privfilter.errors import CheckpointError, ConfigError  # noqa: E402
@@ -47,7 +48,7 @@ def test_load_backend_returns_a_torch_backend_with_float32_numpy_logits(checkpoi
 
 def test_dtype_auto_is_the_stored_dtype_and_can_be_overridden(checkpoints: dict[str, Path]) -> None:
     info = inspect_checkpoint(checkpoints["hf"])
-    auto = load(info, device="cpu")
+    auto = load(info, device="cpu", dtype="bfloat16" if not cpu_runs_fast(torch.bfloat16) else "auto")
     assert auto.model.layers[0].self_attn.q_proj.weight.dtype == torch.bfloat16
     # precision-critical small tensors stay float32 whatever the dtype
     assert auto.model.layers[0].self_attn.sinks.dtype == torch.float32
@@ -57,6 +58,23 @@ def test_dtype_auto_is_the_stored_dtype_and_can_be_overridden(checkpoints: dict[
     ids, mask = _inputs()
     # same stored weights: bf16 compute stays close to the float32 run on this small model
     assert np.abs(auto.logits(ids, mask) - as_f32.logits(ids, mask))[mask].max() < 0.5
+
+
+def test_dtype_auto_runs_half_precision_checkpoints_in_float32_on_cpus_without_fast_bf16(
+        checkpoints: dict[str, Path], monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
+    import logging
+
+    from spacy_privfilter.backends import torch_backend
+
+    info = inspect_checkpoint(checkpoints["hf"])
+    monkeypatch.setattr(torch_backend, "cpu_runs_fast", lambda dtype: False)
+    with caplog.at_level(logging.INFO, logger="spacy_privfilter.backends.torch_backend"):
+        slow_cpu = load(info, device="cpu")
+    assert slow_cpu.model.layers[0].self_attn.q_proj.weight.dtype == torch.float32
+    assert "no fast bfloat16 matmuls" in caplog.text and "dtype='bfloat16'" in caplog.text
+    assert load(info, device="cpu", dtype="bfloat16").model.layers[0].self_attn.q_proj.weight.dtype == torch.bfloat16
+    monkeypatch.setattr(torch_backend, "cpu_runs_fast", lambda dtype: True)
+    assert load(info, device="cpu").model.layers[0].self_attn.q_proj.weight.dtype == torch.bfloat16
 
 
 def test_viterbi_biases_come_from_the_checkpoint_info(checkpoints: dict[str, Path]) -> None:
