@@ -230,7 +230,7 @@ class Experts(nn.Module):
             token_of_pair, pair_weights, counts = _pad_groups(flat[order], token_of_pair, pair_weights, counts,
                                                               self.row_multiple)
         counts = counts.tolist()
-        x_pairs = x[token_of_pair].to(dtype)
+        x_pairs = x.to(dtype)[token_of_pair]  # cast, then gather: the k-times larger copy is in the small dtype
         out = torch.zeros(n_tokens, x.shape[1], dtype=torch.float32, device=x.device)
         # Experts are processed in runs of about _PAIRS_PER_CHUNK pairs so the float32 SwiGLU and the
         # weighting work on cache-sized slabs instead of streaming [N*k, 2I] buffers through memory.
