@@ -244,15 +244,18 @@ class Experts(nn.Module):
     def _matmuls(self, name: str, experts: list[int], counts: list[int], rows: torch.Tensor,
                  dtype: torch.dtype) -> torch.Tensor:
         """rows[of expert e] @ W[e] + b[e] for each expert of a run (rows grouped by expert), stacked."""
-        bias_all = getattr(self, name + "_bias")
-        out = torch.empty(rows.shape[0], bias_all.shape[-1], dtype=dtype, device=rows.device)
+        out = torch.empty(rows.shape[0], getattr(self, name + "_bias").shape[-1], dtype=dtype, device=rows.device)
         start = 0
         for expert in experts:
             stop = start + counts[expert]
-            torch.addmm(bias_all[expert].to(dtype), rows[start:stop], self.expert_weight(name, expert, dtype),
-                        out=out[start:stop])
+            self._project(name, expert, rows[start:stop], out[start:stop])
             start = stop
         return out
+
+    def _project(self, name: str, expert: int, rows: torch.Tensor, out: torch.Tensor) -> None:
+        """out = rows @ W[expert] + b[expert] in ``out``'s dtype (subclasses change how W is held)."""
+        bias = getattr(self, name + "_bias")[expert].to(out.dtype)
+        torch.addmm(bias, rows, self.expert_weight(name, expert, out.dtype), out=out)
 
 
 def _pad_groups(expert_of_pair: torch.Tensor, token_of_pair: torch.Tensor, pair_weights: torch.Tensor,

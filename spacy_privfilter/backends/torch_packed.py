@@ -58,14 +58,6 @@ class PackedExperts(Experts):
     def expert_weight(self, name: str, expert: int, dtype: torch.dtype) -> torch.Tensor:
         return self._packed[name][expert].to_dense().t().to(dtype)
 
-    def _matmuls(self, name: str, experts: list[int], counts: list[int], rows: torch.Tensor,
-                 dtype: torch.dtype) -> torch.Tensor:
-        packed, bias_all = self._packed[name], getattr(self, name + "_bias")
-        outputs, start = [], 0
-        rows = rows.to(torch.bfloat16)
-        for expert in experts:
-            stop = start + counts[expert]
-            outputs.append(torch.ops.mkldnn._linear_pointwise(rows[start:stop], packed[expert], bias_all[expert],
-                                                             "none", [], ""))
-            start = stop
-        return outputs[0] if len(outputs) == 1 else torch.cat(outputs)
+    def _project(self, name: str, expert: int, rows: torch.Tensor, out: torch.Tensor) -> None:
+        bias = getattr(self, name + "_bias")[expert]
+        out.copy_(torch.ops.mkldnn._linear_pointwise(rows, self._packed[name][expert], bias, "none", [], ""))
