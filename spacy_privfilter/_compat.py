@@ -42,4 +42,3 @@ def require(name: str, purpose: str) -> None:
     if not _importable(name):
         hint = INSTALL_HINTS.get(name, f"pip install {name}")
         raise BackendUnavailableError(f"{purpose} needs the '{name}' package, which is not installed. Fix: {hint}")
-

@@ -260,7 +260,8 @@ class DocumentSurrogates:
     def _generate(self, name: str, value: str, norm: str) -> str:
         generator = GENERATORS[name]
         for attempt in range(ATTEMPTS):
-            digest = hmac.new(self.key, f"{name}\x00{norm}\x00{attempt}".encode("utf-8", "surrogatepass"), hashlib.sha256).digest()
+            message = f"{name}\x00{norm}\x00{attempt}".encode("utf-8", "surrogatepass")  # lone surrogates too
+            digest = hmac.new(self.key, message, hashlib.sha256).digest()
             self.fake.seed_instance(int.from_bytes(digest[:8], "big"))
             candidate = generator(self.fake, value, self)
             if self._acceptable(candidate, norm):

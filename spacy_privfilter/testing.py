@@ -121,10 +121,6 @@ def write_random_checkpoint(dst: str | Path, config: ModelConfig, *, format: Sav
     return save_checkpoint(weights, config, dst, format=format, dtype=dtype)
 
 
-__all__ = ["BASE_CLASSES", "NEMOTRON_CLASSES", "RandomStateDict", "bioes_labels", "full_config", "random_state_dict",
-           "tiny_config", "write_random_checkpoint"]
-
-
 def margin_state_dict(config: ModelConfig, *, seed: int = 0, label_strength: float = 0.5) -> dict[str, np.ndarray]:
     """Random weights, rounded to bfloat16, whose logits have trained-like margins.
 
@@ -153,3 +149,7 @@ def random_inputs(vocab_size: int, batch: int, seq: int, *, seed: int,
         attention_mask[-1, seq - pad_last:] = False
         input_ids[-1, seq - pad_last:] = 0
     return input_ids, attention_mask
+
+
+__all__ = ["BASE_CLASSES", "NEMOTRON_CLASSES", "RandomStateDict", "bioes_labels", "full_config", "margin_state_dict",
+           "random_inputs", "random_state_dict", "tiny_config", "write_random_checkpoint"]

@@ -60,8 +60,9 @@ def resolve_dtype(dtype: str, state_dict: Mapping[str, Any], config: ModelConfig
     if device is not None and device.type == "cpu" and chosen in (torch.bfloat16, torch.float16) \
             and not cpu_runs_fast(chosen):
         # Measured with oneDNN limited to AVX2 (full-size model, 512 tokens): bf16 209 tokens/s, float32 753.
+        name = str(chosen).replace("torch.", "")
         log.info("this CPU has no fast %s matmuls; running the checkpoint in float32 (pass dtype=%r to keep it)",
-                 str(chosen).replace("torch.", ""), str(chosen).replace("torch.", ""))
+                 name, name)
         return torch.float32
     return chosen
 
@@ -128,17 +129,15 @@ def build_model(state_dict: Mapping[str, Any], config: ModelConfig, *, dtype: to
         keep_f32 = (attr == "sinks" or "norm" in module_path.rsplit(".", 1)[-1]
                     or module_path.endswith("router") or module_path == "score")
         tensor = tensor.to(device=device, dtype=torch.float32 if keep_f32 else dtype)
-        expert_matrix = attr in ("gate_up_proj", "down_proj")
-        if expert_matrix and pack:
-            pass  # packed below straight from the (often memory-mapped) source: no intermediate copy
-        elif expert_matrix:
+        # Expert matrices that will be packed stay views of the (often memory-mapped) source: packing copies them.
+        to_pack = pack and attr in ("gate_up_proj", "down_proj")
+        if attr in ("gate_up_proj", "down_proj") and not pack:
             # Same [E, in, out] shape, but laid out [E, out, in] in memory: small-batch expert matmuls read
             # the weight ~20% faster that way (measured at 16 tokens per expert; ~7% at 128).
             tensor = tensor.transpose(-1, -2).contiguous().transpose(-1, -2)
-        else:
+        elif not to_pack:
             tensor = tensor.contiguous()
-        if (own_weights and not (expert_matrix and pack) and isinstance(value, torch.Tensor)
-                and tensor.data_ptr() == value.data_ptr()):
+        if own_weights and not to_pack and isinstance(value, torch.Tensor) and tensor.data_ptr() == value.data_ptr():
             tensor = tensor.clone()
         setattr(module, attr, torch.nn.Parameter(tensor, requires_grad=False))
     _install_quantized(model, state_dict, dtype=dtype, device=device, keep_experts=quantized_experts == "keep")
