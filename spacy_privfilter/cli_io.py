@@ -171,6 +171,11 @@ def valid_unicode(text: str, where: str) -> str:
     return text
 
 
+def json_error(exc: json.JSONDecodeError) -> str:
+    """``invalid JSON (reason, column N)``; json's own messages may end in " at" before the position."""
+    return f"invalid JSON ({exc.msg.removesuffix(' at')}, column {exc.colno})"
+
+
 def _read_text(source: Source, encoding: str) -> Item:
     handle, error = _open(source)
     if handle is None:
@@ -207,9 +212,7 @@ def _parse_line(source: Source, number: int, raw: bytes, text_key: str, encoding
     try:
         record = json.loads(line)
     except json.JSONDecodeError as exc:
-        # json's messages end in " at" ("Invalid control character at"); the column follows.
-        reason = exc.msg.removesuffix(" at")
-        return Item(source, number, error=f"{where}: invalid JSON ({reason}, column {exc.colno}); line skipped")
+        return Item(source, number, error=f"{where}: {json_error(exc)}; line skipped")
     if not isinstance(record, dict):
         return Item(source, number, error=f"{where}: expected a JSON object, got {type(record).__name__}; "
                                           f"line skipped")

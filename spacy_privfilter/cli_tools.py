@@ -12,7 +12,7 @@ from itertools import islice
 from pathlib import Path
 from typing import Any, Iterator
 
-from .cli_io import UsageError, valid_unicode
+from .cli_io import UsageError, json_error, valid_unicode
 from .evaluate import Evaluation, annotated_labels, span_problem
 
 log = logging.getLogger("spacy_privfilter.cli")
@@ -38,8 +38,7 @@ def read_jsonl(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
             except UnicodeDecodeError as exc:
                 raise InputError(f"{path}:{number}: not valid utf-8 (byte {exc.start} of the line)") from exc
             except json.JSONDecodeError as exc:
-                reason = exc.msg.removesuffix(" at")  # json's messages may end in " at" before the column
-                raise InputError(f"{path}:{number}: invalid JSON ({reason}, column {exc.colno})") from exc
+                raise InputError(f"{path}:{number}: {json_error(exc)}") from exc
             if not isinstance(record, dict):
                 raise InputError(f"{path}:{number}: expected a JSON object, got {type(record).__name__}")
             yield number, record
