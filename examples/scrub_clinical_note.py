@@ -18,7 +18,7 @@ from pathlib import Path
 import spacy
 
 from spacy_privfilter.detector import DEFAULT_MODEL
-from spacy_privfilter.redact import restore
+from spacy_privfilter.redaction.redactor import restore
 
 NOTE = """DISCHARGE SUMMARY
 Patient: Cobb, Clarence    MRN: 68779642    DOB: 10/28/1984

@@ -19,8 +19,8 @@ from .spans import CharSpan
 
 # The submodule ``redact`` (pure functions) and the one-liner ``redact()`` share a name: bind the submodule first,
 # so that the function defined below stays the package attribute whatever is imported later.
-from . import redact as _redact_module  # noqa: E402  (pure python, no spaCy)
-from .redact import RedactionConfig, Redactor, redact_text, restore  # noqa: E402
+from .redaction import redactor as _redact_module  # noqa: E402
+from .redaction.redactor import RedactionConfig, Redactor, redact_text, restore  # noqa: E402
 
 __version__ = "0.1.0"
 
@@ -29,7 +29,7 @@ _LAZY = {
     "Detector": "detector",
     "DEFAULT_MODEL": "detector",
     "load_backend": "backends",
-    "convert": "convert",
+    "convert": "checkpoint.convert",
 }
 
 
@@ -45,9 +45,9 @@ def __getattr__(name: str) -> Any:
 def redact(text_or_texts: Any, **options: Any) -> Any:
     """Redact one text (-> str) or many (-> list[str]) with a cached privacy_filter + privacy_redactor pipeline.
 
-    Options are those of :func:`spacy_privfilter.redactor.redact` (model, style, nlp, ...).
+    Options are those of :func:`spacy_privfilter.pipeline.privacy_redactor.redact` (model, style, nlp, ...).
     """
-    from .redactor import redact as _redact
+    from .pipeline.privacy_redactor import redact as _redact
 
     return _redact(text_or_texts, **options)
 

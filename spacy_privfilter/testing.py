@@ -11,10 +11,10 @@ from typing import Any, Iterator, Literal, Mapping
 
 import numpy as np
 
-from .checkpoint import save_checkpoint
+from .checkpoint.discover import save_checkpoint
 from .config import ModelConfig
-from .formats import canonical_shapes
-from .quant import round_to_bfloat16
+from .checkpoint.formats import canonical_shapes
+from .checkpoint.affine import round_to_bfloat16
 
 BASE_CLASSES = ("account_number", "private_address", "private_date", "private_email", "private_person",
                 "private_phone", "private_url", "secret")

@@ -9,10 +9,10 @@ import shutil
 import numpy as np
 import pytest
 
-from spacy_privfilter import quant
-from spacy_privfilter.checkpoint import QuantizedWeight, inspect_checkpoint, load_state_dict, save_checkpoint
+from spacy_privfilter.checkpoint import affine as quant
+from spacy_privfilter.checkpoint.discover import QuantizedWeight, inspect_checkpoint, load_state_dict, save_checkpoint
 from spacy_privfilter.errors import CheckpointError
-from spacy_privfilter.safetensors_io import PendingTensor, read_header, read_numpy, write_safetensors
+from spacy_privfilter.checkpoint.safetensors_io import PendingTensor, read_header, read_numpy, write_safetensors
 from spacy_privfilter.testing import random_state_dict, tiny_config, write_random_checkpoint
 
 CONFIG = tiny_config(vocab_size=1000)  # tiktoken ids are not needed here; keeps files ~0.5 MB

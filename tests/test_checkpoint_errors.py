@@ -7,9 +7,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from spacy_privfilter.checkpoint import inspect_checkpoint, load_state_dict, resolve_model_path
+from spacy_privfilter.checkpoint.discover import inspect_checkpoint, load_state_dict, resolve_model_path
 from spacy_privfilter.errors import CheckpointError, ModelNotFoundError
-from spacy_privfilter.safetensors_io import PendingTensor, read_header, read_numpy, write_safetensors
+from spacy_privfilter.checkpoint.safetensors_io import PendingTensor, read_header, read_numpy, write_safetensors
 from spacy_privfilter.testing import tiny_config, write_random_checkpoint
 
 CONFIG = tiny_config(vocab_size=1000)

@@ -6,9 +6,9 @@ from pathlib import Path
 
 import pytest
 
-from spacy_privfilter.cli_io import UsageError, discover, iter_items
-from spacy_privfilter.cli_out import Outputs, Progress, json_line, progress_path
-from spacy_privfilter.cli_run import run
+from spacy_privfilter.cli.inputs import UsageError, discover, iter_items
+from spacy_privfilter.cli.outputs import Outputs, Progress, json_line, progress_path
+from spacy_privfilter.cli.stream import run
 
 SECRET = "Zebulon Quackenbush"  # a "PII" string that must never appear in a message
 
@@ -180,7 +180,7 @@ def test_resume_refuses_a_missing_or_shortened_output(tmp_path):
 
 
 def test_no_progress_bar_without_tqdm(monkeypatch):
-    from spacy_privfilter.cli_run import progress_bar
+    from spacy_privfilter.cli.stream import progress_bar
 
     monkeypatch.setitem(__import__("sys").modules, "tqdm", None)  # None in sys.modules blocks the import
     monkeypatch.setitem(__import__("sys").modules, "tqdm.auto", None)

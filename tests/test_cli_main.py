@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from spacy_privfilter.cli import main
+from spacy_privfilter.cli.parser import main
 from spacy_privfilter.evaluate import Evaluation, annotated_labels
 from spacy_privfilter.testing import bioes_labels, tiny_config, write_random_checkpoint
 
@@ -121,7 +121,7 @@ def test_evaluate_with_the_model_matches_scoring_the_pipeline_output(tmp_path, c
 
 
 def test_convert_writes_an_mlx_8bit_checkpoint(tmp_path, capsys, checkpoint):
-    from spacy_privfilter.checkpoint import inspect_checkpoint
+    from spacy_privfilter.checkpoint.discover import inspect_checkpoint
 
     dst = tmp_path / "mlx8"
     assert main(["convert", str(checkpoint), str(dst), "--to", "mlx-8bit"]) == 0
@@ -181,7 +181,7 @@ def test_progress_bar_only_on_a_terminal(tmp_path, monkeypatch, capsys, checkpoi
 
 
 def test_renewing_the_pipeline_keeps_the_output(tmp_path, monkeypatch, checkpoint, detector):
-    import spacy_privfilter.cli_run as cli_run
+    import spacy_privfilter.cli.stream as cli_run
 
     texts = [f"{TEXTS[i % 2]} unique{i}x{i * 7}" for i in range(9)]
     data = tmp_path / "d.jsonl"
@@ -196,7 +196,7 @@ def test_renewing_the_pipeline_keeps_the_output(tmp_path, monkeypatch, checkpoin
         return original_run(nlp, *args, renew=counting_renew, **kwargs)
 
     monkeypatch.setattr(cli_run, "VOCAB_RENEW_LIMIT", 0)  # renew after every batch
-    monkeypatch.setattr("spacy_privfilter.cli_commands.run", spy_run)
+    monkeypatch.setattr("spacy_privfilter.cli.scrub.run", spy_run)
     out = tmp_path / "o.jsonl"
     assert main(["redact", str(data), "-o", str(out), "--model", str(checkpoint), "--batch-size", "2", "-q"]) == 0
     assert len(renewed) == 5
@@ -215,7 +215,7 @@ def test_resume_with_other_options_is_refused(tmp_path, monkeypatch, capsys, che
         raise KeyboardInterrupt
 
     with monkeypatch.context() as patch:
-        patch.setattr("spacy_privfilter.cli_commands.run", interrupted)
+        patch.setattr("spacy_privfilter.cli.scrub.run", interrupted)
         assert main(argv) == 130
     assert "--resume" in capsys.readouterr().err
     assert main([*argv[:-1], "tag", "--resume"]) == 2
@@ -260,7 +260,7 @@ def test_detect_lines_jsonl_and_keep_mapping(tmp_path, capsys, checkpoint, detec
     out = tmp_path / "o.jsonl"
     argv = ["redact", str(data), "-o", str(out), "--model", str(checkpoint), "--with-redactions", "--keep-mapping"]
     assert main(argv) == 0
-    from spacy_privfilter.redact import restore
+    from spacy_privfilter.redaction.redactor import restore
 
     row = json.loads(out.read_text())
     assert row["redactions"] and all("original" in r for r in row["redactions"])

@@ -10,10 +10,10 @@ import spacy
 from spacy.tokens import Span
 
 from component_fakes import (FixedDetector, ents_of, make_detector, make_nlp, span_at, spans_of)
-from spacy_privfilter.alignment import AlignmentWarning
+from spacy_privfilter.pipeline.alignment import AlignmentWarning
 from spacy_privfilter.detector import Detector
 from spacy_privfilter.errors import ConfigError
-from spacy_privfilter.settings import FilterSettings
+from spacy_privfilter.pipeline.settings import FilterSettings
 
 TEXT = "Hello Jane Doe, mail jane@example.org or call 555 0100."
 

@@ -11,7 +11,7 @@ from spacy import displacy
 from spacy.training import Example
 
 from component_fakes import FixedDetector, make_nlp, span_at
-from spacy_privfilter.colors import DISPLACY_COLORS
+from spacy_privfilter.pipeline.colors import DISPLACY_COLORS
 from spacy_privfilter.testing import BASE_CLASSES, NEMOTRON_CLASSES
 
 

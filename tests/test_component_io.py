@@ -15,7 +15,7 @@ import srsly
 
 from component_fakes import FixedDetector, make_nlp, spans_of
 from spacy_privfilter.errors import CheckpointError, ConfigError
-from spacy_privfilter.model_files import list_model_files
+from spacy_privfilter.checkpoint.files import list_model_files
 from spacy_privfilter.testing import bioes_labels, tiny_config, write_random_checkpoint
 from spacy_privfilter.tokens import O200K_SHA256
 

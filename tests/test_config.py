@@ -5,7 +5,7 @@ import pytest
 
 from spacy_privfilter.config import ModelConfig, QuantizationConfig
 from spacy_privfilter.errors import CheckpointError
-from spacy_privfilter.formats import mlx_config_dict, opf_config_dict
+from spacy_privfilter.checkpoint.formats import mlx_config_dict, opf_config_dict
 from spacy_privfilter.testing import NEMOTRON_CLASSES, bioes_labels, full_config, tiny_config
 
 

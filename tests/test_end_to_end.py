@@ -109,7 +109,7 @@ def test_awkward_texts_come_back_complete_and_in_order(nlp):
 
 def test_pieces_of_one_value_become_one_span():
     """Regression: model-token pieces that snap onto the same spaCy token were kept as duplicate spans."""
-    from spacy_privfilter.alignment import align_spans
+    from spacy_privfilter.pipeline.alignment import align_spans
     from spacy_privfilter.spans import CharSpan
 
     doc = spacy.blank("en")("mail jane.doe@example.org now")
@@ -172,7 +172,7 @@ STYLE_CONFIGS = {
 
 @pytest.mark.parametrize("style", sorted(STYLE_CONFIGS))
 def test_no_detected_span_survives_redaction(nlp, style):
-    from spacy_privfilter.redactor import PrivacyRedactor
+    from spacy_privfilter.pipeline.privacy_redactor import PrivacyRedactor
 
     if style == "surrogate":
         pytest.importorskip("faker")
@@ -337,7 +337,7 @@ def test_redact_one_liner_refuses_lone_surrogates_clearly(nlp):
 def test_redaction_styles_survive_hostile_values(seed):
     """Regression: dates at the calendar's edges, absurd years and lone surrogates crashed surrogate/hash."""
     pytest.importorskip("faker")
-    from spacy_privfilter.redact import Redactor, RedactionConfig
+    from spacy_privfilter.redaction.redactor import Redactor, RedactionConfig
     from spacy_privfilter.spans import CharSpan
 
     values = [("date", "0001-01-01"), ("date", "9999-12-31"), ("date_of_birth", "31 December 9999"),

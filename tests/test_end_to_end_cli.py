@@ -41,7 +41,7 @@ def marked_inputs(folder: Path) -> dict[str, Path]:
 
 @pytest.mark.parametrize("verbosity", ["-v", "-vv"])
 def test_cli_stderr_never_quotes_pii(checkpoint, tmp_path, capsys, verbosity):
-    from spacy_privfilter.cli import main
+    from spacy_privfilter.cli.parser import main
 
     files = marked_inputs(tmp_path / "in")
     model = ["--model", str(checkpoint), "--backend", "torch", verbosity]
@@ -80,7 +80,7 @@ def test_console_script_stderr_on_stdin_never_quotes_pii(checkpoint):
 
 def test_cli_jsonl_with_a_cut_emoji_escape_loses_no_line(checkpoint, tmp_path, capsys):
     """Regression: a JSON "\\ud83d" escape (an emoji cut by a JavaScript export) stopped the whole run."""
-    from spacy_privfilter.cli import main
+    from spacy_privfilter.cli.parser import main
 
     lines = [{"text": MARKED_TEXTS[0], "id": 1}, {"text": f"cut emoji \ud83d for {MARKERS[3]}", "id": 2},
              {"text": MARKED_TEXTS[1], "id": 3}]
@@ -102,7 +102,7 @@ def test_cli_jsonl_with_a_cut_emoji_escape_loses_no_line(checkpoint, tmp_path, c
 
 def test_cli_skips_a_document_over_max_length_and_keeps_going(checkpoint, tmp_path, capsys):
     """Regression: one text file over spaCy's nlp.max_length ended the run with 'unexpected ValueError'."""
-    from spacy_privfilter.cli import main
+    from spacy_privfilter.cli.parser import main
 
     folder = tmp_path / "notes"
     folder.mkdir()
@@ -119,7 +119,7 @@ def test_cli_skips_a_document_over_max_length_and_keeps_going(checkpoint, tmp_pa
 
 
 def test_cli_evaluate_names_a_record_over_max_length(checkpoint, tmp_path, capsys):
-    from spacy_privfilter.cli import main
+    from spacy_privfilter.cli.parser import main
 
     long_text = MARKERS[0] + " x" * 500_001
     data = tmp_path / "gold.jsonl"

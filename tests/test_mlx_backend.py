@@ -17,7 +17,7 @@ nn = pytest.importorskip("mlx.nn")
 
 from spacy_privfilter.backends import load_backend  # noqa: E402
 from spacy_privfilter.backends.mlx_backend import MlxBackend, build_model, load  # noqa: E402
-from spacy_privfilter.checkpoint import inspect_checkpoint, save_checkpoint  # noqa: E402
+from spacy_privfilter.checkpoint.discover import inspect_checkpoint, save_checkpoint  # noqa: E402
 from spacy_privfilter.errors import CheckpointError, ConfigError  # noqa: E402
 from spacy_privfilter.testing import random_state_dict, tiny_config, write_random_checkpoint  # noqa: E402
 

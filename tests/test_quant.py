@@ -4,7 +4,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from spacy_privfilter import quant
+from spacy_privfilter.checkpoint import affine as quant
 
 
 def _weights(shape, scale, seed):

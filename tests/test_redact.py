@@ -7,7 +7,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from spacy_privfilter.errors import ConfigError
-from spacy_privfilter.redact import (RedactionConfig, Redactor, hash_value, mask_value, merge_spans, normalize_value,
+from spacy_privfilter.redaction.redactor import (RedactionConfig, Redactor, hash_value, mask_value, merge_spans, normalize_value,
                                      redact_text, restore)
 from spacy_privfilter.spans import CharSpan
 
@@ -217,7 +217,7 @@ def test_pure_modules_import_neither_spacy_nor_faker():
     import subprocess
     import sys
 
-    code = ("import sys, spacy_privfilter.redact, spacy_privfilter.surrogates, spacy_privfilter.date_shift; "
+    code = ("import sys, spacy_privfilter.redaction.redactor, spacy_privfilter.redaction.surrogates, spacy_privfilter.redaction.date_shift; "
             "print(sorted(m for m in ('spacy', 'faker', 'torch', 'mlx') if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr[-2000:]

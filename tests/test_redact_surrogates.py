@@ -7,10 +7,10 @@ from pathlib import Path
 import pytest
 
 from spacy_privfilter import _compat
-from spacy_privfilter.date_shift import DateShift
+from spacy_privfilter.redaction.date_shift import DateShift
 from spacy_privfilter.errors import BackendUnavailableError, ConfigError
-from spacy_privfilter.redact import redact_text
-from spacy_privfilter.surrogates import GENERATORS, SurrogateFactory, surrogate_class
+from spacy_privfilter.redaction.redactor import redact_text
+from spacy_privfilter.redaction.surrogates import GENERATORS, SurrogateFactory, surrogate_class
 
 ID2LABEL = Path(__file__).resolve().parents[2] / "shared" / "research" / "id2label-nemotron.json"
 FALLBACK_CLASSES = ["first_name", "last_name", "email", "phone_number", "date", "ssn"]

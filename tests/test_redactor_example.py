@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from spacy_privfilter.redact import restore
+from spacy_privfilter.redaction.redactor import restore
 from spacy_privfilter.spans import CharSpan
 
 EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "scrub_clinical_note.py"

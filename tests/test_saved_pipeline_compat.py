@@ -22,7 +22,7 @@ DATA = Path(__file__).parent / "data"
 
 @pytest.fixture(scope="module")
 def saved_pipeline(tmp_path_factory) -> Path:
-    from spacy_privfilter.model_files import write_tokenizer_file
+    from spacy_privfilter.checkpoint.files import write_tokenizer_file
 
     folder = tmp_path_factory.mktemp("old") / "pipeline"
     shutil.copytree(DATA / "pipeline_v0_1_0", folder)

@@ -13,9 +13,9 @@ from spacy_privfilter.backends.base import Backend  # noqa: E402
 from spacy_privfilter.backends.torch_backend import (TorchBackend, build_model, cpu_runs_fast, load,  # noqa: E402
                                                      resolve_device)
 from spacy_privfilter.backends.torch_quant import QuantizedEmbedding, QuantizedExperts, unpack_codes  # noqa: E402
-from spacy_privfilter.checkpoint import QuantizedWeight, inspect_checkpoint  # noqa: E402
+from spacy_privfilter.checkpoint.discover import QuantizedWeight, inspect_checkpoint  # noqa: E402
 from spacy_privfilter.errors import CheckpointError, ConfigError  # noqa: E402
-from spacy_privfilter.quant import dequantize as dequantize_numpy, quantize as quantize_numpy  # noqa: E402
+from spacy_privfilter.checkpoint.affine import dequantize as dequantize_numpy, quantize as quantize_numpy  # noqa: E402
 from spacy_privfilter.testing import random_state_dict, tiny_config, write_random_checkpoint  # noqa: E402
 
 CONFIG = tiny_config(vocab_size=300)

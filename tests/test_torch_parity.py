@@ -14,7 +14,7 @@ torch = pytest.importorskip("torch")
 transformers = pytest.importorskip("transformers")
 
 from spacy_privfilter.backends.torch_backend import TorchBackend, load  # noqa: E402
-from spacy_privfilter.checkpoint import inspect_checkpoint, save_checkpoint  # noqa: E402
+from spacy_privfilter.checkpoint.discover import inspect_checkpoint, save_checkpoint  # noqa: E402
 from spacy_privfilter.config import ModelConfig  # noqa: E402
 from spacy_privfilter.testing import (full_config, margin_state_dict, random_inputs, random_state_dict,  # noqa: E402
                                       tiny_config)  # noqa: E402

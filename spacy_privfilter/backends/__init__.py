@@ -42,7 +42,7 @@ def load_backend(model: str | os.PathLike, *, revision: str | None = None, backe
     ``options`` are runtime-specific; the torch runtime takes ``quantized_experts`` ("keep" or "dequantize"),
     ``expert_precision`` ("auto", "float32", "bfloat16") and ``pack_experts`` (None, True, False).
     """
-    from ..checkpoint import inspect_checkpoint, resolve_model_path
+    from ..checkpoint.discover import inspect_checkpoint, resolve_model_path
 
     if dtype not in DTYPES:
         raise ConfigError(f"dtype must be one of {', '.join(DTYPES)}; got {dtype!r}")

@@ -11,7 +11,7 @@ from typing import Any, Mapping
 import numpy as np
 
 from .._compat import require
-from ..checkpoint import CheckpointInfo, QuantizedWeight
+from ..checkpoint.discover import CheckpointInfo, QuantizedWeight
 from ..config import ModelConfig, QuantizationConfig
 from ..errors import CheckpointError, ConfigError
 
@@ -78,7 +78,7 @@ def load(info: CheckpointInfo, *, device: str = "auto", dtype: str = "auto",
             (sinks stay float32).
         quantize: None, or 8 (or 4) to quantize a dense checkpoint on load (affine, group size 64).
     """
-    from ..checkpoint import load_state_dict
+    from ..checkpoint.discover import load_state_dict
 
     mx_device = resolve_device(device)
     if dtype not in DTYPES:

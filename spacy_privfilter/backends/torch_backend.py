@@ -12,7 +12,7 @@ from typing import Any, Mapping
 import numpy as np
 import torch
 
-from ..checkpoint import CheckpointInfo, QuantizedWeight
+from ..checkpoint.discover import CheckpointInfo, QuantizedWeight
 from ..config import ModelConfig
 from ..errors import CheckpointError, ConfigError
 from .torch_model import PrivacyFilterModel
@@ -236,7 +236,7 @@ class TorchBackend:
 def load(info: CheckpointInfo, *, device: str = "auto", dtype: str = "auto", quantize: int | None = None,
          **options: Any) -> TorchBackend:
     """Load a checkpoint described by ``info`` (see checkpoint.inspect_checkpoint) into the torch runtime."""
-    from ..checkpoint import load_state_dict
+    from ..checkpoint.discover import load_state_dict
 
     if quantize is not None:
         raise ConfigError(f"the torch backend runs checkpoints as stored; quantize={quantize!r} is not supported "

@@ -18,7 +18,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from ..checkpoint import QuantizedWeight
+from ..checkpoint.discover import QuantizedWeight
 from ..errors import CheckpointError
 from .torch_model import Experts
 

@@ -27,8 +27,8 @@ import string
 from dataclasses import dataclass, field
 from typing import Any, Iterable, Literal, Mapping, NamedTuple, Sequence
 
-from .errors import ConfigError
-from .spans import CharSpan
+from ..errors import ConfigError
+from ..spans import CharSpan
 
 Style = Literal["tag", "mask", "hash", "surrogate", "remove"]
 STYLES = ("tag", "mask", "hash", "surrogate", "remove")

@@ -11,7 +11,7 @@ import os
 import shutil
 from pathlib import Path
 
-from .errors import CheckpointError
+from ..errors import CheckpointError
 
 # Exact names first, then globs; together they cover the HF, opf and OpenMed MLX layouts.
 MODEL_FILE_NAMES = ("config.json", "id2label.json", "openmed-mlx.json", "viterbi_calibration.json",
@@ -79,7 +79,7 @@ def write_tokenizer_file(dst: str | os.PathLike) -> bool:
     target = Path(dst) / TOKENIZER_FILE
     if target.is_file():
         return True
-    from .tokens import O200K_SHA256, get_tokenizer
+    from ..tokens import O200K_SHA256, get_tokenizer
 
     ranks = getattr(get_tokenizer().encoding, "_mergeable_ranks", None)
     if not isinstance(ranks, dict) or not ranks:

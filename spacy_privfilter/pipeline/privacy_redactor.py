@@ -18,10 +18,10 @@ from typing import Any, Dict, Iterable, List, Literal, Optional, Union
 from spacy.language import Language
 from spacy.tokens import Doc
 
-from .detector import DEFAULT_MODEL
-from .errors import ConfigError
-from .redact import DEFAULT_HASH_KEY_ENV, DEFAULT_TAG_FORMAT, RedactionConfig, Redactor, resolve_hash_key
-from .spans import CharSpan
+from ..detector import DEFAULT_MODEL
+from ..errors import ConfigError
+from ..redaction.redactor import DEFAULT_HASH_KEY_ENV, DEFAULT_TAG_FORMAT, RedactionConfig, Redactor, resolve_hash_key
+from ..spans import CharSpan
 
 StyleName = Literal["tag", "mask", "hash", "surrogate", "remove"]
 EXTENSIONS = ("redacted_text", "redactions", "redaction_mapping")

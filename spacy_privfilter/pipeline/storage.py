@@ -11,8 +11,8 @@ from typing import Any, Dict, Iterable, Optional, Tuple
 import srsly
 from spacy.util import ensure_path
 
-from .errors import CheckpointError, ConfigError
-from .model_files import copy_model_files, read_model_files, write_model_files, write_tokenizer_file
+from ..errors import CheckpointError, ConfigError
+from ..checkpoint.files import copy_model_files, read_model_files, write_model_files, write_tokenizer_file
 from .settings import FilterSettings
 
 CFG_FILE = "cfg.json"
@@ -50,7 +50,7 @@ class ModelStorage:
         model, revision = self._source
         if Path(model).is_dir():
             return Path(model)
-        from .checkpoint import resolve_model_path
+        from ..checkpoint.discover import resolve_model_path
 
         return Path(resolve_model_path(model, revision=revision))
 

@@ -6,7 +6,7 @@ blocks, ``id2label.json`` and the ``openmed-mlx.json`` manifest. Only safetensor
 
 Usage::
 
-    python -m spacy_privfilter.convert openai/privacy-filter ./pf-mlx-8bit --to mlx-8bit
+    python -m spacy_privfilter.checkpoint.convert openai/privacy-filter ./pf-mlx-8bit --to mlx-8bit
 """
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ import sys
 from pathlib import Path
 from typing import Sequence
 
-from .errors import ConfigError, PrivFilterError
+from ..errors import ConfigError, PrivFilterError
 
 CONVERT_FORMATS = ("mlx-bf16", "mlx-8bit")
 
@@ -39,7 +39,7 @@ def convert(src: str | os.PathLike, dst: str | os.PathLike, *, to: str = "mlx-bf
         ConfigError: an unknown ``to`` or ``dst`` equal to the source folder.
         CheckpointError / ModelNotFoundError: the source cannot be found or read.
     """
-    from .checkpoint import inspect_checkpoint, load_state_dict, resolve_model_path, save_checkpoint
+    from .discover import inspect_checkpoint, load_state_dict, resolve_model_path, save_checkpoint
 
     if to not in CONVERT_FORMATS:
         raise ConfigError(f"to must be one of {', '.join(CONVERT_FORMATS)}; got {to!r}")

@@ -11,9 +11,9 @@ from typing import Any, Mapping
 
 import numpy as np
 
-from ._compat import require
-from .checkpoint import CheckpointInfo, QuantizedWeight
-from .errors import CheckpointError, ConfigError
+from .._compat import require
+from .discover import CheckpointInfo, QuantizedWeight
+from ..errors import CheckpointError, ConfigError
 from .formats import (canonical_shapes, mlx_file_shapes, opf_shapes, opf_to_canonical, qkv_rows,
                       stored_quantized)
 from .safetensors_io import SafetensorsHeader, read_header, read_numpy

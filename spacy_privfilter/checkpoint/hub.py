@@ -9,7 +9,7 @@ import os
 import re
 from pathlib import Path
 
-from .errors import ModelNotFoundError
+from ..errors import ModelNotFoundError
 
 # Files a checkpoint of any supported format may need; anything else in a repo (tokenizer.json, README, onnx,
 # pickles) is never downloaded.

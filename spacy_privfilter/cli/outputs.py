@@ -14,7 +14,7 @@ import sys
 from pathlib import Path
 from typing import IO, Any, Mapping
 
-from .cli_io import Item, UsageError
+from .inputs import Item, UsageError
 
 PROGRESS_VERSION = 1
 DIR_PROGRESS_NAME = ".spacy-privfilter-progress.json"

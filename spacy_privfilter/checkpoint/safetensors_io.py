@@ -15,8 +15,8 @@ from typing import Any, Callable, Iterable, Mapping, Sequence
 
 import numpy as np
 
-from .errors import CheckpointError
-from .quant import from_bfloat16_bits
+from ..errors import CheckpointError
+from .affine import from_bfloat16_bits
 
 NUMPY_DTYPES: dict[str, Any] = {
     "F64": np.float64, "F32": np.float32, "F16": np.float16, "BF16": np.uint16, "I64": np.int64, "I32": np.int32,

@@ -14,8 +14,8 @@ from dataclasses import dataclass, field
 from itertools import islice
 from typing import Any, Callable, Iterable, Iterator
 
-from .cli_io import Item
-from .cli_out import Outputs, Progress
+from .inputs import Item
+from .outputs import Outputs, Progress
 
 log = logging.getLogger("spacy_privfilter.cli")
 

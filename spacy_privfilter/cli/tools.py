@@ -12,8 +12,8 @@ from itertools import islice
 from pathlib import Path
 from typing import Any, Iterator
 
-from .cli_io import UsageError, json_error, valid_unicode
-from .evaluate import Evaluation, annotated_labels, span_problem
+from .inputs import UsageError, json_error, valid_unicode
+from ..evaluate import Evaluation, annotated_labels, span_problem
 
 log = logging.getLogger("spacy_privfilter.cli")
 EXIT_OK, EXIT_INPUT = 0, 1
@@ -68,7 +68,7 @@ def _predictions(path: Path, args: argparse.Namespace) -> Iterator[tuple[int, di
 
 
 def _model_spans(gold: Iterator[Any], args: argparse.Namespace) -> Iterator[tuple[Any, list[Any]]]:
-    from .cli_commands import build_nlp, doc_spans, spans_key_of
+    from .scrub import build_nlp, doc_spans, spans_key_of
 
     nlp = build_nlp(args, redact=False)
     key = spans_key_of(nlp)
@@ -134,7 +134,7 @@ def run_evaluate(args: argparse.Namespace) -> int:
 
 
 def run_convert(args: argparse.Namespace) -> int:
-    from .convert import convert
+    from ..checkpoint.convert import convert
 
     log.info("converting %s to %s", args.src, args.to)
     out = convert(args.src, args.dst, to=args.to, revision=args.revision)
@@ -144,8 +144,8 @@ def run_convert(args: argparse.Namespace) -> int:
 
 
 def run_download(args: argparse.Namespace) -> int:
-    from .hub import resolve_model_path
-    from .tokens import get_tokenizer
+    from ..checkpoint.hub import resolve_model_path
+    from ..tokens import get_tokenizer
 
     folder = resolve_model_path(args.model, revision=args.revision, cache_dir=args.cache_dir)
     get_tokenizer()  # the o200k_base encoding is cached by tiktoken; fetch it now too, for offline use
@@ -164,7 +164,7 @@ def _version(name: str) -> str | None:
 
 
 def _devices() -> dict[str, Any]:
-    from ._compat import has_mlx, has_torch
+    from .._compat import has_mlx, has_torch
 
     found: dict[str, Any] = {}
     if has_torch():
@@ -193,9 +193,9 @@ def _cached_models(hub_cache: str | None) -> list[str]:
 
 
 def info_dict() -> dict[str, Any]:
-    from . import __version__
-    from ._compat import has_mlx, has_torch
-    from .backends import select_backend
+    from .. import __version__
+    from .._compat import has_mlx, has_torch
+    from ..backends import select_backend
 
     packages = ("spacy", "numpy", "tiktoken", "safetensors", "huggingface_hub", "torch", "mlx", "faker", "tqdm")
     try:

@@ -18,11 +18,11 @@ from spacy.training import Example
 from spacy.util import minibatch
 
 from .alignment import align_spans, merge_ents, warn_unaligned
-from .detector import DEFAULT_MODEL
-from .model_files import TOKENIZER_FILE
-from .persistence import ModelStorage
+from ..detector import DEFAULT_MODEL
+from ..checkpoint.files import TOKENIZER_FILE
+from .storage import ModelStorage
 from .settings import FilterSettings
-from .spans import CharSpan
+from ..spans import CharSpan
 
 DETECTOR_MAX_TOKENS = 8192  # window length; a smaller max_batch_tokens shrinks it to fit
 
@@ -150,7 +150,7 @@ class PrivacyFilter(ModelStorage, Pipe):
         self._injected = detector is not None
 
     def _load_detector(self):
-        from .detector import Detector
+        from ..detector import Detector
 
         s = self.settings
         if self._model_path is not None:
@@ -289,7 +289,7 @@ def _model_classes(detector) -> Optional[Tuple[str, ...]]:
     config = getattr(getattr(detector, "backend", None), "config", None)
     id2label = getattr(config, "id2label", None)
     if id2label:
-        from .labels import LabelScheme
+        from ..labels import LabelScheme
 
         return LabelScheme.from_id2label(id2label).classes
     return None

@@ -11,8 +11,8 @@ import os
 import sys
 from typing import Callable, Sequence
 
-from .cli_io import FORMATS, UsageError
-from .errors import ConfigError, PrivFilterError
+from .inputs import FORMATS, UsageError
+from ..errors import ConfigError, PrivFilterError
 
 EXIT_OK, EXIT_INPUT, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
 STYLES = ("tag", "mask", "hash", "surrogate", "remove")  # mirrors redact.STYLES (kept light: no import)
@@ -73,7 +73,7 @@ def _add_common(p: argparse.ArgumentParser) -> None:
 
 
 def _add_model(p: argparse.ArgumentParser) -> None:
-    from .detector import DEFAULT_MODEL
+    from ..detector import DEFAULT_MODEL
     g = p.add_argument_group("model")
     g.add_argument("--model", default=DEFAULT_MODEL, help="Hub repo id or local folder (default: %(default)s)")
     g.add_argument("--revision", help="Hub revision (branch, tag or commit)")
@@ -104,7 +104,7 @@ def _add_inputs(p: argparse.ArgumentParser) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from . import __version__
+    from .. import __version__
     fmt = argparse.RawDescriptionHelpFormatter
     parser = argparse.ArgumentParser(prog="spacy-privfilter", formatter_class=fmt, epilog=MAIN_EPILOG,
                                      description="Find and scrub personal data (PII/PHI) with the OpenAI Privacy "
@@ -225,9 +225,9 @@ def _dispatch(args: argparse.Namespace) -> int:
     log = logging.getLogger("spacy_privfilter.cli")
     try:
         if args.command in ("redact", "detect"):
-            from .cli_commands import run_detect, run_redact
+            from .scrub import run_detect, run_redact
             return (run_redact if args.command == "redact" else run_detect)(args)
-        from . import cli_tools
+        from . import tools as cli_tools
         return getattr(cli_tools, f"run_{args.command}")(args)
     except UsageError as exc:
         print(f"spacy-privfilter {args.command}: error: {exc}", file=sys.stderr)

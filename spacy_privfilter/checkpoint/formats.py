@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from .config import OPF_MODEL_TYPE, ModelConfig, QuantizationConfig
+from ..config import OPF_MODEL_TYPE, ModelConfig, QuantizationConfig
 
 # opf/MLX name -> canonical name, for tensors outside the blocks.
 GLOBAL_RENAMES: dict[str, str] = {

@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from typing import Any, Dict, Mapping, Optional, Tuple
 
 from .alignment import ALIGNMENT_MODES, ENTS_POLICIES
-from .errors import ConfigError
+from ..errors import ConfigError
 
 BACKENDS = ("auto", "torch", "mlx")
 DTYPES = ("auto", "float32", "bfloat16", "float16")
@@ -94,7 +94,7 @@ class FilterSettings:
         object.__setattr__(self, "label_thresholds",
                            {k: _probability(f"label_thresholds.{k}", v) for k, v in thresholds.items()})
         if self.viterbi_biases is not None:
-            from .labels import TransitionBiases
+            from ..labels import TransitionBiases
 
             biases = _str_dict("viterbi_biases", self.viterbi_biases)
             try:

@@ -11,7 +11,7 @@ import numpy as np
 from spacy.tokens import Doc, Span
 from spacy.util import filter_spans
 
-from .spans import CharSpan
+from ..spans import CharSpan
 
 ALIGNMENT_MODES = ("strict", "contract", "expand")
 ENTS_POLICIES = ("prioritize_new", "prioritize_existing", "replace")

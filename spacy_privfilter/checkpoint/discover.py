@@ -42,8 +42,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal, Mapping
 
-from .config import HF_MODEL_TYPE, OPF_MODEL_TYPE, ModelConfig, QuantizationConfig
-from .errors import CheckpointError, ModelNotFoundError
+from ..config import HF_MODEL_TYPE, OPF_MODEL_TYPE, ModelConfig, QuantizationConfig
+from ..errors import CheckpointError, ModelNotFoundError
 from .hub import resolve_model_path
 from .safetensors_io import FileRegion, read_header
 

@@ -7,9 +7,9 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from .cli_io import Item, Source, UsageError, count_positions, discover, iter_items
-from .cli_out import Outputs, Progress, json_line, progress_path
-from .cli_run import RunStats, progress_bar, run, summary
+from .inputs import Item, Source, UsageError, count_positions, discover, iter_items
+from .outputs import Outputs, Progress, json_line, progress_path
+from .stream import RunStats, progress_bar, run, summary
 
 log = logging.getLogger("spacy_privfilter.cli")
 EXIT_OK, EXIT_INPUT = 0, 1

@@ -12,12 +12,12 @@ from typing import Any, Callable, Mapping
 
 import numpy as np
 
-from .checkpoint import SAVE_FORMATS, QuantizedWeight
-from .config import ModelConfig, QuantizationConfig
-from .errors import CheckpointError, ConfigError
+from .discover import SAVE_FORMATS, QuantizedWeight
+from ..config import ModelConfig, QuantizationConfig
+from ..errors import CheckpointError, ConfigError
 from .formats import (canonical_shapes, hf_config_dict, is_transposed_expert, mlx_config_dict, mlx_file_shapes,
                       mlx_manifest, opf_config_dict, opf_shapes, opf_to_canonical, quantized_modules)
-from .quant import dequantize, quantize, to_bfloat16_bits
+from .affine import dequantize, quantize, to_bfloat16_bits
 from .safetensors_io import PendingTensor, write_safetensors
 
 DTYPE_CODES = {"float32": "F32", "bfloat16": "BF16", "float16": "F16"}

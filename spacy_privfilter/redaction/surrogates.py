@@ -21,10 +21,10 @@ import re
 import string
 from typing import Any, Callable
 
-from ._compat import require
+from .._compat import require
 from .date_shift import DateShift
-from .errors import ConfigError
-from .redact import normalize_value
+from ..errors import ConfigError
+from .redactor import normalize_value
 
 ATTEMPTS = 8
 
