@@ -10,7 +10,7 @@ import pytest
 from spacy_privfilter.redaction.redactor import restore
 from spacy_privfilter.spans import CharSpan
 
-EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "scrub_clinical_note.py"
+EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "scrub_clinical_note.py"
 
 
 @pytest.fixture(scope="module")

@@ -17,7 +17,7 @@ from spacy_privfilter.testing import bioes_labels, tiny_config, write_random_che
 
 pytest.importorskip("torch")
 
-DATA = Path(__file__).parent / "data"
+DATA = Path(__file__).resolve().parents[1] / "data"
 
 
 @pytest.fixture(scope="module")

@@ -11,7 +11,7 @@ from spacy_privfilter.testing import NEMOTRON_CLASSES
 
 pytest.importorskip("presidio_analyzer")
 
-RECIPE = Path(__file__).resolve().parents[1] / "examples" / "presidio_engine.py"
+RECIPE = Path(__file__).resolve().parents[2] / "examples" / "presidio_engine.py"
 spec = importlib.util.spec_from_file_location("presidio_engine", RECIPE)
 recipe = importlib.util.module_from_spec(spec)
 spec.loader.exec_module(recipe)

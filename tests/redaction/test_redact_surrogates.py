@@ -12,7 +12,7 @@ from spacy_privfilter.errors import BackendUnavailableError, ConfigError
 from spacy_privfilter.redaction.redactor import redact_text
 from spacy_privfilter.redaction.surrogates import GENERATORS, SurrogateFactory, surrogate_class
 
-ID2LABEL = Path(__file__).resolve().parents[2] / "shared" / "research" / "id2label-nemotron.json"
+ID2LABEL = Path(__file__).resolve().parents[3] / "shared" / "research" / "id2label-nemotron.json"
 FALLBACK_CLASSES = ["first_name", "last_name", "email", "phone_number", "date", "ssn"]
 
 EXAMPLES = {
