@@ -13,9 +13,9 @@ from typing import Callable, Sequence
 
 from .inputs import FORMATS, UsageError
 from ..errors import ConfigError, PrivFilterError
+from ..redaction.values import STYLES
 
 EXIT_OK, EXIT_INPUT, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
-STYLES = ("tag", "mask", "hash", "surrogate", "remove")  # mirrors redact.STYLES (kept light: no import)
 
 MAIN_EPILOG = """\
 examples:

@@ -13,17 +13,17 @@ Without ``keep_mapping`` no original value is written anywhere on the doc (the d
 course still there: store or send ``doc._.redacted_text``, not the doc). The pure logic lives in ``redact.py``.
 """
 import json
-from typing import Any, Dict, Iterable, List, Literal, Optional, Union
+from typing import Any, Dict, Iterable, List, Optional, Union
 
 from spacy.language import Language
 from spacy.tokens import Doc
 
 from ..detector import DEFAULT_MODEL
 from ..errors import ConfigError
-from ..redaction.redactor import DEFAULT_HASH_KEY_ENV, DEFAULT_TAG_FORMAT, RedactionConfig, Redactor, resolve_hash_key
+from ..redaction.redactor import DEFAULT_TAG_FORMAT, RedactionConfig, Redactor
+from ..redaction.values import DEFAULT_HASH_KEY_ENV, Style, resolve_hash_key
 from ..spans import CharSpan
 
-StyleName = Literal["tag", "mask", "hash", "surrogate", "remove"]
 EXTENSIONS = ("redacted_text", "redactions", "redaction_mapping")
 
 DEFAULT_CONFIG: Dict[str, Any] = {
@@ -78,8 +78,8 @@ def make_privacy_redactor(
     nlp: Language,
     name: str,
     spans_key: str,
-    style: StyleName,
-    label_styles: Dict[str, StyleName],
+    style: Style,
+    label_styles: Dict[str, Style],
     tag_format: str,
     mask_char: str,
     keep_last: int,
@@ -118,7 +118,7 @@ class PrivacyRedactor:
     """Replace the spans of ``doc.spans[spans_key]`` and store the result on the doc (see module docstring)."""
 
     def __init__(self, nlp: Optional[Language] = None, name: str = "privacy_redactor", *, spans_key: str = "pii",
-                 style: str = "tag", label_styles: Optional[Dict[str, str]] = None,
+                 style: Style = "tag", label_styles: Optional[Dict[str, Style]] = None,
                  tag_format: str = DEFAULT_TAG_FORMAT, mask_char: str = "*", keep_last: int = 0,
                  hash_key: Optional[str] = None, hash_key_env: Optional[str] = DEFAULT_HASH_KEY_ENV,
                  hash_length: int = 16, locale: str = "en_US", seed: Optional[Union[int, str]] = None,

@@ -24,7 +24,7 @@ from typing import Any, Callable
 from .._compat import require
 from .date_shift import DateShift
 from ..errors import ConfigError
-from .redactor import normalize_value
+from .values import normalize_value
 
 ATTEMPTS = 8
 

@@ -7,8 +7,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from spacy_privfilter.errors import ConfigError
-from spacy_privfilter.redaction.redactor import (RedactionConfig, Redactor, hash_value, mask_value, merge_spans, normalize_value,
-                                     redact_text, restore)
+from spacy_privfilter.redaction.redactor import RedactionConfig, Redactor, merge_spans, redact_text, restore
+from spacy_privfilter.redaction.values import hash_value, mask_value, normalize_value
 from spacy_privfilter.spans import CharSpan
 
 TEXT = "Call John Smith at 555-201-7731 or john@x.org. John Smith again."

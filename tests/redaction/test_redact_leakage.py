@@ -11,7 +11,8 @@ import spacy
 from spacy.tokens import Doc
 from spacy.util import get_words_and_spaces
 
-from spacy_privfilter.redaction.redactor import normalize_value, restore
+from spacy_privfilter.redaction.redactor import restore
+from spacy_privfilter.redaction.values import normalize_value
 from spacy_privfilter.pipeline.privacy_redactor import PrivacyRedactor
 
 HASH_KEY = "leakage-test-key"
