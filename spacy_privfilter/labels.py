@@ -1,5 +1,8 @@
 """id2label -> BIOES label scheme; the six Viterbi transition biases.
 
+The one place that normalises an ``id2label`` (:func:`normalize_id2label`, :func:`read_id2label`) and
+parses ``viterbi_calibration.json`` (:class:`TransitionBiases`, :func:`read_checkpoint_biases`).
+
 A scheme is ``O`` plus ``B-/I-/E-/S-<class>`` for every span class. Classes are kept in
 first-seen id order (the order of ``id2label``), as the reference implementations do.
 """
@@ -20,6 +23,8 @@ from .errors import CheckpointError, ConfigError, LabelSchemeError
 OUTSIDE = "O"
 PREFIXES = ("B", "I", "E", "S")
 CALIBRATION_FILE = "viterbi_calibration.json"
+ID2LABEL_FILE = "id2label.json"
+MLX_BIASES_KEY = "_mlx_viterbi_biases"  # OpenMed MLX artifacts keep the biases in config.json
 BIAS_KEYS = (
     "transition_bias_background_stay",      # O -> O
     "transition_bias_background_to_start",  # O -> B-x | S-x
@@ -86,7 +91,7 @@ class LabelScheme:
         Raises:
             LabelSchemeError: listing every problem (bad names, duplicates, missing prefixes, no ``O``).
         """
-        labels = _as_tuple(id2label)
+        labels = normalize_id2label(id2label)
         problems: list[str] = []
         by_class: dict[str, dict[str, int]] = {}
         seen: dict[str, int] = {}
@@ -123,7 +128,8 @@ class LabelScheme:
         return cls(labels, classes, outside[0], ids["B"], ids["I"], ids["E"], ids["S"], class_of)
 
 
-def _as_tuple(id2label: Sequence[str] | Mapping[Any, str]) -> tuple[str, ...]:
+def normalize_id2label(id2label: Sequence[str] | Mapping[Any, str]) -> tuple[str, ...]:
+    """Label names by id from a sequence or a mapping ``{id: name}`` (ids 0..C-1 as ints or strings)."""
     if isinstance(id2label, Mapping):
         try:
             items = sorted((int(k), v) for k, v in id2label.items())
@@ -184,13 +190,7 @@ class TransitionBiases:
         p = Path(path)
         if p.is_dir():
             p = p / CALIBRATION_FILE
-        try:
-            data = json.loads(p.read_text(encoding="utf-8"))
-        except FileNotFoundError as exc:
-            raise CheckpointError(f"calibration file not found: {p}") from exc
-        except (OSError, ValueError) as exc:
-            raise CheckpointError(f"cannot read calibration file {p.name}: {type(exc).__name__}") from exc
-        return cls._from_calibration(data, p.name)
+        return cls._from_calibration(_read_json(p), p.name)
 
     @classmethod
     def _from_calibration(cls, data: Any, source: str) -> "TransitionBiases":
@@ -227,6 +227,56 @@ class TransitionBiases:
             return cls.from_calibration_file(biases)
         raise ConfigError(f"biases must be None, a mapping of {', '.join(BIAS_KEYS)}, a TransitionBiases, "
                           f"or a path to {CALIBRATION_FILE}; got {type(biases).__name__}")
+
+
+def read_id2label(folder: str | os.PathLike, config: Mapping[str, Any]) -> tuple[str, ...]:
+    """A checkpoint's label names: config.json's ``id2label``, else ``id2label.json``, else opf's
+    ``ner_class_names``; ``()`` when none is there.
+
+    Raises:
+        CheckpointError: a source that is unreadable or not a valid id2label (naming the file).
+    """
+    path = Path(folder) / ID2LABEL_FILE
+    if config.get("id2label"):
+        raw, source = config["id2label"], "config.json"
+    elif path.is_file():
+        raw, source = _read_json(path), ID2LABEL_FILE
+    else:
+        raw, source = config.get("ner_class_names"), "config.json"
+    if not raw:
+        return ()
+    try:
+        return normalize_id2label(raw)
+    except LabelSchemeError as exc:
+        raise CheckpointError(f"{source} in '{Path(folder).name}': {exc}") from None
+
+
+def read_checkpoint_biases(folder: str | os.PathLike, config: Mapping[str, Any]) -> dict[str, float] | None:
+    """The operating point a checkpoint ships: ``viterbi_calibration.json`` (all six keys), else config.json's
+    ``_mlx_viterbi_biases`` (missing keys are 0); None when it has neither. Keys given -> float values."""
+    path = Path(folder) / CALIBRATION_FILE
+    if path.is_file():
+        return TransitionBiases.from_calibration_file(path).as_dict()
+    block = config.get(MLX_BIASES_KEY)
+    if block is None:
+        return None
+    if not isinstance(block, Mapping):
+        raise CheckpointError(f"{MLX_BIASES_KEY} in config.json of '{Path(folder).name}' must be an object "
+                              f"mapping {', '.join(BIAS_KEYS)} to numbers")
+    try:
+        biases = TransitionBiases.from_dict(block)
+    except ConfigError as exc:
+        raise CheckpointError(f"{MLX_BIASES_KEY} in config.json of '{Path(folder).name}': {exc}") from None
+    return {key: getattr(biases, key) for key in BIAS_KEYS if key in block}
+
+
+def _read_json(path: Path) -> Any:
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError as exc:
+        raise CheckpointError(f"{path.name} not found: {path}") from exc
+    except (OSError, ValueError) as exc:
+        raise CheckpointError(f"cannot read {path.name} in '{path.parent.name}': {type(exc).__name__}") from exc
 
 
 def _is_bias(value: Any) -> bool:

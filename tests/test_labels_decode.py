@@ -10,7 +10,8 @@ import pytest
 
 from spacy_privfilter.decode import log_softmax, tags_to_token_spans, viterbi, viterbi_dense
 from spacy_privfilter.errors import CheckpointError, ConfigError, LabelSchemeError
-from spacy_privfilter.labels import BIAS_KEYS, LabelScheme, TransitionBiases
+from spacy_privfilter.labels import (BIAS_KEYS, LabelScheme, TransitionBiases, normalize_id2label,
+                                     read_checkpoint_biases, read_id2label)
 
 RESEARCH = Path(__file__).resolve().parents[2] / "shared" / "research"
 NEG = -1e9
@@ -94,6 +95,37 @@ def test_biases_from_calibration_file(tmp_path):
         TransitionBiases.from_any(path)
     with pytest.raises(CheckpointError, match="not found"):
         TransitionBiases.from_any(tmp_path / "missing.json")
+
+
+def test_read_id2label_sources_in_order(tmp_path):
+    labels = ["O", "S-x", "B-x", "I-x", "E-x"]
+    assert read_id2label(tmp_path, {}) == ()
+    assert read_id2label(tmp_path, {"ner_class_names": labels}) == tuple(labels)
+    (tmp_path / "id2label.json").write_text(json.dumps({str(i): name for i, name in enumerate(labels)}))
+    assert read_id2label(tmp_path, {"ner_class_names": ["O"]}) == tuple(labels)  # the file wins
+    assert read_id2label(tmp_path, {"id2label": {"1": "S-y", "0": "O"}}) == ("O", "S-y")  # config.json wins
+    assert normalize_id2label({1: "S-y", 0: "O"}) == normalize_id2label(["O", "S-y"])
+    (tmp_path / "id2label.json").write_text(json.dumps({"0": "O", "2": "S-x"}))
+    with pytest.raises(CheckpointError, match="id2label.json.*without gaps"):
+        read_id2label(tmp_path, {})
+
+
+def test_checkpoint_biases_use_the_one_calibration_parser(tmp_path):
+    from spacy_privfilter.checkpoint.discover import inspect_checkpoint
+    from spacy_privfilter.testing import tiny_config, write_random_checkpoint
+
+    assert read_checkpoint_biases(tmp_path, {}) is None
+    assert read_checkpoint_biases(tmp_path, {"_mlx_viterbi_biases": {BIAS_KEYS[2]: 1}}) == {BIAS_KEYS[2]: 1.0}
+    with pytest.raises(CheckpointError, match="_mlx_viterbi_biases.*unknown transition bias keys: nope"):
+        read_checkpoint_biases(tmp_path, {"_mlx_viterbi_biases": {"nope": 1.0}})
+    folder = write_random_checkpoint(tmp_path / "hf", tiny_config(), format="hf")
+    # A partial calibration file is the same error whether a Detector or the checkpoint reader meets it.
+    (folder / "viterbi_calibration.json").write_text(
+        json.dumps({"operating_points": {"default": {"biases": {BIAS_KEYS[0]: 1.0}}}}))
+    with pytest.raises(CheckpointError, match=BIAS_KEYS[1]):
+        inspect_checkpoint(folder)
+    with pytest.raises(CheckpointError, match=BIAS_KEYS[1]):
+        TransitionBiases.from_any(folder)
 
 
 # ---------------------------------------------------------------------------------------------- reference

@@ -44,6 +44,7 @@ from typing import Any, Literal, Mapping
 
 from ..config import HF_MODEL_TYPE, OPF_MODEL_TYPE, ModelConfig, QuantizationConfig
 from ..errors import CheckpointError, ModelNotFoundError
+from ..labels import read_checkpoint_biases, read_id2label
 from .hub import resolve_model_path
 from .safetensors_io import FileRegion, read_header
 
@@ -197,32 +198,12 @@ def _quantization(fmt: str, raw: Mapping[str, Any], manifest: Mapping[str, Any] 
     return None
 
 
-def _id2label(folder: Path, raw: Mapping[str, Any]) -> Any:
-    if raw.get("id2label"):
-        return raw["id2label"]
-    if (folder / "id2label.json").is_file():
-        return _read_json(folder / "id2label.json")
-    return raw.get("ner_class_names")
+def _id2label(folder: Path, raw: Mapping[str, Any]) -> tuple[str, ...]:
+    return read_id2label(folder, raw)
 
 
 def _viterbi_biases(folder: Path, raw: Mapping[str, Any]) -> dict[str, float] | None:
-    calibration = folder / "viterbi_calibration.json"
-    if calibration.is_file():
-        data = _read_json(calibration)
-        try:
-            biases = data["operating_points"]["default"]["biases"]
-        except (KeyError, TypeError):
-            biases = data.get("biases") if isinstance(data, dict) else None
-        source = "viterbi_calibration.json"
-    else:
-        biases, source = raw.get("_mlx_viterbi_biases"), "_mlx_viterbi_biases"
-    if biases is None:
-        return None
-    if not isinstance(biases, dict) or not all(isinstance(v, (int, float)) and not isinstance(v, bool)
-                                               for v in biases.values()):
-        raise CheckpointError(f"{source} in '{folder.name}' must map transition_bias_* names to numbers "
-                              '(viterbi_calibration.json: {"operating_points": {"default": {"biases": {...}}}})')
-    return {str(k): float(v) for k, v in biases.items()}
+    return read_checkpoint_biases(folder, raw)
 
 
 def load_state_dict(info: CheckpointInfo, *, framework: str = "pt") -> dict[str, Any]:

@@ -12,6 +12,7 @@ import pytest
 from spacy_privfilter.checkpoint import affine as quant
 from spacy_privfilter.checkpoint.discover import QuantizedWeight, inspect_checkpoint, load_state_dict, save_checkpoint
 from spacy_privfilter.errors import CheckpointError
+from spacy_privfilter.labels import BIAS_KEYS
 from spacy_privfilter.checkpoint.safetensors_io import PendingTensor, read_header, read_numpy, write_safetensors
 from spacy_privfilter.testing import random_state_dict, tiny_config, write_random_checkpoint
 
@@ -245,7 +246,7 @@ def test_sharded_hf_index(tmp_path, reference):
 def test_viterbi_biases_from_calibration_file_or_mlx_config(tmp_path):
     hf = write_random_checkpoint(tmp_path / "hf", CONFIG, format="hf")
     assert inspect_checkpoint(hf).viterbi_biases is None
-    biases = {"transition_bias_background_stay": 0.5, "transition_bias_end_to_start": -1.0}
+    biases = {key: i / 4 for i, key in enumerate(BIAS_KEYS)}  # the file holds all six (labels.py parses it)
     (hf / "viterbi_calibration.json").write_text(json.dumps({"operating_points": {"default": {"biases": biases}}}))
     assert inspect_checkpoint(hf).viterbi_biases == biases
     mlx = write_random_checkpoint(tmp_path / "mlx", CONFIG, format="mlx-bf16")
