@@ -5,7 +5,8 @@ Module-level functions only (no lambdas or closures), so pipelines that hold the
 """
 from __future__ import annotations
 
-from typing import Sequence
+import copy
+from typing import Any, Sequence
 
 import numpy as np
 import spacy
@@ -13,7 +14,7 @@ import spacy
 from spacy_privfilter.backends.fake import FakeBackend
 from spacy_privfilter.detector import Detector
 from spacy_privfilter.labels import LabelScheme
-from spacy_privfilter.spans import CharSpan
+from spacy_privfilter.spans import CharSpan, SpanFilter
 from spacy_privfilter.testing import bioes_labels
 
 CLASSES = ("first_name", "last_name", "email", "phone_number")
@@ -36,7 +37,8 @@ def make_detector(*, max_tokens: int = 64, max_batch_tokens: int = 512, biases=N
 
 
 class FixedDetector:
-    """Gives fixed CharSpans per text (none for others); counts calls; raises for texts in ``fail``."""
+    """Gives fixed CharSpans per text (none for others) through the real ``SpanFilter``, as a Detector does;
+    counts calls; raises for texts in ``fail``."""
 
     def __init__(self, spans_by_text: dict[str, Sequence[CharSpan]] | None = None, *,
                  fail: Sequence[str] = (), classes: Sequence[str] = CLASSES) -> None:
@@ -44,13 +46,19 @@ class FixedDetector:
         self.fail = set(fail)
         self.scheme = LabelScheme.from_classes(classes)
         self.batches: list[int] = []
+        self.span_filter = SpanFilter()
+
+    def filtered(self, **options: Any) -> "FixedDetector":
+        other = copy.copy(self)  # shares ``batches``, as Detector.filtered shares the model
+        other.span_filter = SpanFilter.checked(self.scheme.classes, **options)
+        return other
 
     def detect_batch(self, texts: Sequence[str]) -> list[list[CharSpan]]:
         texts = list(texts)
         self.batches.append(len(texts))
         if self.fail.intersection(texts):
             raise RuntimeError(f"fake failure in a batch of {len(texts)} texts")
-        return [list(self.spans_by_text.get(text, ())) for text in texts]
+        return [self.span_filter.apply(self.spans_by_text.get(text, ())) for text in texts]
 
 
 def span_at(text: str, piece: str, label: str, score: float = 0.9) -> CharSpan:

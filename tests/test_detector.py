@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 from spacy_privfilter import detector as detector_module
+from spacy_privfilter.batching import Window, group_documents, pack_batches, plan_windows
 from spacy_privfilter.backends.fake import FakeBackend
 from spacy_privfilter.errors import ConfigError
 from spacy_privfilter.labels import LabelScheme, TransitionBiases
@@ -70,7 +71,7 @@ def test_windowed_logits_equal_unwindowed_logits():
 
 def test_plan_windows_cover_document():
     for n in (1, 9, 10, 11, 50, 123):
-        windows = detector_module.plan_windows(n, 10, 3)
+        windows = plan_windows(n, 10, 3)
         assert windows[0].core_start == 0 and windows[-1].core_stop == n
         for a, b in zip(windows, windows[1:]):
             assert a.core_stop == b.core_start
@@ -78,7 +79,7 @@ def test_plan_windows_cover_document():
             assert w.stop - w.start <= 10 and w.core_start < w.core_stop
             assert w.core_start - w.start >= min(3, w.core_start)
             assert w.stop - w.core_stop >= min(3, n - w.core_stop)
-    assert detector_module.plan_windows(0, 10, 3) == []
+    assert plan_windows(0, 10, 3) == []
 
 
 def test_batch_equals_one_by_one_and_respects_budget():
@@ -96,13 +97,18 @@ def test_batch_equals_one_by_one_and_respects_budget():
 
 
 def test_pack_batches_sorted_and_within_budget():
-    windows = [detector_module.Window(i, 0, n, 0, n) for i, n in enumerate([3, 10, 7, 10, 1, 5, 9])]
-    batches = detector_module.pack_batches(windows, 20)
+    windows = [Window(i, 0, n, 0, n) for i, n in enumerate([3, 10, 7, 10, 1, 5, 9])]
+    batches = pack_batches(windows, 20)
     assert sorted(w.doc for b in batches for w in b) == list(range(7))
     for batch in batches:
         assert len(batch) * max(w.stop - w.start for w in batch) <= 20
     lengths = [w.stop - w.start for b in batches for w in b]
     assert lengths == sorted(lengths, reverse=True)
+
+
+def test_group_documents_bounds_tokens_per_group():
+    assert group_documents([3, 4, 2, 9, 1, 0, 5], 8) == [[0, 1], [2], [3], [4, 5, 6]]
+    assert group_documents([], 8) == []
 
 
 def test_empty_and_whitespace_texts_skip_the_model():
@@ -129,6 +135,15 @@ def test_oracle_table_gives_exact_spans():
     assert [(s.label, s.start, s.end) for s in spans] == gold
     assert all(isinstance(s, CharSpan) and s.score > 0.99 for s in spans)
     assert detector_module.Detector(backend, label_thresholds={"email": 1.0}).detect(text)[0].label == "name"
+    assert [s.label for s in detector_module.Detector(backend, labels=["email"]).detect(text)] == ["email"]
+    # filtered(): the same model and tokenizer with another filter; the original keeps its own.
+    detector = detector_module.Detector(backend)
+    only_names = detector.filtered(labels=["name"], threshold=0.5)
+    assert [s.label for s in only_names.detect(text)] == ["name"] and only_names.backend is backend
+    assert [s.label for s in only_names.filtered().detect(text)] == ["name", "email"]
+    assert [s.label for s in detector.detect(text)] == ["name", "email"]
+    with pytest.raises(ConfigError, match="unknown classes: ssn"):
+        detector.filtered(labels=["ssn"])
 
 
 def test_biases_come_from_backend_unless_given():
@@ -163,7 +178,7 @@ def test_from_pretrained_wires_loader_options(monkeypatch, tmp_path):
     def fake_load_backend(model, **kwargs):
         seen.update(kwargs, model=model)
         backend = make_backend()
-        backend.path = tmp_path  # a model folder without its own tokenizer file
+        backend.model_path = tmp_path  # a model folder without its own tokenizer file
         return backend
 
     import spacy_privfilter.backends as backends

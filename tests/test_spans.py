@@ -9,7 +9,8 @@ import pytest
 
 from spacy_privfilter.decode import log_softmax, viterbi
 from spacy_privfilter.labels import LabelScheme
-from spacy_privfilter.spans import CharSpan, tags_to_char_spans, trim_whitespace
+from spacy_privfilter.errors import ConfigError
+from spacy_privfilter.spans import CharSpan, SpanFilter, tags_to_char_spans, trim_whitespace
 from spacy_privfilter.tokens import get_tokenizer
 
 SCHEME = LabelScheme.from_classes(["name", "email"])
@@ -43,11 +44,25 @@ def test_spans_scores_trimming_and_thresholds():
     assert spans[1].score == pytest.approx(probs[5])
     assert all(isinstance(s, CharSpan) for s in spans)
     cut = (spans[0].score + spans[1].score) / 2
-    high = tags_to_char_spans(text, tags, log_probs, starts, ends, SCHEME, threshold=cut)
+    high = tags_to_char_spans(text, tags, log_probs, starts, ends, SCHEME, span_filter=SpanFilter(cut))
     assert [s.label for s in high] == ["name"]
-    per_label = tags_to_char_spans(text, tags, log_probs, starts, ends, SCHEME, threshold=cut,
-                                   label_thresholds={"name": 1.0, "email": 0.0})
-    assert [s.label for s in per_label] == ["email"]
+    per_label = SpanFilter.checked(SCHEME.classes, threshold=cut, label_thresholds={"name": 1.0, "email": 0.0})
+    assert [s.label for s in tags_to_char_spans(text, tags, log_probs, starts, ends, SCHEME,
+                                                span_filter=per_label)] == ["email"]
+    only_name = SpanFilter.checked(SCHEME.classes, labels=["name"])
+    assert [s.label for s in tags_to_char_spans(text, tags, log_probs, starts, ends, SCHEME,
+                                                span_filter=only_name)] == ["name"]
+    assert only_name.apply(spans) == spans[:1]
+
+
+def test_span_filter_checks_names_and_numbers():
+    with pytest.raises(ConfigError, match="labels has unknown classes: ssn"):
+        SpanFilter.checked(SCHEME.classes, labels=["ssn", "name"])
+    with pytest.raises(ConfigError, match="label_thresholds has unknown classes: passport"):
+        SpanFilter.checked(SCHEME.classes, label_thresholds={"passport": 0.5})
+    for bad in (1.5, -0.1, float("nan"), True, "0.5"):
+        with pytest.raises(ConfigError, match="threshold"):
+            SpanFilter.checked(SCHEME.classes, threshold=bad)
 
 
 def test_whitespace_only_span_is_dropped_and_shared_character_is_not_reused():

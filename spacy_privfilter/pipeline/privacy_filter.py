@@ -131,22 +131,17 @@ class PrivacyFilter(ModelStorage, Pipe):
         self._model_path: Optional[Path] = None  # model files stored with a loaded pipeline
         self._source: Tuple[str, Optional[str]] = (settings.model, settings.revision)
         self._tmpdir: Optional[tempfile.TemporaryDirectory] = None
-        self._rules: Dict[str, Tuple[bool, str, float]] = {}
 
     # -- the model -------------------------------------------------------------------------
     @property
     def detector(self):
         if self._detector is None:
-            detector = self._load_detector()
-            self._check_labels(detector)
-            self._detector = detector
+            self._detector = self._with_filter(self._load_detector())
         return self._detector
 
     @detector.setter
     def detector(self, detector) -> None:
-        if detector is not None:
-            self._check_labels(detector)
-        self._detector = detector
+        self._detector = self._with_filter(detector) if detector is not None else None
         self._injected = detector is not None
 
     def _load_detector(self):
@@ -165,10 +160,9 @@ class PrivacyFilter(ModelStorage, Pipe):
             max_tokens=min(DETECTOR_MAX_TOKENS, s.max_batch_tokens), max_batch_tokens=s.max_batch_tokens,
             biases=dict(s.viterbi_biases) if s.viterbi_biases else None)
 
-    def _check_labels(self, detector) -> None:
-        classes = _model_classes(detector)
-        if classes is not None:
-            self.settings.check_labels(classes)
+    def _with_filter(self, detector):
+        """The detector applying this component's labels and thresholds (the Detector filters, not us)."""
+        return detector.filtered(**self.settings.span_filter_options(tuple(detector.scheme.classes)))
 
     def initialize(self, get_examples: Optional[Callable[[], Iterable[Example]]] = None, *,
                    nlp: Optional[Language] = None) -> None:
@@ -216,29 +210,12 @@ class PrivacyFilter(ModelStorage, Pipe):
                 results[i] = spans
         return results
 
-    def _rule(self, label: str) -> Tuple[bool, str, float]:
-        """(keep, output label, threshold) of one class, cached: a dict lookup per span on the hot path."""
-        rule = self._rules.get(label)
-        if rule is None:
-            s = self.settings
-            out = s.output_label(label)
-            keep = s.labels is None or label in s.labels or out in s.labels
-            threshold = s.label_thresholds.get(label, s.label_thresholds.get(out, s.threshold))
-            rule = self._rules[label] = (keep, out, threshold)
-        return rule
-
     def set_annotations(self, docs: Sequence[Doc], char_spans: Sequence[Sequence[CharSpan]]) -> None:
         """Write detected spans into each doc: ``doc.spans[key]`` (+ ``attrs``), optionally ``doc.ents``."""
         s = self.settings
         for doc, found in zip(docs, char_spans):
-            kept: List[CharSpan] = []
-            labels: List[str] = []
-            for span in found:
-                keep, out, threshold = self._rule(span.label)
-                if keep and span.score >= threshold:
-                    kept.append(span)
-                    labels.append(out)
-            spans, scores, unaligned = align_spans(doc, kept, labels, alignment_mode=s.alignment_mode)
+            labels = [s.output_label(span.label) for span in found]
+            spans, scores, unaligned = align_spans(doc, found, labels, alignment_mode=s.alignment_mode)
             group = SpanGroup(doc, name=s.spans_key, spans=spans)
             group.attrs["scores"] = np.asarray(scores, dtype=np.float32)
             group.attrs["unaligned"] = len(unaligned)
@@ -279,17 +256,3 @@ def _restore(cls, name: str, state: Dict[str, Any]) -> "PrivacyFilter":
     component.name = name  # a Cython attribute of Pipe, not in __dict__
     component.__dict__.update(state)
     return component
-
-
-def _model_classes(detector) -> Optional[Tuple[str, ...]]:
-    """The span classes of a detector's model, or None when it does not expose them."""
-    scheme = getattr(detector, "scheme", None)
-    if scheme is not None and getattr(scheme, "classes", None):
-        return tuple(scheme.classes)
-    config = getattr(getattr(detector, "backend", None), "config", None)
-    id2label = getattr(config, "id2label", None)
-    if id2label:
-        from ..labels import LabelScheme
-
-        return LabelScheme.from_id2label(id2label).classes
-    return None

@@ -113,11 +113,21 @@ class FilterSettings:
     def output_label(self, label: str) -> str:
         return self.label_map.get(label, label)
 
-    def check_labels(self, classes: Tuple[str, ...]) -> None:
-        """Raise when ``labels`` or ``label_thresholds`` name a class the model does not have.
+    def span_filter_options(self, classes: Tuple[str, ...]) -> Dict[str, Any]:
+        """``labels``, ``threshold`` and ``label_thresholds`` for ``Detector.filtered``, by model class.
 
-        A name may be a model class or a ``label_map`` target (e.g. ``PERSON``).
+        A name in ``labels`` or ``label_thresholds`` may be a model class or a ``label_map`` target (e.g.
+        ``PERSON``, then it covers every class mapped to it); a class's own key wins over its target's.
         """
+        self._check_labels(classes)
+        out = {c: self.output_label(c) for c in classes}
+        thresholds = {c: self.label_thresholds.get(c, self.label_thresholds.get(out[c])) for c in classes}
+        return {"labels": None if self.labels is None else [c for c in classes if {c, out[c]} & set(self.labels)],
+                "threshold": self.threshold,
+                "label_thresholds": {c: t for c, t in thresholds.items() if t is not None}}
+
+    def _check_labels(self, classes: Tuple[str, ...]) -> None:
+        """Raise when ``labels`` or ``label_thresholds`` name a class the model does not have."""
         known = set(classes) | set(self.label_map.values())
         unknown = sorted({x for x in (self.labels or ()) if x not in known})
         unknown_thr = sorted(k for k in self.label_thresholds if k not in known)

@@ -130,6 +130,22 @@ def test_threshold_and_label_thresholds():
     assert [s[0] for s in spans_of(doc)] == ["first_name", "last_name", "phone_number"]
 
 
+def test_the_detector_filters_with_the_component_settings(recorder):
+    """Labels and thresholds reach the Detector by model class (label_map targets resolved); the component
+    itself writes whatever spans it is given."""
+    nlp = spacy.blank("en")
+    component = nlp.add_pipe("privacy_filter", config={
+        "labels": ["PERSON", "email"], "label_map": {"first_name": "PERSON", "last_name": "PERSON"},
+        "threshold": 0.2, "label_thresholds": {"PERSON": 0.6, "last_name": 0.7}})
+    span_filter = component.detector.span_filter
+    assert span_filter.labels == {"first_name", "last_name", "email"}
+    assert span_filter.threshold == 0.2
+    assert span_filter.label_thresholds == {"first_name": 0.6, "last_name": 0.7}
+    doc = nlp.make_doc(TEXT)
+    component.set_annotations([doc], [[span_at(TEXT, "555 0100", "phone_number", 0.01)]])
+    assert spans_of(doc) == [("phone_number", 46, 54)]
+
+
 def test_unknown_label_names_are_config_errors():
     with pytest.raises(ConfigError, match="labels.*'?ssn"):
         make_nlp(fixed(), labels=["ssn"])
