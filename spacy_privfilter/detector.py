@@ -28,7 +28,7 @@ class Detector:
     """Finds PII character spans with a loaded backend.
 
     Args:
-        backend: a ``Backend`` (``logits(input_ids, attention_mask)``, ``config``, ``viterbi_biases``).
+        backend: a ``ModelBackend`` (``logits(input_ids, attention_mask)``, ``config``, ``viterbi_biases``).
         biases: transition biases (mapping, ``TransitionBiases``, or path to ``viterbi_calibration.json``);
             None uses the backend's ``viterbi_biases`` if it has any, else zeros.
         tokenizer: a ``Tokenizer``, a path to ``o200k_base.tiktoken`` (or a folder with it), or None for

@@ -15,6 +15,7 @@ from .checkpoint.discover import save_checkpoint
 from .config import ModelConfig
 from .checkpoint.formats import canonical_shapes
 from .checkpoint.affine import round_to_bfloat16
+from .checkpoint.types import SaveFormat
 
 BASE_CLASSES = ("account_number", "private_address", "private_date", "private_email", "private_person",
                 "private_phone", "private_url", "secret")
@@ -27,7 +28,6 @@ NEMOTRON_CLASSES = (
     "medical_record_number", "national_id", "occupation", "password", "phone_number", "pin", "political_view",
     "postcode", "race_ethnicity", "religious_belief", "sexuality", "ssn", "state", "street_address", "swift_bic",
     "tax_id", "time", "unique_id", "url", "user_name", "vehicle_identifier")
-SaveFormat = Literal["hf", "opf", "mlx-bf16", "mlx-8bit"]
 
 
 def bioes_labels(classes: tuple[str, ...]) -> tuple[str, ...]:

@@ -5,15 +5,23 @@ spans, spaCy) is framework-free and is tested with a fake backend that returns f
 """
 from __future__ import annotations
 
-from typing import Protocol, runtime_checkable
+from typing import Literal, Protocol, get_args, runtime_checkable
 
 import numpy as np
 
 from ..config import ModelConfig
 
+Backend = Literal["auto", "torch", "mlx"]
+"""Which runtime runs the model; "auto" picks by availability (see ``select_backend``)."""
+DType = Literal["auto", "float32", "bfloat16", "float16"]
+"""Weight dtype at run time; "auto" follows the checkpoint."""
+
+BACKENDS: tuple[str, ...] = get_args(Backend)
+DTYPES: tuple[str, ...] = get_args(DType)
+
 
 @runtime_checkable
-class Backend(Protocol):
+class ModelBackend(Protocol):
     """A loaded model.
 
     Attributes:

@@ -16,10 +16,10 @@ import re
 import sys
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, BinaryIO, Iterator, Literal, Sequence
+from typing import Any, BinaryIO, Iterator, Literal, Sequence, get_args
 
 Format = Literal["auto", "text", "jsonl", "lines"]
-FORMATS = ("auto", "text", "jsonl", "lines")
+FORMATS: tuple[str, ...] = get_args(Format)
 JSONL_SUFFIXES = (".jsonl", ".ndjson")
 BINARY_SNIFF_BYTES = 8192
 _LONE_SURROGATE = re.compile("[\ud800-\udfff]")

@@ -13,6 +13,9 @@ from typing import Callable, Sequence
 
 from .inputs import FORMATS, UsageError
 from ..errors import ConfigError, PrivFilterError
+from ..backends.base import BACKENDS, DTYPES
+from ..checkpoint.convert import CONVERT_FORMATS
+from ..pipeline.settings import ALIGNMENT_MODES
 from ..redaction.values import STYLES
 
 EXIT_OK, EXIT_INPUT, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
@@ -77,15 +80,15 @@ def _add_model(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("model")
     g.add_argument("--model", default=DEFAULT_MODEL, help="Hub repo id or local folder (default: %(default)s)")
     g.add_argument("--revision", help="Hub revision (branch, tag or commit)")
-    g.add_argument("--backend", choices=("auto", "torch", "mlx"), default="auto", help="runtime (default: auto)")
+    g.add_argument("--backend", choices=BACKENDS, default="auto", help="runtime (default: auto)")
     g.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps (default: auto)")
-    g.add_argument("--dtype", choices=("auto", "float32", "bfloat16", "float16"), default="auto")
+    g.add_argument("--dtype", choices=DTYPES, default="auto")
     g.add_argument("--threshold", type=float, help="drop spans scoring below this (0-1)")
     g.add_argument("--label-threshold", action="append", default=[], metavar="LABEL=SCORE",
                    help="per-label threshold (repeatable)")
     g.add_argument("--labels", help="comma-separated labels to keep (default: all)")
     g.add_argument("--max-batch-tokens", type=int, help="tokens per model call")
-    g.add_argument("--alignment-mode", choices=("strict", "contract", "expand"),
+    g.add_argument("--alignment-mode", choices=ALIGNMENT_MODES,
                    help="how detected spans snap to spaCy tokens (default: expand)")
     g.add_argument("--batch-size", type=int, default=32, help="documents per batch (default: %(default)s)")
     g.add_argument("--lang", default="xx", help="spaCy language of the blank pipeline (default: %(default)s)")
@@ -161,7 +164,7 @@ def build_parser() -> argparse.ArgumentParser:
                               "--to mlx-8bit")
     p.add_argument("src", help="Hub repo id or local checkpoint folder")
     p.add_argument("dst", help="output folder")
-    p.add_argument("--to", required=True, choices=("mlx-bf16", "mlx-8bit"), help="target format")
+    p.add_argument("--to", required=True, choices=CONVERT_FORMATS, help="target format")
     p.add_argument("--revision", help="Hub revision of SRC")
     _add_common(p)
 

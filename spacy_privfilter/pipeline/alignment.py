@@ -12,9 +12,7 @@ from spacy.tokens import Doc, Span
 from spacy.util import filter_spans
 
 from ..spans import CharSpan
-
-ALIGNMENT_MODES = ("strict", "contract", "expand")
-ENTS_POLICIES = ("prioritize_new", "prioritize_existing", "replace")
+from .settings import ENTS_POLICIES, AlignmentMode, EntsPolicy
 
 
 class AlignmentWarning(UserWarning):
@@ -22,7 +20,7 @@ class AlignmentWarning(UserWarning):
 
 
 def align_spans(doc: Doc, char_spans: Sequence[CharSpan], labels: Sequence[str], *,
-                alignment_mode: str) -> tuple[list[Span], list[float], list[str]]:
+                alignment_mode: AlignmentMode) -> tuple[list[Span], list[float], list[str]]:
     """Map character spans onto ``doc``'s tokens.
 
     Args:
@@ -79,7 +77,7 @@ def _merge_same_label(doc: Doc, spans: list[Span], scores: list[float]) -> tuple
             [score for *_, score in merged])
 
 
-def warn_unaligned(unaligned_labels: Sequence[str], *, alignment_mode: str, spans_key: str) -> None:
+def warn_unaligned(unaligned_labels: Sequence[str], *, alignment_mode: AlignmentMode, spans_key: str) -> None:
     """One warning for one doc: how many spans were left out, per label (labels and counts only)."""
     counts: dict[str, int] = {}
     for label in unaligned_labels:
@@ -92,7 +90,7 @@ def warn_unaligned(unaligned_labels: Sequence[str], *, alignment_mode: str, span
         AlignmentWarning, stacklevel=3)
 
 
-def merge_ents(doc: Doc, new_spans: Iterable[Span], *, policy: str) -> None:
+def merge_ents(doc: Doc, new_spans: Iterable[Span], *, policy: EntsPolicy) -> None:
     """Write non-overlapping spans into ``doc.ents`` without corrupting entities already there.
 
     Overlaps among the new spans are resolved like ``spacy.util.filter_spans`` (longer first, then earlier).

@@ -7,7 +7,7 @@ the ``spacy_factories`` entry point. The constructor is cheap; the model loads o
 import functools
 import tempfile
 from pathlib import Path
-from typing import Any, Callable, Dict, Iterable, Iterator, List, Literal, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, Iterable, Iterator, List, Optional, Sequence, Tuple
 
 import numpy as np
 from spacy.language import Language
@@ -21,7 +21,8 @@ from .alignment import align_spans, merge_ents, warn_unaligned
 from ..detector import DEFAULT_MODEL
 from ..checkpoint.files import TOKENIZER_FILE
 from .storage import ModelStorage
-from .settings import FilterSettings
+from .settings import AlignmentMode, EntsPolicy, FilterSettings, SaveModel
+from ..backends.base import Backend, DType
 from ..spans import CharSpan
 
 DETECTOR_MAX_TOKENS = 8192  # window length; a smaller max_batch_tokens shrinks it to fit
@@ -57,20 +58,20 @@ def make_privacy_filter(
     name: str,
     model: str,
     revision: Optional[str],
-    backend: Literal["auto", "torch", "mlx"],
+    backend: Backend,
     device: str,
-    dtype: Literal["auto", "float32", "bfloat16", "float16"],
+    dtype: DType,
     spans_key: str,
     set_ents: bool,
-    ents_policy: Literal["prioritize_new", "prioritize_existing", "replace"],
+    ents_policy: EntsPolicy,
     labels: Optional[List[str]],
     label_map: Dict[str, str],
     threshold: float,
     label_thresholds: Dict[str, float],
     viterbi_biases: Optional[Dict[str, float]],
-    alignment_mode: Literal["strict", "contract", "expand"],
+    alignment_mode: AlignmentMode,
     max_batch_tokens: int,
-    save_model: Literal["copy", "reference"],
+    save_model: SaveModel,
 ) -> "PrivacyFilter":
     """Build a ``privacy_filter`` component.
 

@@ -6,14 +6,18 @@ bad key, what was given (its type, never document text) and the valid choices.
 """
 import math
 from dataclasses import dataclass, field
-from typing import Any, Dict, Mapping, Optional, Tuple
+from typing import Any, Dict, Literal, Mapping, Optional, Tuple, get_args
 
-from .alignment import ALIGNMENT_MODES, ENTS_POLICIES
+from ..backends.base import BACKENDS, DTYPES, Backend, DType
 from ..errors import ConfigError
 
-BACKENDS = ("auto", "torch", "mlx")
-DTYPES = ("auto", "float32", "bfloat16", "float16")
-SAVE_MODES = ("copy", "reference")
+# Defined here, not in alignment.py, so that the CLI can offer them as choices without importing spaCy.
+AlignmentMode = Literal["strict", "contract", "expand"]
+EntsPolicy = Literal["prioritize_new", "prioritize_existing", "replace"]
+SaveModel = Literal["copy", "reference"]
+ALIGNMENT_MODES: Tuple[str, ...] = get_args(AlignmentMode)
+ENTS_POLICIES: Tuple[str, ...] = get_args(EntsPolicy)
+SAVE_MODES: Tuple[str, ...] = get_args(SaveModel)
 
 
 def _choice(key: str, value: Any, choices: Tuple[str, ...]) -> None:
@@ -53,20 +57,20 @@ class FilterSettings:
 
     model: str
     revision: Optional[str] = None
-    backend: str = "auto"
+    backend: Backend = "auto"
     device: str = "auto"
-    dtype: str = "auto"
+    dtype: DType = "auto"
     spans_key: str = "pii"
     set_ents: bool = False
-    ents_policy: str = "prioritize_new"
+    ents_policy: EntsPolicy = "prioritize_new"
     labels: Optional[Tuple[str, ...]] = None
     label_map: Mapping[str, str] = field(default_factory=dict)
     threshold: float = 0.0
     label_thresholds: Mapping[str, float] = field(default_factory=dict)
     viterbi_biases: Optional[Mapping[str, float]] = None
-    alignment_mode: str = "expand"
+    alignment_mode: AlignmentMode = "expand"
     max_batch_tokens: int = 16384
-    save_model: str = "copy"
+    save_model: SaveModel = "copy"
 
     def __post_init__(self) -> None:
         _text("model", self.model)

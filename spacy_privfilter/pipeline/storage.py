@@ -13,7 +13,7 @@ from spacy.util import ensure_path
 
 from ..errors import CheckpointError, ConfigError
 from ..checkpoint.files import copy_model_files, read_model_files, write_model_files, write_tokenizer_file
-from .settings import FilterSettings
+from .settings import SAVE_MODES, FilterSettings
 
 CFG_FILE = "cfg.json"
 MODEL_DIR = "model"
@@ -102,7 +102,7 @@ class ModelStorage:
         return self
 
     def _read_cfg(self, cfg: Dict[str, Any]) -> Dict[str, Any]:
-        if cfg.get("version") != SERIALIZATION_VERSION or cfg.get("save_model") not in ("copy", "reference"):
+        if cfg.get("version") != SERIALIZATION_VERSION or cfg.get("save_model") not in SAVE_MODES:
             raise CheckpointError(f"saved component '{self.name}' has an unknown format (version "
                                   f"{cfg.get('version')!r}); expected version {SERIALIZATION_VERSION}")
         self._source = (cfg["model"], cfg.get("revision"))

@@ -9,7 +9,7 @@ import pytest
 torch = pytest.importorskip("torch")
 
 from spacy_privfilter.backends import load_backend  # noqa: E402
-from spacy_privfilter.backends.base import Backend  # noqa: E402
+from spacy_privfilter.backends.base import ModelBackend  # noqa: E402
 from spacy_privfilter.backends.torch_backend import (TorchBackend, build_model, cpu_runs_fast, load,  # noqa: E402
                                                      resolve_device)
 from spacy_privfilter.backends.torch_quant import QuantizedEmbedding, QuantizedExperts, unpack_codes  # noqa: E402
@@ -37,7 +37,7 @@ def _inputs(seq: int = 21) -> tuple[np.ndarray, np.ndarray]:
 
 def test_load_backend_returns_a_torch_backend_with_float32_numpy_logits(checkpoints: dict[str, Path]) -> None:
     backend = load_backend(checkpoints["hf"], backend="torch", device="cpu")
-    assert isinstance(backend, TorchBackend) and isinstance(backend, Backend)
+    assert isinstance(backend, TorchBackend) and isinstance(backend, ModelBackend)
     assert backend.name == "torch" and backend.config.id2label == CONFIG.id2label
     ids, mask = _inputs()
     logits = backend.logits(ids, mask)
