@@ -1,4 +1,4 @@
-"""spaCy component ``privacy_redactor`` and the ``redact()`` one-liner.
+"""spaCy component ``privacy_redactor``.
 
 Place the component after ``privacy_filter``; it reads ``doc.spans[spans_key]`` (scores from the group's
 ``attrs["scores"]`` decide overlaps) and writes, through ``doc.user_data``-backed extensions that survive
@@ -10,15 +10,13 @@ Place the component after ``privacy_filter``; it reads ``doc.spans[spans_key]`` 
 - ``doc._.redaction_mapping``: ``{replacement: original}`` with ``keep_mapping``, else None.
 
 Without ``keep_mapping`` no original value is written anywhere on the doc (the doc's own text and spans are of
-course still there: store or send ``doc._.redacted_text``, not the doc). The pure logic lives in ``redact.py``.
+course still there: store or send ``doc._.redacted_text``, not the doc). The pure logic lives in ``redaction/``.
 """
-import json
-from typing import Any, Dict, Iterable, List, Optional, Union
+from typing import Any, Dict, List, Optional, Union
 
 from spacy.language import Language
 from spacy.tokens import Doc
 
-from ..detector import DEFAULT_MODEL
 from ..errors import ConfigError
 from ..redaction.redactor import DEFAULT_TAG_FORMAT, RedactionConfig, Redactor
 from ..redaction.values import DEFAULT_HASH_KEY_ENV, Style, resolve_hash_key
@@ -94,7 +92,7 @@ def make_privacy_redactor(
 
     Args:
         spans_key: the ``doc.spans`` group to redact (``privacy_filter``'s ``spans_key``).
-        style: ``tag``, ``mask``, ``hash``, ``surrogate`` or ``remove`` (see ``redact.py``).
+        style: ``tag``, ``mask``, ``hash``, ``surrogate`` or ``remove`` (see ``redaction/redactor.py``).
         label_styles: per-label styles, e.g. ``{"email": "hash"}``; keys are the labels as they appear in the
             span group (after any ``label_map`` of ``privacy_filter``).
         tag_format: tag style format with fields ``{label}``, ``{LABEL}``, ``{n}``, e.g. ``"[{LABEL}_{n}]"``.
@@ -164,63 +162,3 @@ def doc_char_spans(doc: Doc, spans_key: str) -> List[CharSpan]:
     if scores is None or len(scores) != len(group):
         scores = [1.0] * len(group)
     return [CharSpan(span.label_, span.start_char, span.end_char, float(score)) for span, score in zip(group, scores)]
-
-
-def _encodable(text: str) -> bool:
-    try:
-        text.encode("utf-8")
-    except UnicodeEncodeError:
-        return False
-    return True
-
-
-_PIPELINES: Dict[str, Language] = {}
-_REDACTORS: Dict[str, PrivacyRedactor] = {}
-_CACHE_SIZE = 4
-
-
-def _cached(cache: Dict[str, Any], key: str, build: Any) -> Any:
-    if key not in cache:
-        if len(cache) >= _CACHE_SIZE:
-            cache.pop(next(iter(cache)))
-        cache[key] = build()
-    return cache[key]
-
-
-def redact(text_or_texts: Union[str, Iterable[str]], *, model: str = DEFAULT_MODEL, style: str = "tag",
-           nlp: Optional[Language] = None, spans_key: str = "pii", backend: str = "auto", device: str = "auto",
-           batch_size: int = 32, **options: Any) -> Union[str, List[str]]:
-    """Detect and redact in one call: a string gives a string, an iterable of strings gives a list.
-
-    Without ``nlp`` a pipeline ``spacy.blank("xx") + privacy_filter(model, backend, device)`` is built on first
-    use and reused by later calls with the same model settings (the default model is fetched from the Hugging
-    Face Hub once, then read from the cache). With ``nlp``, that pipeline detects (it must write
-    ``doc.spans[spans_key]``, e.g. through ``privacy_filter``). The redaction itself is always done here with
-    ``style`` and ``options`` (any ``privacy_redactor`` setting: label_styles, tag_format, seed, ...).
-    """
-    single = isinstance(text_or_texts, str)
-    if not single and not isinstance(text_or_texts, Iterable):
-        raise TypeError(f"redact() takes a string or an iterable of strings; got {type(text_or_texts).__name__}")
-    texts = [text_or_texts] if single else list(text_or_texts)
-    bad = [i for i, text in enumerate(texts) if not isinstance(text, str)]
-    if bad:
-        raise TypeError(f"redact() needs strings; items {bad[:10]} are not")
-    bad = [i for i, text in enumerate(texts) if not _encodable(text)]
-    if bad:  # spaCy's string store would fail deep inside its tokenizer with a message quoting the character
-        raise ValueError(f"redact(): items {bad[:10]} contain lone surrogates (U+D800-U+DFFF), which are not "
-                         f"valid Unicode and which spaCy cannot tokenize; read the text with errors='replace'")
-    settings = dict(options, style=style, spans_key=spans_key)
-    redactor = _cached(_REDACTORS, json.dumps(settings, sort_keys=True, default=str),
-                       lambda: PrivacyRedactor(None, **settings))
-    if nlp is None:
-        import spacy
-
-        def build() -> Language:
-            pipeline = spacy.blank("xx")
-            pipeline.add_pipe("privacy_filter", config={"model": model, "backend": backend, "device": device,
-                                                        "spans_key": spans_key})
-            return pipeline
-
-        nlp = _cached(_PIPELINES, json.dumps([model, backend, device, spans_key]), build)
-    out = [redactor(doc)._.redacted_text for doc in nlp.pipe(texts, batch_size=batch_size)]
-    return out[0] if single else out

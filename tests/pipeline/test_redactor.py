@@ -12,7 +12,8 @@ from spacy.tokens import Doc, DocBin
 import spacy_privfilter
 from spacy_privfilter.errors import ConfigError
 from spacy_privfilter.redaction.redactor import restore
-from spacy_privfilter.pipeline.privacy_redactor import PrivacyRedactor, redact
+from spacy_privfilter.api import redact
+from spacy_privfilter.pipeline.privacy_redactor import PrivacyRedactor
 
 TEXT = "Patient Jane Doe, MRN 483920, call 555-201-7731. Jane agreed."
 PII = [("first_name", "Jane"), ("last_name", "Doe"), ("medical_record_number", "483920"),
@@ -219,10 +220,9 @@ def test_end_to_end_with_privacy_filter_and_a_fake_detector():
 
 
 def test_package_level_redact_stays_a_function():
-    exported = getattr(spacy_privfilter, "redact", None)
-    if not callable(exported):
-        pytest.skip("spacy_privfilter.redaction.redactor is not exported yet")
     import spacy_privfilter.redaction.redactor as _  # noqa: F401  (importing the submodule must not replace the function)
+
+    assert spacy_privfilter.redact is redact
 
     nlp = spacy.blank("en")
     nlp.add_pipe("test_pii_finder")
@@ -241,14 +241,14 @@ def test_one_liner_builds_a_privacy_filter_pipeline_for_the_model(tmp_path):
 @pytest.mark.slow
 def test_one_liner_end_to_end_on_a_tiny_checkpoint(tmp_path):
     pytest.importorskip("torch")
-    from spacy_privfilter.pipeline import privacy_redactor as module
+    from spacy_privfilter.api import _pipeline
     from spacy_privfilter.testing import NEMOTRON_CLASSES, bioes_labels, tiny_config, write_random_checkpoint
 
     model = str(write_random_checkpoint(tmp_path / "tiny", tiny_config(id2label=bioes_labels(NEMOTRON_CLASSES)),
                                         format="hf", classifier_scale=10.0))
     first = redact(TEXT, model=model, backend="torch", style="mask")
-    cached = dict(module._PIPELINES)
+    misses = _pipeline.cache_info().misses
     texts = redact([TEXT, "second text"], model=model, backend="torch", style="mask")
-    assert module._PIPELINES == cached  # the model pipeline was reused, not rebuilt
+    assert _pipeline.cache_info().misses == misses  # the model pipeline was reused, not rebuilt
     assert texts[0] == first and len(first) == len(TEXT)  # mask keeps the length; random weights find "PII"
     assert first != TEXT
