@@ -6,8 +6,6 @@ file is replaced, so a run killed at any moment can be resumed; see ``cli_out``.
 from __future__ import annotations
 
 import logging
-import os
-import signal
 import sys
 import time
 from dataclasses import dataclass, field
@@ -19,9 +17,6 @@ from .outputs import Outputs, Progress
 
 log = logging.getLogger("spacy_privfilter.cli")
 
-# Test hook: kill this process with SIGKILL right after the batch that takes the run past N input positions has
-# been written and flushed, but before its progress is saved (the worst moment), to test --resume.
-CRASH_AFTER_ENV = "_SPACY_PRIVFILTER_CRASH_AFTER"
 # spaCy adds every new token string to the vocab and never forgets it (~0.5 KB each), and PII is mostly unique
 # strings, so a long stream would grow without bound. Past this many lexemes the pipeline is rebuilt (reusing the
 # loaded model); tokenization does not depend on the vocab's contents, so results are unchanged.
@@ -72,7 +67,6 @@ def run(nlp: Any, items: Iterable[Item], outputs: Outputs, progress: Progress, *
     fresh pipeline, used when the vocab passes ``VOCAB_RENEW_LIMIT`` so that memory stays flat.
     """
     stats = stats or RunStats()
-    crash_after = int(os.environ.get(CRASH_AFTER_ENV, "0") or 0)
     progress.save(done, outputs.sizes)
     for batch in batched(items, batch_size):
         batch = [_within_limit(item, getattr(nlp, "max_length", 0)) for item in batch]
@@ -88,8 +82,6 @@ def run(nlp: Any, items: Iterable[Item], outputs: Outputs, progress: Progress, *
         outputs.flush()
         done += len(batch)
         stats.positions += len(batch)
-        if crash_after and stats.positions >= crash_after:
-            os.kill(os.getpid(), signal.SIGKILL)
         progress.save(done, outputs.sizes)
         if bar is not None:
             bar.update(len(batch))

@@ -110,6 +110,24 @@ def test_stdin_lines_through_the_installed_script(checkpoint, nlp):
     assert expected != [text.replace("\n", " ") for text in TEXTS]
 
 
+# The command line with one fault injected: SIGKILL at the first progress save at or past N input positions, i.e.
+# right after that batch's output was written and flushed but before its progress is recorded (the worst moment).
+KILLED_CLI = """
+import os, signal, sys
+from spacy_privfilter.cli import outputs, parser
+
+limit, real_save = int(sys.argv[1]), outputs.Progress.save
+
+def save(self, done, sizes):
+    if done >= limit:
+        os.kill(os.getpid(), signal.SIGKILL)
+    real_save(self, done, sizes)
+
+outputs.Progress.save = save
+sys.exit(parser.main(sys.argv[2:]))
+"""
+
+
 def test_resume_after_a_killed_run_gives_the_uninterrupted_result(tmp_path, checkpoint, nlp):
     records = [{"n": i, "text": TEXTS[i % len(TEXTS)] + f" #{i}"} for i in range(30)]
     data = tmp_path / "big.jsonl"
@@ -118,7 +136,8 @@ def test_resume_after_a_killed_run_gives_the_uninterrupted_result(tmp_path, chec
     args = ("redact", data, "-o", out, "--model", checkpoint, "--batch-size", 4)
 
     # SIGKILL right after the batch that passes 14 documents is written, before its progress is saved
-    killed = cli(*args, env={"_SPACY_PRIVFILTER_CRASH_AFTER": "14"})
+    killed = subprocess.run([sys.executable, "-c", KILLED_CLI, "14", *map(str, args)], capture_output=True,
+                            timeout=300)
     assert killed.returncode == -signal.SIGKILL
     assert len(out.read_bytes().splitlines()) == 16
     progress = json.loads(out.with_name("clean.jsonl.progress.json").read_text())
