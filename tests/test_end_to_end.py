@@ -17,7 +17,6 @@ from pathlib import Path
 
 import pytest
 
-from spacy_privfilter.testing import bioes_labels, tiny_config, write_random_checkpoint
 
 pytest.importorskip("torch")
 spacy = pytest.importorskip("spacy")
@@ -46,10 +45,8 @@ ROBUSTNESS_TEXTS = [
 
 
 @pytest.fixture(scope="module")
-def checkpoint(tmp_path_factory) -> Path:
-    config = tiny_config(id2label=bioes_labels(CLASSES))
-    return write_random_checkpoint(tmp_path_factory.mktemp("e2e") / "tiny", config, format="hf", seed=5,
-                                   classifier_scale=8.0)
+def checkpoint(tiny_checkpoint) -> Path:
+    return tiny_checkpoint(CLASSES, seed=5, classifier_scale=8.0)
 
 
 def make_nlp(checkpoint: Path, lang: str = "en", redactor: dict | None = None, **filter_config):
@@ -126,11 +123,9 @@ def test_pieces_of_one_value_become_one_span():
 
 
 @pytest.fixture(scope="module")
-def bf16_checkpoint(tmp_path_factory) -> Path:
+def bf16_checkpoint(tiny_checkpoint) -> Path:
     """Stored in bfloat16, so on the CPU its experts run through the oneDNN-packed path."""
-    config = tiny_config(id2label=bioes_labels(CLASSES))
-    return write_random_checkpoint(tmp_path_factory.mktemp("e2e") / "tiny-bf16", config, format="hf", seed=5,
-                                   classifier_scale=8.0, dtype="bfloat16")
+    return tiny_checkpoint(CLASSES, seed=5, classifier_scale=8.0, dtype="bfloat16")
 
 
 @pytest.mark.parametrize("stored", ["float32", "bfloat16"])

@@ -110,15 +110,16 @@ def test_read_id2label_sources_in_order(tmp_path):
         read_id2label(tmp_path, {})
 
 
-def test_checkpoint_biases_use_the_one_calibration_parser(tmp_path):
+def test_checkpoint_biases_use_the_one_calibration_parser(tmp_path, tiny_checkpoint):
+    import shutil
+
     from spacy_privfilter.checkpoint.discover import inspect_checkpoint
-    from spacy_privfilter.testing import tiny_config, write_random_checkpoint
 
     assert read_checkpoint_biases(tmp_path, {}) is None
     assert read_checkpoint_biases(tmp_path, {"_mlx_viterbi_biases": {BIAS_KEYS[2]: 1}}) == {BIAS_KEYS[2]: 1.0}
     with pytest.raises(CheckpointError, match="_mlx_viterbi_biases.*unknown transition bias keys: nope"):
         read_checkpoint_biases(tmp_path, {"_mlx_viterbi_biases": {"nope": 1.0}})
-    folder = write_random_checkpoint(tmp_path / "hf", tiny_config(), format="hf")
+    folder = shutil.copytree(tiny_checkpoint(), tmp_path / "hf")
     # A partial calibration file is the same error whether a Detector or the checkpoint reader meets it.
     (folder / "viterbi_calibration.json").write_text(
         json.dumps({"operating_points": {"default": {"biases": {BIAS_KEYS[0]: 1.0}}}}))

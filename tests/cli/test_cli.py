@@ -15,7 +15,6 @@ from pathlib import Path
 
 import pytest
 
-from spacy_privfilter.testing import bioes_labels, tiny_config, write_random_checkpoint
 
 pytest.importorskip("torch")
 spacy = pytest.importorskip("spacy")
@@ -31,11 +30,9 @@ CLASSES = ("email", "first_name", "last_name", "phone_number")
 
 
 @pytest.fixture(scope="module")
-def checkpoint(tmp_path_factory) -> Path:
+def checkpoint(tiny_checkpoint) -> Path:
     # classifier_scale makes the random model confident, so it finds (random) spans in every text
-    config = tiny_config(id2label=bioes_labels(CLASSES))
-    return write_random_checkpoint(tmp_path_factory.mktemp("ckpt") / "tiny", config, format="hf", seed=3,
-                                   classifier_scale=8.0)
+    return tiny_checkpoint(CLASSES, seed=3, classifier_scale=8.0)
 
 
 @pytest.fixture(scope="module")

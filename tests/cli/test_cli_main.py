@@ -8,7 +8,6 @@ import pytest
 
 from spacy_privfilter.cli.parser import main
 from spacy_privfilter.evaluate import Evaluation, annotated_labels
-from spacy_privfilter.testing import bioes_labels, tiny_config, write_random_checkpoint
 
 spacy = pytest.importorskip("spacy")
 pytest.importorskip("torch")
@@ -19,10 +18,8 @@ CLASSES = ("date", "email", "first_name", "last_name", "phone_number")
 
 
 @pytest.fixture(scope="module")
-def checkpoint(tmp_path_factory) -> Path:
-    config = tiny_config(id2label=bioes_labels(CLASSES))
-    return write_random_checkpoint(tmp_path_factory.mktemp("ckpt") / "tiny", config, format="hf", seed=5,
-                                   classifier_scale=8.0)
+def checkpoint(tiny_checkpoint) -> Path:
+    return tiny_checkpoint(CLASSES, seed=5, classifier_scale=8.0)
 
 
 @pytest.fixture(scope="module")

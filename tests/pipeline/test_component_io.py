@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 import textwrap
@@ -16,7 +17,6 @@ import srsly
 from component_fakes import FixedDetector, make_nlp, spans_of
 from spacy_privfilter.errors import CheckpointError, ConfigError
 from spacy_privfilter.checkpoint.files import list_model_files
-from spacy_privfilter.testing import bioes_labels, tiny_config, write_random_checkpoint
 from spacy_privfilter.tokens import O200K_SHA256
 
 pytest.importorskip("torch")
@@ -27,11 +27,9 @@ TEXTS = ["Hello Jane Doe, mail jane.doe@example.org or call 555 0100 today.",
 
 
 @pytest.fixture(scope="module")
-def tiny_model(tmp_path_factory):
-    config = tiny_config(id2label=bioes_labels(("first_name", "last_name", "email")))
+def tiny_model(tiny_checkpoint):
     # A large classifier scale gives confident random logits, hence plenty of spans to compare.
-    return write_random_checkpoint(tmp_path_factory.mktemp("tiny") / "hf", config, format="hf", seed=3,
-                                   classifier_scale=4.0)
+    return tiny_checkpoint(("first_name", "last_name", "email"), seed=3, classifier_scale=4.0)
 
 
 def build(model, **config):
@@ -147,9 +145,8 @@ def test_missing_stored_file_is_named(tiny_model, tmp_path):
         spacy.load(tmp_path / "pipeline")
 
 
-def test_model_files_of_an_mlx_artifact(tmp_path):
-    config = tiny_config(vocab_size=256, id2label=bioes_labels(("email",)))
-    folder = write_random_checkpoint(tmp_path / "mlx", config, format="mlx-8bit")
+def test_model_files_of_an_mlx_artifact(tmp_path, tiny_checkpoint):
+    folder = shutil.copytree(tiny_checkpoint(("email",), format="mlx-8bit", vocab_size=256), tmp_path / "mlx")
     (folder / "tokenizer.json").write_text("{}")  # HF tokenizer files are not needed (tiktoken is used)
     (folder / "viterbi_calibration.json").write_text("{}")
     names = [p.name for p in list_model_files(folder)]

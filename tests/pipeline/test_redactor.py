@@ -239,13 +239,12 @@ def test_one_liner_builds_a_privacy_filter_pipeline_for_the_model(tmp_path):
 
 
 @pytest.mark.slow
-def test_one_liner_end_to_end_on_a_tiny_checkpoint(tmp_path):
+def test_one_liner_end_to_end_on_a_tiny_checkpoint(tiny_checkpoint):
     pytest.importorskip("torch")
     from spacy_privfilter.api import _pipeline
-    from spacy_privfilter.testing import NEMOTRON_CLASSES, bioes_labels, tiny_config, write_random_checkpoint
+    from spacy_privfilter.testing import NEMOTRON_CLASSES
 
-    model = str(write_random_checkpoint(tmp_path / "tiny", tiny_config(id2label=bioes_labels(NEMOTRON_CLASSES)),
-                                        format="hf", classifier_scale=10.0))
+    model = str(tiny_checkpoint(NEMOTRON_CLASSES, classifier_scale=10.0))
     first = redact(TEXT, model=model, backend="torch", style="mask")
     misses = _pipeline.cache_info().misses
     texts = redact([TEXT, "second text"], model=model, backend="torch", style="mask")

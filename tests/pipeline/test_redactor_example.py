@@ -46,12 +46,11 @@ def test_example_pipeline_scrubs_the_note(example):
 
 
 @pytest.mark.slow
-def test_example_runs_end_to_end_on_a_tiny_checkpoint(tmp_path):
+def test_example_runs_end_to_end_on_a_tiny_checkpoint(tiny_checkpoint):
     pytest.importorskip("torch")
-    from spacy_privfilter.testing import NEMOTRON_CLASSES, bioes_labels, tiny_config, write_random_checkpoint
+    from spacy_privfilter.testing import NEMOTRON_CLASSES
 
-    model = write_random_checkpoint(tmp_path / "tiny", tiny_config(id2label=bioes_labels(NEMOTRON_CLASSES)),
-                                    format="hf", classifier_scale=10.0)
+    model = tiny_checkpoint(NEMOTRON_CLASSES, classifier_scale=10.0)
     out = subprocess.run([sys.executable, str(EXAMPLE), "--model", str(model), "--backend", "torch", "--restore"],
                          capture_output=True, text=True, timeout=300, env={**os.environ, "HF_HUB_OFFLINE": "1"})
     assert out.returncode == 0, out.stderr[-2000:]

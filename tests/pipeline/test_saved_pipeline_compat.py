@@ -13,7 +13,6 @@ from pathlib import Path
 import pytest
 import spacy
 
-from spacy_privfilter.testing import bioes_labels, tiny_config, write_random_checkpoint
 
 pytest.importorskip("torch")
 
@@ -21,14 +20,12 @@ DATA = Path(__file__).resolve().parents[1] / "data"
 
 
 @pytest.fixture(scope="module")
-def saved_pipeline(tmp_path_factory) -> Path:
+def saved_pipeline(tmp_path_factory, tiny_checkpoint) -> Path:
     from spacy_privfilter.checkpoint.files import write_tokenizer_file
 
     folder = tmp_path_factory.mktemp("old") / "pipeline"
     shutil.copytree(DATA / "pipeline_v0_1_0", folder)
-    config = tiny_config(id2label=bioes_labels(("first_name", "last_name", "email")))
-    fresh = write_random_checkpoint(tmp_path_factory.mktemp("weights") / "hf", config, format="hf", seed=3,
-                                    classifier_scale=4.0)
+    fresh = tiny_checkpoint(("first_name", "last_name", "email"), seed=3, classifier_scale=4.0)
     model = folder / "privacy_filter" / "model"
     shutil.copy(fresh / "model.safetensors", model / "model.safetensors")
     assert write_tokenizer_file(model)
