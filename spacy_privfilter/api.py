@@ -58,12 +58,10 @@ def redact(text_or_texts: Union[str, Iterable[str]], *, model: str = DEFAULT_MOD
 @functools.lru_cache(maxsize=PIPELINE_CACHE_SIZE)
 def _pipeline(model: str, backend: str, device: str, spans_key: str) -> "Language":
     """A ``privacy_filter`` pipeline per model setting; holds no secret (redaction happens outside it)."""
-    import spacy
+    from .pipeline.build import blank_pipeline
 
-    nlp = spacy.blank("xx")
-    nlp.add_pipe("privacy_filter", config={"model": model, "backend": backend, "device": device,
-                                           "spans_key": spans_key})
-    return nlp
+    return blank_pipeline("xx", filter_config={"model": model, "backend": backend, "device": device,
+                                               "spans_key": spans_key})
 
 
 def _checked_texts(text_or_texts: Any) -> list[str]:

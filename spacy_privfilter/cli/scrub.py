@@ -69,14 +69,13 @@ def build_nlp(args: argparse.Namespace, *, redact: bool, detector: Any = None) -
 
     ``detector``: an already loaded model to reuse (when the pipeline is renewed), instead of loading it.
     """
-    import spacy
+    from ..pipeline.build import blank_pipeline
 
     if args.batch_size < 1:
         raise UsageError(f"--batch-size must be at least 1; got {args.batch_size}")
-    nlp = spacy.blank(args.lang)
-    component = nlp.add_pipe("privacy_filter", config=filter_config(args))
-    if redact:
-        nlp.add_pipe("privacy_redactor", config=redactor_config(args))
+    nlp = blank_pipeline(args.lang, filter_config=filter_config(args),
+                         redactor_config=redactor_config(args) if redact else None)
+    component = nlp.get_pipe("privacy_filter")
     if detector is not None:
         component.detector = detector
         return nlp

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any, Iterator
 
 from .inputs import UsageError, json_error, valid_unicode
+from ..backends.devices import available_devices
 from ..evaluate import Evaluation, annotated_labels, span_problem
 
 log = logging.getLogger("spacy_privfilter.cli")
@@ -163,26 +164,6 @@ def _version(name: str) -> str | None:
         return None
 
 
-def _devices() -> dict[str, Any]:
-    from .._compat import has_mlx, has_torch
-
-    found: dict[str, Any] = {}
-    if has_torch():
-        import torch  # imported for `info` only: it is the one command that asks what torch can see
-
-        found["torch"] = ["cpu"] + [f"cuda:{i}" for i in range(torch.cuda.device_count())]
-        if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
-            found["torch"].append("mps")
-    if has_mlx():
-        try:
-            import mlx.core as mx
-
-            found["mlx"] = [str(mx.default_device())]
-        except Exception as exc:  # a broken mlx install should not break `info`
-            found["mlx"] = [f"unavailable ({type(exc).__name__})"]
-    return found
-
-
 def _cached_models(hub_cache: str | None) -> list[str]:
     """Privacy Filter repos in the Hub cache (names only, no network)."""
     if not hub_cache or not Path(hub_cache).is_dir():
@@ -215,7 +196,7 @@ def info_dict() -> dict[str, Any]:
         "platform": platform.platform(),
         "packages": {name: _version(name) for name in packages},
         "backends": {"torch": has_torch(), "mlx": has_mlx(), "auto": auto},
-        "devices": _devices(),
+        "devices": available_devices(),
         "hf_hub_cache": hub_cache,
         "hf_hub_offline": os.environ.get("HF_HUB_OFFLINE", "") not in ("", "0", "false", "False"),
         "tiktoken_cache": os.environ.get("TIKTOKEN_CACHE_DIR") or os.environ.get("DATA_GYM_CACHE_DIR"),

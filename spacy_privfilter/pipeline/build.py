@@ -1,0 +1,17 @@
+"""Blank spaCy pipelines with ``privacy_filter`` (and ``privacy_redactor``), for callers that stay spaCy-free."""
+from __future__ import annotations
+
+from typing import Any, Mapping
+
+import spacy
+from spacy.language import Language
+
+
+def blank_pipeline(lang: str = "xx", *, filter_config: Mapping[str, Any],
+                   redactor_config: Mapping[str, Any] | None = None) -> Language:
+    """``spacy.blank(lang)`` + ``privacy_filter(**filter_config)`` [+ ``privacy_redactor(**redactor_config)``]."""
+    nlp = spacy.blank(lang)
+    nlp.add_pipe("privacy_filter", config=dict(filter_config))
+    if redactor_config is not None:
+        nlp.add_pipe("privacy_redactor", config=dict(redactor_config))
+    return nlp
