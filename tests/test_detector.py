@@ -8,7 +8,6 @@ import numpy as np
 import pytest
 
 from spacy_privfilter import detector as detector_module
-from spacy_privfilter.batching import Window, group_documents, pack_batches, plan_windows
 from spacy_privfilter.backends.fake import FakeBackend
 from spacy_privfilter.errors import ConfigError
 from spacy_privfilter.labels import LabelScheme, TransitionBiases
@@ -69,19 +68,6 @@ def test_windowed_logits_equal_unwindowed_logits():
     assert not np.array_equal(short.document_logits([ids])[0], expected)
 
 
-def test_plan_windows_cover_document():
-    for n in (1, 9, 10, 11, 50, 123):
-        windows = plan_windows(n, 10, 3)
-        assert windows[0].core_start == 0 and windows[-1].core_stop == n
-        for a, b in zip(windows, windows[1:]):
-            assert a.core_stop == b.core_start
-        for w in windows:
-            assert w.stop - w.start <= 10 and w.core_start < w.core_stop
-            assert w.core_start - w.start >= min(3, w.core_start)
-            assert w.stop - w.core_stop >= min(3, n - w.core_stop)
-    assert plan_windows(0, 10, 3) == []
-
-
 def test_batch_equals_one_by_one_and_respects_budget():
     backend = make_backend()
     detector = detector_module.Detector(backend, max_tokens=12, max_batch_tokens=40)
@@ -94,21 +80,6 @@ def test_batch_equals_one_by_one_and_respects_budget():
     assert any(batch > 1 for batch, _ in backend.calls)
     # Order is the input order: reversing the input reverses the output.
     assert detector.detect_batch(TEXTS[::-1]) == batched[::-1]
-
-
-def test_pack_batches_sorted_and_within_budget():
-    windows = [Window(i, 0, n, 0, n) for i, n in enumerate([3, 10, 7, 10, 1, 5, 9])]
-    batches = pack_batches(windows, 20)
-    assert sorted(w.doc for b in batches for w in b) == list(range(7))
-    for batch in batches:
-        assert len(batch) * max(w.stop - w.start for w in batch) <= 20
-    lengths = [w.stop - w.start for b in batches for w in b]
-    assert lengths == sorted(lengths, reverse=True)
-
-
-def test_group_documents_bounds_tokens_per_group():
-    assert group_documents([3, 4, 2, 9, 1, 0, 5], 8) == [[0, 1], [2], [3], [4, 5, 6]]
-    assert group_documents([], 8) == []
 
 
 def test_empty_and_whitespace_texts_skip_the_model():

@@ -149,3 +149,10 @@ def test_importing_every_module_changes_no_process_state():
     assert result.returncode == 0, result.stderr[-2000:]
     changed = json.loads(result.stdout.strip().splitlines()[-1])
     assert changed == {}
+
+
+def test_no_public_name_is_also_a_module():
+    import spacy_privfilter
+
+    clashes = [name for name in spacy_privfilter.__all__ if name in modules()]
+    assert clashes == [] and "redact" in spacy_privfilter.__all__
