@@ -4,12 +4,12 @@ spaCy checks the factory's type hints but neither coerces nor range-checks value
 built directly bypasses the config entirely; so every option is checked here and an error names the
 bad key, what was given (its type, never document text) and the valid choices.
 """
-import math
 from dataclasses import dataclass, field
 from typing import Any, Dict, Literal, Mapping, Optional, Tuple, get_args
 
 from ..backends.base import BACKENDS, DTYPES, Backend, DType
 from ..errors import ConfigError
+from ..spans import check_probability
 
 # Defined here, not in alignment.py, so that the CLI can offer them as choices without importing spaCy.
 AlignmentMode = Literal["strict", "contract", "expand"]
@@ -34,11 +34,10 @@ def _text(key: str, value: Any, *, optional: bool = False) -> None:
 
 
 def _probability(key: str, value: Any) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(float(value)) \
-            or not 0.0 <= float(value) <= 1.0:
-        shown = repr(value) if isinstance(value, (int, float)) else type(value).__name__
-        raise ConfigError(f"privacy_filter: '{key}' must be a number between 0 and 1; got {shown}")
-    return float(value)
+    try:
+        return check_probability(f"'{key}'", value)
+    except ConfigError as exc:
+        raise ConfigError(f"privacy_filter: {exc}") from None
 
 
 def _str_dict(key: str, value: Any) -> Dict[str, Any]:
