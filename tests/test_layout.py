@@ -29,7 +29,8 @@ def modules() -> dict[str, Path]:
 def imports(name: str, path: Path) -> list[tuple[str, bool]]:
     """(absolute module name, is a package module) of every import in the file, TYPE_CHECKING blocks excluded."""
     tree = ast.parse(path.read_text(encoding="utf-8"))
-    skipped = {id(n) for node in ast.walk(tree) if isinstance(node, ast.If) and "TYPE_CHECKING" in ast.unparse(node.test)
+    skipped = {id(n) for node in ast.walk(tree)
+               if isinstance(node, ast.If) and "TYPE_CHECKING" in ast.unparse(node.test)
                for child in node.body for n in ast.walk(child)}
     here = ["spacy_privfilter", *name.split(".")] if name else ["spacy_privfilter"]
     package = here if path.name == "__init__.py" else here[:-1]

@@ -1,6 +1,8 @@
 """The built wheel: PEP 561 ``py.typed`` marker, every subpackage, the spaCy entry points."""
 from __future__ import annotations
 
+import importlib.resources
+import importlib.util
 import shutil
 import subprocess
 import sys
@@ -12,8 +14,17 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 
 
+def test_py_typed_is_package_data_and_installed():
+    tomllib = pytest.importorskip("tomllib")  # Python >= 3.11
+    config = tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))
+    assert "py.typed" in config["tool"]["setuptools"]["package-data"]["spacy_privfilter"]
+    assert importlib.resources.files("spacy_privfilter").joinpath("py.typed").is_file()
+
+
 @pytest.fixture(scope="module")
 def wheel(tmp_path_factory) -> zipfile.ZipFile:
+    if importlib.util.find_spec("setuptools") is None:  # the build backend; fresh venvs of Python >= 3.12 lack it
+        pytest.skip("setuptools is not installed, so no wheel can be built without network")
     src = tmp_path_factory.mktemp("src")  # a copy, so the build leaves nothing in the checkout
     shutil.copytree(ROOT / "spacy_privfilter", src / "spacy_privfilter",
                     ignore=shutil.ignore_patterns("__pycache__"))

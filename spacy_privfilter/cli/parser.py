@@ -134,8 +134,8 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--with-redactions", action="store_true",
                    help="JSONL: add a 'redactions' key with offsets, labels and replacements")
     g.add_argument("--keep-mapping", action="store_true",
-                   help="with --with-redactions: also record each original value, so that redact.restore can "
-                        "undo the redaction (the output then contains the personal data)")
+                   help="with --with-redactions: also record each original value, so that "
+                        "spacy_privfilter.restore can undo the redaction (the output then contains the personal data)")
     _add_model(p)
     _add_common(p)
 

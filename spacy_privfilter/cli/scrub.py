@@ -86,7 +86,7 @@ def build_nlp(args: argparse.Namespace, *, redact: bool, detector: Any = None) -
 
 
 def renewer(args: argparse.Namespace, nlp: Any, *, redact: bool) -> Any:
-    """A function that builds a fresh pipeline sharing ``nlp``'s loaded model (see ``cli_run.VOCAB_RENEW_LIMIT``)."""
+    """A function that builds a fresh pipeline sharing ``nlp``'s loaded model (see ``stream.VOCAB_RENEW_LIMIT``)."""
     detector = nlp.get_pipe("privacy_filter").detector
     return lambda: build_nlp(args, redact=redact, detector=detector)
 

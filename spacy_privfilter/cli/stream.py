@@ -1,7 +1,7 @@
 """The streaming loop behind ``redact`` and ``detect``: batches of input positions through ``nlp.pipe``.
 
 At most one batch of documents is held in memory. After every batch the outputs are flushed and the progress
-file is replaced, so a run killed at any moment can be resumed; see ``cli_out``.
+file is replaced, so a run killed at any moment can be resumed; see ``outputs.py``.
 """
 from __future__ import annotations
 
