@@ -80,8 +80,8 @@ class Detector:
         if options.get("tokenizer") is None:
             # A tokenizer file shipped in the model folder (also a Hub cache folder) makes it work offline;
             # without one, get_tokenizer falls back to tiktoken's own loader.
-            folder = str(model) if os.path.isdir(model) else getattr(loaded, "model_path", None)
-            options["tokenizer"] = str(folder) if folder is not None else None
+            folder = model if os.path.isdir(model) else getattr(loaded, "model_path", None)
+            options["tokenizer"] = str(folder) if folder is not None and os.path.isdir(folder) else None
         return cls(loaded, **options)
 
     def filtered(self, *, threshold: float = 0.0, label_thresholds: Mapping[str, float] | None = None,
