@@ -17,6 +17,7 @@ in config.cfg: deny terms can themselves be personal data.
 """
 from __future__ import annotations
 
+import json
 from typing import Any, Callable, Dict, Iterable, List, Optional, Tuple
 
 import srsly
@@ -27,7 +28,7 @@ from spacy.training import Example
 from spacy.util import ensure_path
 
 from ..errors import CheckpointError, ConfigError
-from ..recognizers import Found, Pattern, RecognizerName, Recognizers
+from ..recognizers import Found, Pattern, RecognizerName, Recognizers, read_lines
 from ..recognizers.lists import entry_dict
 from .span_groups import read_found, write_group
 
@@ -223,11 +224,13 @@ class PrivacyPatterns:
         path.mkdir(parents=True, exist_ok=True)
         srsly.write_json(path / CFG_FILE, {"version": SERIALIZATION_VERSION})
         for kind, entries in self._lists().items():
-            srsly.write_jsonl(path / LIST_FILES[kind], entries)
+            # The standard json module: srsly's parser reads 0.6 back as 0.6000000000000001.
+            lines = "".join(json.dumps(entry, ensure_ascii=False) + "\n" for entry in entries)
+            (path / LIST_FILES[kind]).write_text(lines, encoding="utf-8")
 
     def from_disk(self, path, *, exclude: Iterable[str] = tuple()) -> "PrivacyPatterns":
         path = ensure_path(path)
-        lists = {kind: list(srsly.read_jsonl(path / name)) if (path / name).is_file() else []
+        lists = {kind: read_lines(path / name, kind, parse=False) if (path / name).is_file() else []
                  for kind, name in LIST_FILES.items()}
         self._load_lists(srsly.read_json(path / CFG_FILE), lists)
         return self
