@@ -156,3 +156,26 @@ def test_config_errors_name_the_option():
         PrivacyPatterns(nlp, recognizers=["visa"])
     with pytest.raises(ConfigError, match="'allow_partial' must be true or false"):
         PrivacyPatterns(nlp, allow_partial="yes")
+
+
+def test_readme_hospital_example():
+    """The README's example, with the model's output fixed (including a wrong phone_number on the MRN digits)."""
+    text = ("Mrs Jane Okafor (MRN SEH-0048213) was moved to Ward 7B at St Elsewhere Hospital; "
+            "card 4111 1111 1111 1111 on file. Enrolled in Project Nightingale.")
+    model = [span_at(text, "Jane", "first_name", 0.99), span_at(text, "Okafor", "last_name", 0.98),
+             span_at(text, "0048213", "phone_number", 0.41),
+             span_at(text, "St Elsewhere Hospital", "company_name", 0.87), span_at(text, "Ward 7B", "street_address")]
+    nlp = make_nlp(FixedDetector({text: model}))
+    rules = nlp.add_pipe("privacy_patterns", config={"recognizers": ["card", "iban", "email", "phone"]})
+    rules.add_patterns([{"label": "medical_record_number", "id": "seh_mrn", "regex": r"\bSEH-\d{7}\b",
+                         "score": 0.99}])
+    rules.add_allow([{"term": "St Elsewhere Hospital"}, {"regex": r"Ward \d+[A-Z]?"}])
+    rules.add_deny([{"term": "Project Nightingale", "label": "company_name", "ignore_case": True}])
+    nlp.add_pipe("privacy_redactor")
+    doc = nlp(text)
+    assert doc._.redacted_text == (
+        "Mrs [FIRST_NAME] [LAST_NAME] (MRN [MEDICAL_RECORD_NUMBER]) was moved to Ward 7B at St Elsewhere Hospital; "
+        "card [CREDIT_DEBIT_CARD] on file. Enrolled in [COMPANY_NAME].")
+    group = doc.spans["pii"]
+    assert group.attrs["sources"] == ["model", "model", "pattern:seh_mrn", "pattern:card", "deny"]
+    assert group.attrs["allowed"] == 2

@@ -102,3 +102,13 @@ def test_pattern_lines_round_trip():
     lines = [{"label": "mrn", "regex": r"MRN\d+", "id": "m", "score": 0.5, "validator": "luhn", "ignore_case": True},
              {"label": "org", "pattern": "Acme"}, {"label": "id", "pattern": [{"LOWER": "id"}, {"IS_DIGIT": True}]}]
     assert [parse_pattern(line, "x").to_dict() for line in lines] == lines
+
+
+def test_the_package_imports_no_spacy():
+    import subprocess
+    import sys
+
+    code = ("import sys, spacy_privfilter.recognizers as r; r.Recognizers(builtins=['card']).find('x'); "
+            "print('spacy' in sys.modules, 'phonenumbers' in sys.modules)")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert done.stdout.split() == ["False", "False"], done.stderr  # phonenumbers loads for 'phone' only
