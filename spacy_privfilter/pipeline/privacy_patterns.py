@@ -149,6 +149,9 @@ class PrivacyPatterns:
         spans, scores, sources = [], [], []
         for item in merged:
             span = doc.char_span(item.start, item.end, label=item.label, alignment_mode="expand")
+            if span is None:  # nothing but whitespace: nothing to redact
+                unaligned += 1
+                continue
             spans.append(span)
             scores.append(item.score)
             sources.append(item.source)

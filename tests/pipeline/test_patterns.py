@@ -179,3 +179,13 @@ def test_readme_hospital_example():
     group = doc.spans["pii"]
     assert group.attrs["sources"] == ["model", "model", "pattern:seh_mrn", "pattern:card", "deny"]
     assert group.attrs["allowed"] == 2
+
+
+def test_sources_survive_docbin():
+    from spacy.tokens import DocBin
+
+    nlp, patterns = pipeline(redact=False, recognizers=["card"])
+    doc = nlp(NOTE)
+    data = DocBin(docs=[doc], store_user_data=True).to_bytes()
+    back = list(DocBin().from_bytes(data).get_docs(nlp.vocab))[0]
+    assert table(back) == table(doc)
