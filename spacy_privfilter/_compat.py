@@ -15,6 +15,7 @@ INSTALL_HINTS = {
     "mlx": 'pip install "spacy-privfilter[mlx]"  (on Linux: pip install "mlx[cpu]")',
     "faker": 'pip install "spacy-privfilter[redact]"  (or: pip install faker)',
     "tqdm": 'pip install tqdm',
+    "phonenumbers": 'pip install "spacy-privfilter[recognizers]"  (or: pip install phonenumbers)',
 }
 
 

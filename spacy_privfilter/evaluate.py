@@ -180,6 +180,7 @@ class Evaluation:
     leakage: Leakage = Leakage()
     n_docs: int = 0
     n_ignored: int = 0
+    by_source: dict[str, SourceCounts] = field(default_factory=dict)
 
     def add(self, text: str, gold: Sequence[Any], pred: Sequence[Any], *, source: str = "") -> None:
         """Score one document. ``gold``/``pred``: spans (CharSpan-like or dicts) with offsets into ``text``."""
@@ -193,6 +194,8 @@ class Evaluation:
         for label, counts in overlap_counts(text, gold, scored).items():
             self.overlap[label] += counts
         self.leakage = _add_leakage(self.leakage, leakage_counts(text, gold, pred))
+        for name, counts in source_counts(text, gold, scored).items():
+            self.by_source[name] = self.by_source.get(name, SourceCounts()) + counts
         self.n_docs += 1
 
     def labels(self) -> list[str]:
@@ -215,6 +218,7 @@ class Evaluation:
             "overlap": {OVERALL: self.overall("overlap").as_dict(),
                         "per_label": {k: self.overlap[k].as_dict() for k in self.labels()}},
             "leakage": self.leakage.as_dict(),
+            **({"by_source": {k: v.as_dict() for k, v in sorted(self.by_source.items())}} if self.by_source else {}),
         }
 
     def format_table(self) -> str:
@@ -234,6 +238,11 @@ class Evaluation:
                      f"{self.leakage.gold_chars} gold PII characters not redacted); documents: {self.n_docs}")
         if self.annotated is not None:
             lines.append(f"predictions ignored (label not annotated in their source): {self.n_ignored}")
+        if self.by_source:
+            width = max(len(name) for name in self.by_source)
+            lines.append(f"{'source':<{width}}  {'pred':>6} {'exact':>6} {'overlap':>7}")
+            lines.extend(f"{name:<{width}}  {c.n_pred:6d} {c.exact:6d} {c.overlap:7d}"
+                         for name, c in sorted(self.by_source.items()))
         return "\n".join(lines)
 
 
@@ -250,3 +259,46 @@ def span_problem(text: str, span: Any) -> str | None:
     if not 0 <= start < end <= len(text):
         return f"span {start}:{end} ({label}) is outside the text (length {len(text)}) or empty"
     return None
+
+
+# -- per-source counts: which detector (model, pattern, deny list) produced each prediction -------------------
+@dataclass(frozen=True)
+class SourceCounts:
+    """``n_pred`` predictions of one source; ``exact`` of them match a gold span exactly, ``overlap`` share a
+    token with a gold span of the same label."""
+
+    n_pred: int = 0
+    exact: int = 0
+    overlap: int = 0
+
+    def __add__(self, other: "SourceCounts") -> "SourceCounts":
+        return SourceCounts(self.n_pred + other.n_pred, self.exact + other.exact, self.overlap + other.overlap)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"n_pred": self.n_pred, "exact": self.exact, "overlap": self.overlap,
+                "exact_precision": self.exact / self.n_pred if self.n_pred else 0.0}
+
+
+def source_of(span: Any) -> str | None:
+    """The ``source`` a prediction names (``detect`` output with site-specific detection), or None."""
+    source = span.get("source") if isinstance(span, Mapping) else getattr(span, "source", None)
+    return None if source is None else str(source)
+
+
+def source_counts(text: str, gold: Iterable[Any], pred: Iterable[Any]) -> dict[str, SourceCounts]:
+    """Per-source counts for one document; predictions without a source are left out."""
+    pred = [(source_of(p), as_triple(p)) for p in pred]
+    pred = [(source, triple) for source, triple in pred if source is not None]
+    if not pred:
+        return {}
+    tokens = token_ranges(text)
+    ends = [te for _, te in tokens]
+    gold_triples = {as_triple(g) for g in gold}
+    gold_t = [(label, _tokens_of(s, e, tokens, ends)) for s, e, label in gold_triples]
+    out: dict[str, SourceCounts] = {}
+    for source, (start, end, label) in pred:
+        toks = _tokens_of(start, end, tokens, ends)
+        hit = any(g_label == label and toks & g_toks for g_label, g_toks in gold_t)
+        out[source] = out.get(source, SourceCounts()) + SourceCounts(1, int((start, end, label) in gold_triples),
+                                                                      int(hit))
+    return out

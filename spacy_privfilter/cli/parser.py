@@ -94,6 +94,17 @@ def _add_model(p: argparse.ArgumentParser) -> None:
     g.add_argument("--lang", default="xx", help="spaCy language of the blank pipeline (default: %(default)s)")
 
 
+def _add_recognizers(p: argparse.ArgumentParser) -> None:
+    from ..recognizers import RECOGNIZERS
+    g = p.add_argument_group("site-specific detection (privacy_patterns, after the model)")
+    g.add_argument("--recognizers", metavar="NAMES",
+                   help=f"comma-separated shipped recognizers: {', '.join(RECOGNIZERS)}")
+    g.add_argument("--patterns", metavar="FILE", help="JSONL patterns: span_ruler's format, or {label, regex}")
+    g.add_argument("--deny", metavar="FILE", help="JSONL deny list: {term, label[, ignore_case]} per line")
+    g.add_argument("--allow", metavar="FILE",
+                   help="allow list: one term per line, or JSONL {term} / {regex} (detected text never redacted)")
+
+
 def _add_inputs(p: argparse.ArgumentParser) -> None:
     p.add_argument("inputs", nargs="+", metavar="INPUT", help="text file, folder, .jsonl file, or - for stdin")
     g = p.add_argument_group("input")
@@ -137,6 +148,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="with --with-redactions: also record each original value, so that "
                         "spacy_privfilter.restore can undo the redaction (the output then contains the personal data)")
     _add_model(p)
+    _add_recognizers(p)
     _add_common(p)
 
     p = sub.add_parser("detect", help="write detected spans (labels, offsets, scores) as JSONL",
@@ -145,6 +157,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-o", "--output", help="output JSONL file (default: stdout)")
     p.add_argument("--with-text", action="store_true", help="also write the text of each span and document")
     _add_model(p)
+    _add_recognizers(p)
     _add_common(p)
 
     p = sub.add_parser("evaluate", help="score the model (or precomputed spans) against labelled JSONL",
@@ -157,6 +170,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--text-key", default="text", help="JSONL key holding the text (default: %(default)s)")
     p.add_argument("--spans-key", default="spans", help="JSONL key holding the spans (default: %(default)s)")
     _add_model(p)
+    _add_recognizers(p)
     _add_common(p)
 
     p = sub.add_parser("convert", help="convert a checkpoint to MLX bf16 or 8-bit", formatter_class=fmt,

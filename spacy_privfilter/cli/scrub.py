@@ -73,9 +73,11 @@ def build_nlp(args: argparse.Namespace, *, redact: bool, detector: Any = None) -
 
     if args.batch_size < 1:
         raise UsageError(f"--batch-size must be at least 1; got {args.batch_size}")
-    nlp = blank_pipeline(args.lang, filter_config=filter_config(args),
-                         redactor_config=redactor_config(args) if redact else None)
+    nlp = blank_pipeline(args.lang, filter_config=filter_config(args))
     component = nlp.get_pipe("privacy_filter")
+    add_patterns_pipe(nlp, args)
+    if redact:
+        nlp.add_pipe("privacy_redactor", config=redactor_config(args))
     if detector is not None:
         component.detector = detector
         return nlp
@@ -85,24 +87,53 @@ def build_nlp(args: argparse.Namespace, *, redact: bool, detector: Any = None) -
     return nlp
 
 
+def wants_patterns(args: argparse.Namespace) -> bool:
+    return bool(args.recognizers or args.patterns or args.deny or args.allow)
+
+
+def add_patterns_pipe(nlp: Any, args: argparse.Namespace) -> Any:
+    """Add ``privacy_patterns`` from --recognizers/--patterns/--deny/--allow; None when none is given."""
+    from ..recognizers import RECOGNIZERS, read_lines
+
+    if not wants_patterns(args):
+        return None
+    names = [name.strip() for name in (args.recognizers or "").split(",") if name.strip()]
+    unknown = [name for name in names if name not in RECOGNIZERS]
+    if unknown:
+        raise UsageError(f"--recognizers: unknown name(s) {', '.join(unknown)}; choose from {', '.join(RECOGNIZERS)}")
+    component = nlp.add_pipe("privacy_patterns", config={"recognizers": names})
+    for kind in ("patterns", "deny", "allow"):
+        path = getattr(args, kind)
+        if path:
+            getattr(component, f"add_{kind}")(read_lines(path, kind))
+    return component
+
+
 def renewer(args: argparse.Namespace, nlp: Any, *, redact: bool) -> Any:
     """A function that builds a fresh pipeline sharing ``nlp``'s loaded model (see ``stream.VOCAB_RENEW_LIMIT``)."""
     detector = nlp.get_pipe("privacy_filter").detector
     return lambda: build_nlp(args, redact=redact, detector=detector)
 
 
-def doc_spans(doc: Any, spans_key: str) -> list[dict[str, Any]]:
+def doc_spans(doc: Any, spans_key: str, *, with_sources: bool = False) -> list[dict[str, Any]]:
     """The spans the pipeline put in ``doc.spans[spans_key]`` as ``{start, end, label, score}`` dicts.
 
     Offsets are the character offsets of the token-aligned spaCy spans (what the Python API exposes and
-    what the redactor hides), see ``--alignment-mode``.
+    what the redactor hides), see ``--alignment-mode``. ``with_sources`` adds each span's ``source``
+    (``model``, ``pattern:<id>``, ``deny``, ``external``).
     """
-    group = doc.spans[spans_key] if spans_key in doc.spans else []
-    scores = list(group.attrs.get("scores", [])) if len(group) else []
-    if len(scores) != len(group):
-        scores = [None] * len(group)
-    return [{"start": span.start_char, "end": span.end_char, "label": span.label_,
-             "score": None if score is None else round(float(score), 6)} for span, score in zip(group, scores)]
+    from ..pipeline.span_groups import span_scores, span_sources
+
+    if spans_key not in doc.spans:
+        return []
+    group = doc.spans[spans_key]
+    spans = [{"start": span.start_char, "end": span.end_char, "label": span.label_,
+              "score": None if score is None else round(score, 6)}
+             for span, score in zip(group, span_scores(group, fill=None))]
+    if with_sources:
+        for span, source in zip(spans, span_sources(group)):
+            span["source"] = source
+    return spans
 
 
 def spans_key_of(nlp: Any) -> str:
@@ -161,7 +192,8 @@ def _execute(args: argparse.Namespace, *, command: str, redact: bool) -> int:
         log.warning("no input files found (folder empty, or nothing matches --glob %r)", args.glob)
     nlp = build_nlp(args, redact=redact)
     outputs = Outputs(target, as_dir=as_dir, sizes=sizes)
-    write = _redact_writer(args, outputs) if redact else _detect_writer(args, outputs, spans_key_of(nlp))
+    write = _redact_writer(args, outputs) if redact else \
+        _detect_writer(args, outputs, spans_key_of(nlp), with_sources="privacy_patterns" in nlp.pipe_names)
     items = iter_items(sources, text_key=args.text_key, encoding=args.encoding, skip=done)
     show_bar = not args.quiet and sys.stderr.isatty()
     bar = progress_bar(total=count_positions(sources), enabled=show_bar, initial=done)
@@ -196,9 +228,9 @@ def _redact_writer(args: argparse.Namespace, outputs: Outputs) -> Any:
     return write
 
 
-def _detect_writer(args: argparse.Namespace, outputs: Outputs, spans_key: str) -> Any:
+def _detect_writer(args: argparse.Namespace, outputs: Outputs, spans_key: str, *, with_sources: bool) -> Any:
     def write(item: Item, doc: Any) -> int:
-        spans = doc_spans(doc, spans_key)
+        spans = doc_spans(doc, spans_key, with_sources=with_sources)
         if args.with_text:
             for span in spans:
                 span["text"] = doc.text[span["start"]:span["end"]]

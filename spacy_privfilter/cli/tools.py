@@ -79,14 +79,42 @@ def _model_spans(gold: Iterator[Any], args: argparse.Namespace) -> Iterator[tupl
                 raise InputError(f"{row[0]}:{row[1]}: {len(row[3])} characters, more than spaCy's nlp.max_length "
                                  f"of {nlp.max_length}; split the record")
         for row, doc in zip(batch, nlp.pipe([row[3] for row in batch], batch_size=args.batch_size)):
-            yield row, doc_spans(doc, key)
+            yield row, doc_spans(doc, key, with_sources="privacy_patterns" in nlp.pipe_names)
+
+
+def _with_patterns(pairs: Iterator[tuple[Any, list[Any]]], args: argparse.Namespace) -> Iterator[tuple[Any, list[Any]]]:
+    """Precomputed spans (source ``model`` unless they name one) merged with --recognizers/--patterns/--deny/--allow
+    by ``privacy_patterns`` in a blank pipeline: what the model plus those rules would have given."""
+    from .scrub import add_patterns_pipe, doc_spans, wants_patterns
+
+    if not wants_patterns(args):
+        yield from pairs
+        return
+    from ..pipeline.build import blank
+    from ..pipeline.span_groups import write_group
+    from ..recognizers import as_found
+
+    nlp = blank(args.lang)
+    component = add_patterns_pipe(nlp, args)
+    for row, spans in pairs:
+        doc = nlp.make_doc(row[3])
+        found = [as_found(span) for span in spans]
+        aligned = [(doc.char_span(f.start, f.end, label=f.label, alignment_mode="expand"), f) for f in found]
+        aligned = [(span, f) for span, f in aligned if span is not None]
+        write_group(doc, component.spans_key, [span for span, _ in aligned], [f.score for _, f in aligned],
+                    [f.source for _, f in aligned])
+        yield row, doc_spans(component(doc), component.spans_key, with_sources=True)
 
 
 def _paired(gold: Iterator[Any], args: argparse.Namespace) -> Iterator[tuple[Any, list[Any]]]:
     """Gold rows with their predicted spans, from --predictions (line by line) or from the model."""
     if not args.predictions:
         yield from _model_spans(gold, args)
-        return
+    else:
+        yield from _with_patterns(_precomputed(gold, args), args)
+
+
+def _precomputed(gold: Iterator[Any], args: argparse.Namespace) -> Iterator[tuple[Any, list[Any]]]:
     pred_path = Path(args.predictions)
     preds = _predictions(pred_path, args)
     for row in gold:

@@ -7,10 +7,15 @@ import spacy
 from spacy.language import Language
 
 
+def blank(lang: str = "xx") -> Language:
+    """``spacy.blank(lang)``: the one place outside the components where spaCy is imported for callers."""
+    return spacy.blank(lang)
+
+
 def blank_pipeline(lang: str = "xx", *, filter_config: Mapping[str, Any],
                    redactor_config: Mapping[str, Any] | None = None) -> Language:
     """``spacy.blank(lang)`` + ``privacy_filter(**filter_config)`` [+ ``privacy_redactor(**redactor_config)``]."""
-    nlp = spacy.blank(lang)
+    nlp = blank(lang)
     nlp.add_pipe("privacy_filter", config=dict(filter_config))
     if redactor_config is not None:
         nlp.add_pipe("privacy_redactor", config=dict(redactor_config))

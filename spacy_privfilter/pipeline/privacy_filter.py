@@ -24,6 +24,7 @@ from .storage import ModelStorage
 from .settings import AlignmentMode, EntsPolicy, FilterSettings, SaveModel
 from ..backends.base import Backend, DType
 from ..spans import CharSpan
+from ..recognizers.engine import MODEL_SOURCE
 
 DETECTOR_MAX_TOKENS = 8192  # window length; a smaller max_batch_tokens shrinks it to fit
 
@@ -219,6 +220,7 @@ class PrivacyFilter(ModelStorage, Pipe):
             spans, scores, unaligned = align_spans(doc, found, labels, alignment_mode=s.alignment_mode)
             group = SpanGroup(doc, name=s.spans_key, spans=spans)
             group.attrs["scores"] = np.asarray(scores, dtype=np.float32)
+            group.attrs["sources"] = [MODEL_SOURCE] * len(spans)  # parallel, like scores (privacy_patterns)
             group.attrs["unaligned"] = len(unaligned)
             doc.spans[s.spans_key] = group
             if unaligned:

@@ -21,6 +21,7 @@ from ..errors import ConfigError
 from ..redaction.redactor import DEFAULT_TAG_FORMAT, RedactionConfig, Redactor
 from ..redaction.values import DEFAULT_HASH_KEY_ENV, Style, resolve_hash_key
 from ..spans import CharSpan
+from .span_groups import span_scores
 
 EXTENSIONS = ("redacted_text", "redactions", "redaction_mapping")
 
@@ -156,9 +157,8 @@ class PrivacyRedactor:
 
 
 def doc_char_spans(doc: Doc, spans_key: str) -> List[CharSpan]:
-    """The group's spans as ``CharSpan``s; scores from ``attrs["scores"]`` when it is parallel, else 1.0."""
+    """The group's spans as ``CharSpan``s; scores from ``attrs["scores"]``, read as ``span_groups`` explains
+    when another component added spans without scores (those get 1.0)."""
     group = doc.spans[spans_key]
-    scores = group.attrs.get("scores")
-    if scores is None or len(scores) != len(group):
-        scores = [1.0] * len(group)
-    return [CharSpan(span.label_, span.start_char, span.end_char, float(score)) for span, score in zip(group, scores)]
+    return [CharSpan(span.label_, span.start_char, span.end_char, score)
+            for span, score in zip(group, span_scores(group))]
