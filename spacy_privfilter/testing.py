@@ -11,7 +11,7 @@ from typing import Any, Iterator, Literal, Mapping
 
 import numpy as np
 
-from .checkpoint.discover import save_checkpoint
+from .checkpoint import SaveFormat, save_checkpoint
 from .config import ModelConfig
 from .checkpoint.formats import canonical_shapes
 from .checkpoint.affine import round_to_bfloat16
@@ -27,7 +27,7 @@ NEMOTRON_CLASSES = (
     "medical_record_number", "national_id", "occupation", "password", "phone_number", "pin", "political_view",
     "postcode", "race_ethnicity", "religious_belief", "sexuality", "ssn", "state", "street_address", "swift_bic",
     "tax_id", "time", "unique_id", "url", "user_name", "vehicle_identifier")
-SaveFormat = Literal["hf", "opf", "mlx-bf16", "mlx-8bit"]
+
 
 
 def bioes_labels(classes: tuple[str, ...]) -> tuple[str, ...]:

@@ -1,23 +1,19 @@
 """Runtime selection. Frameworks are imported only inside their backend module.
 
 Each backend module (``torch_backend``, ``mlx_backend``) exposes
-``load(info: CheckpointInfo, *, device: str, dtype: str, quantize: int | None) -> Backend``.
+``load(info: CheckpointInfo, *, device: str, dtype: DType, quantize: int | None) -> ModelBackend``.
 """
 from __future__ import annotations
 
 import os
-from typing import Any, Literal
+from typing import Any
 
 from .._compat import has_mlx, has_torch, is_apple_silicon, require
 from ..errors import BackendUnavailableError, ConfigError
-from .base import Backend
-
-BackendName = Literal["auto", "torch", "mlx"]
-BACKENDS = ("auto", "torch", "mlx")
-DTYPES = ("auto", "float32", "bfloat16", "float16")
+from .base import BACKENDS, DTYPES, Backend, DType, ModelBackend
 
 
-def select_backend(backend: str = "auto") -> str:
+def select_backend(backend: Backend = "auto") -> str:
     """Resolve ``"auto"``: MLX on Apple Silicon when mlx imports, otherwise torch (MLX on Linux CPU is slower)."""
     if backend not in BACKENDS:
         raise ConfigError(f"backend must be one of {', '.join(BACKENDS)}; got {backend!r}")
@@ -35,14 +31,15 @@ def select_backend(backend: str = "auto") -> str:
         "(or on Apple Silicon: pip install \"spacy-privfilter[mlx]\")")
 
 
-def load_backend(model: str | os.PathLike, *, revision: str | None = None, backend: str = "auto",
-                 device: str = "auto", dtype: str = "auto", quantize: int | None = None, **options: Any) -> Backend:
+def load_backend(model: str | os.PathLike, *, revision: str | None = None, backend: Backend = "auto",
+                 device: str = "auto", dtype: DType = "auto", quantize: int | None = None,
+                 **options: Any) -> ModelBackend:
     """Resolve ``model`` (folder or Hub id), read its checkpoint and load it into the chosen runtime.
 
-    ``options`` are runtime-specific; the torch runtime takes ``quantized_experts`` ("keep" or "dequantize"),
-    ``expert_precision`` ("auto", "float32", "bfloat16") and ``pack_experts`` (None, True, False).
+    ``options`` are runtime-specific; the torch runtime takes ``quantized_experts`` (``QuantizedExpertsMode``),
+    ``expert_precision`` (``ExpertPrecision``) and ``pack_experts`` (None, True, False).
     """
-    from ..checkpoint.discover import inspect_checkpoint, resolve_model_path
+    from ..checkpoint import inspect_checkpoint, resolve_model_path
 
     if dtype not in DTYPES:
         raise ConfigError(f"dtype must be one of {', '.join(DTYPES)}; got {dtype!r}")
@@ -53,8 +50,8 @@ def load_backend(model: str | os.PathLike, *, revision: str | None = None, backe
     else:
         if options:
             raise ConfigError(f"option(s) {', '.join(sorted(options))} apply to the torch backend only")
-        from . import mlx_backend as module
+        from . import mlx_backend as module  # type: ignore[no-redef]
     return module.load(info, device=device, dtype=dtype, quantize=quantize, **options)
 
 
-__all__ = ["Backend", "BACKENDS", "DTYPES", "load_backend", "select_backend"]
+__all__ = ["BACKENDS", "DTYPES", "Backend", "DType", "ModelBackend", "load_backend", "select_backend"]

@@ -18,7 +18,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from ..checkpoint.discover import QuantizedWeight
+from ..checkpoint.types import QuantizedWeight
+from ..config import SUPPORTED_BITS
 from ..errors import CheckpointError
 from .torch_model import Experts
 
@@ -34,8 +35,8 @@ def _as_tensor(value: Any) -> torch.Tensor:
 
 def unpack_codes(packed: Any, bits: int) -> torch.Tensor:
     """uint32 words [..., n_words] -> uint8 codes [..., n_words * 32 // bits] (element j in bits [j*b, j*b+b))."""
-    if bits not in (2, 4, 8):
-        raise CheckpointError(f"{bits}-bit MLX weights are not supported by the torch backend (2, 4 and 8 are)")
+    if bits not in SUPPORTED_BITS:
+        raise CheckpointError(f"{bits}-bit MLX weights are not supported; supported bits: {SUPPORTED_BITS}")
     words = _as_tensor(packed).contiguous()
     if words.element_size() != 4:
         raise CheckpointError(f"quantized weight codes must be 32-bit words; got dtype {words.dtype}")

@@ -9,11 +9,11 @@ import pytest
 torch = pytest.importorskip("torch")
 
 from spacy_privfilter.backends import load_backend  # noqa: E402
-from spacy_privfilter.backends.base import Backend  # noqa: E402
+from spacy_privfilter.backends.base import ModelBackend  # noqa: E402
 from spacy_privfilter.backends.torch_backend import (TorchBackend, build_model, cpu_runs_fast, load,  # noqa: E402
                                                      resolve_device)
 from spacy_privfilter.backends.torch_quant import QuantizedEmbedding, QuantizedExperts, unpack_codes  # noqa: E402
-from spacy_privfilter.checkpoint.discover import QuantizedWeight, inspect_checkpoint  # noqa: E402
+from spacy_privfilter.checkpoint import QuantizedWeight, inspect_checkpoint  # noqa: E402
 from spacy_privfilter.errors import CheckpointError, ConfigError  # noqa: E402
 from spacy_privfilter.checkpoint.affine import dequantize as dequantize_numpy, quantize as quantize_numpy  # noqa: E402
 from spacy_privfilter.testing import random_state_dict, tiny_config, write_random_checkpoint  # noqa: E402
@@ -37,13 +37,35 @@ def _inputs(seq: int = 21) -> tuple[np.ndarray, np.ndarray]:
 
 def test_load_backend_returns_a_torch_backend_with_float32_numpy_logits(checkpoints: dict[str, Path]) -> None:
     backend = load_backend(checkpoints["hf"], backend="torch", device="cpu")
-    assert isinstance(backend, TorchBackend) and isinstance(backend, Backend)
+    assert isinstance(backend, TorchBackend) and isinstance(backend, ModelBackend)
     assert backend.name == "torch" and backend.config.id2label == CONFIG.id2label
+    assert backend.model_path == checkpoints["hf"] and backend.viterbi_biases is None
     ids, mask = _inputs()
     logits = backend.logits(ids, mask)
     assert isinstance(logits, np.ndarray) and logits.dtype == np.float32 and logits.shape == (2, 21, 9)
     assert np.isfinite(logits[mask]).all()
     assert backend.logits(ids[:, :0], mask[:, :0]).shape == (2, 0, 9)
+
+
+def test_fork_hook_is_registered_by_the_first_backend_not_by_the_import(checkpoints: dict[str, Path]) -> None:
+    """Importing the module changes nothing process-wide; building a model installs the after-fork hook once."""
+    import subprocess
+    import sys
+
+    script = (
+        "import os, sys\n"
+        "hooks = []\n"
+        "register = os.register_at_fork\n"
+        "os.register_at_fork = lambda **kw: (hooks.append(kw.get('after_in_child')), register(**kw))\n"
+        "from spacy_privfilter.backends import torch_backend\n"
+        "from spacy_privfilter.checkpoint import inspect_checkpoint\n"
+        "ours = torch_backend._single_threaded_after_fork\n"
+        "assert not torch_backend.fork_hook_registered and ours not in hooks\n"
+        "info = inspect_checkpoint(sys.argv[1])\n"
+        "torch_backend.load(info, device='cpu'); torch_backend.load(info, device='cpu')\n"
+        "assert torch_backend.fork_hook_registered and hooks.count(ours) == 1\n")
+    done = subprocess.run([sys.executable, "-c", script, str(checkpoints["hf"])], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr[-2000:]
 
 
 def test_dtype_auto_is_the_stored_dtype_and_can_be_overridden(checkpoints: dict[str, Path]) -> None:
@@ -123,11 +145,11 @@ def test_state_dict_problems_are_listed() -> None:
     weights = {k: torch.from_numpy(v) for k, v in random_state_dict(CONFIG).items()}
     del weights["model.layers.1.mlp.router.bias"]
     weights["model.extra.weight"] = torch.zeros(2)
-    with pytest.raises(CheckpointError, match=r"missing \['layers.1.mlp.router.bias'\].*unexpected \['extra.weight'\]"):
+    with pytest.raises(CheckpointError, match=r"1 missing: model.layers.1.mlp.router.bias; 1 unexpected: model.extra"):
         build_model(weights, CONFIG)
     weights = {k: torch.from_numpy(v) for k, v in random_state_dict(CONFIG).items()}
     weights["model.norm.weight"] = torch.ones(63)
-    with pytest.raises(CheckpointError, match=r"model.norm.weight has shape \(63,\)"):
+    with pytest.raises(CheckpointError, match=r"1 mis-shaped: model.norm.weight \[63\] \(expected \[64\]\)"):
         build_model(weights, CONFIG)
 
 
