@@ -94,8 +94,6 @@ class Detector:
         self.scheme = LabelScheme.from_id2label(backend.config.id2label)
         if biases is None:  # the checkpoint's own operating point (viterbi_calibration.json), if it has one
             biases = getattr(backend, "viterbi_biases", None)
-            if biases is None:
-                biases = getattr(getattr(backend, "info", None), "viterbi_biases", None)
         self.biases = TransitionBiases.from_any(biases)
         self.margin = int(backend.config.receptive_field)
         self.max_tokens = _check_int("max_tokens", max_tokens, 2 * self.margin + 1,
@@ -231,9 +229,6 @@ def _check_unit(name: str, value: Any) -> float:
 
 
 def _model_folder(backend: Any) -> str | None:
-    """The checkpoint folder behind a loaded backend, if the backend tells (``info.path`` or ``path``)."""
-    for holder in (getattr(backend, "info", None), getattr(backend, "checkpoint", None), backend):
-        path = getattr(holder, "path", None) if holder is not None else None
-        if path is not None and os.path.isdir(path):
-            return str(path)
-    return None
+    """The local checkpoint folder behind a loaded backend (``model_path``), e.g. a Hub cache snapshot."""
+    path = getattr(backend, "model_path", None)
+    return str(path) if path is not None and os.path.isdir(path) else None

@@ -64,7 +64,11 @@ def test_fork_hook_is_registered_by_the_first_backend_not_by_the_import(checkpoi
         "info = inspect_checkpoint(sys.argv[1])\n"
         "torch_backend.load(info, device='cpu'); torch_backend.load(info, device='cpu')\n"
         "assert torch_backend.fork_hook_registered and hooks.count(ours) == 1\n")
-    done = subprocess.run([sys.executable, "-c", script, str(checkpoints["hf"])], capture_output=True, text=True)
+    import os
+
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).parents[2])}
+    done = subprocess.run([sys.executable, "-c", script, str(checkpoints["hf"])], capture_output=True, text=True,
+                          env=env)
     assert done.returncode == 0, done.stderr[-2000:]
 
 

@@ -2,7 +2,10 @@
 from __future__ import annotations
 
 import json
+import os
 import re
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -205,6 +208,44 @@ def test_offline_hub_hit_from_a_prepopulated_cache(tmp_path, monkeypatch, hf):
     assert resolve_model_path("someone/tiny-filter", cache_dir=tmp_path / "hf-home" / "hub") == folder
     with pytest.raises(ModelNotFoundError, match="revision 'v2'.*not in the local Hub cache"):
         resolve_model_path("someone/tiny-filter", revision="v2", cache_dir=tmp_path / "hf-home" / "hub")
+
+
+TIKTOKEN_FILE = Path(__file__).resolve().parents[2].parent / "shared" / "tokenizers" / "tiktoken_cache" / \
+    "fb374d419588a4632f3f557e76b4b70aebbca790"  # tiktoken's cached copy of o200k_base.tiktoken
+DETECT_IN_CLEAN_ENV = """
+import json, os, sys
+from spacy_privfilter.detector import Detector
+detector = Detector.from_pretrained("someone/tiny-filter", device="cpu")
+spans = detector.detect("Call Ada Lovelace at 555-0100 or mail ada@example.org.")
+print(json.dumps({"path": str(detector.backend.model_path), "spans": len(spans),
+                  "cache": sorted(os.listdir(os.environ["TIKTOKEN_CACHE_DIR"]))}))
+"""
+
+
+@pytest.mark.parametrize("with_tokenizer", [True, False])
+def test_offline_hub_model_uses_the_tokenizer_file_it_ships(tmp_path, with_tokenizer):
+    """A Hub snapshot holding o200k_base.tiktoken tokenizes offline with an empty tiktoken cache; without the
+    file the same clean environment fails, so the file is what makes it work."""
+    pytest.importorskip("torch")
+    if not TIKTOKEN_FILE.is_file():
+        pytest.skip("the shared tiktoken cache is not present")
+    hf = write_random_checkpoint(tmp_path / "full-vocab", tiny_config(), format="hf", dtype="bfloat16")
+    (hf / "o200k_base.tiktoken").write_bytes(TIKTOKEN_FILE.read_bytes())
+    files = ["config.json", "model.safetensors"] + (["o200k_base.tiktoken"] if with_tokenizer else [])
+    snapshot = _fake_cache(tmp_path / "hf-home" / "hub", "someone/tiny-filter", hf, files)
+    (tmp_path / "empty-tiktoken").mkdir()
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("HF_", "TIKTOKEN", "HUGGINGFACE"))}
+    env.update(HF_HUB_OFFLINE="1", HF_HOME=str(tmp_path / "hf-home"),
+               TIKTOKEN_CACHE_DIR=str(tmp_path / "empty-tiktoken"), PYTHONPATH=str(Path(__file__).parents[2]))
+    done = subprocess.run([sys.executable, "-c", DETECT_IN_CLEAN_ENV], env=env, capture_output=True, text=True,
+                          timeout=300, cwd=tmp_path)
+    if not with_tokenizer:
+        assert done.returncode != 0 and "TokenizerError" in done.stderr
+        return
+    assert done.returncode == 0, done.stderr[-3000:]
+    result = json.loads(done.stdout.strip().splitlines()[-1])
+    assert Path(result["path"]).resolve() == snapshot.resolve()
+    assert result["cache"] == [] and isinstance(result["spans"], int)
 
 
 def test_cached_repo_without_weights(tmp_path, monkeypatch, hf):
