@@ -1,6 +1,6 @@
 """text -> CharSpans on one screen of code, without spaCy.
 
-CONTRACT (issue #2/#3; the spaCy component codes against it):
+The interface the spaCy component codes against:
     Detector(backend, *, biases=None, tokenizer=None, max_tokens=..., max_batch_tokens=...,
              threshold=0.0, label_thresholds=None)
     Detector.from_pretrained(model=DEFAULT_MODEL, *, revision=None, backend="auto", device="auto",

@@ -1,6 +1,6 @@
 """Tag paths -> token spans -> character spans (``CharSpan``).
 
-CONTRACT (owned by the foundation work, issue #2):
+The interface the Detector and the spaCy component rely on:
     CharSpan(label, start, end, score): frozen, ordered by (start, end); start/end are code-point offsets
     into the original Python string (what Doc.text indexes), end exclusive.
 
