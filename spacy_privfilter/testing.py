@@ -7,14 +7,14 @@ from __future__ import annotations
 
 import zlib
 from pathlib import Path
-from typing import Any, Iterator, Literal, Mapping
+from typing import Any, Iterator, Mapping
 
 import numpy as np
 
 from .checkpoint import SaveFormat, save_checkpoint
 from .config import ModelConfig
 from .checkpoint.formats import canonical_shapes
-from .checkpoint.affine import round_to_bfloat16
+from .checkpoint.affine import QuantDtype, round_to_bfloat16
 
 BASE_CLASSES = ("account_number", "private_address", "private_date", "private_email", "private_person",
                 "private_phone", "private_url", "secret")
@@ -109,7 +109,7 @@ def random_state_dict(config: ModelConfig, *, seed: int = 0, classifier_scale: f
 
 
 def write_random_checkpoint(dst: str | Path, config: ModelConfig, *, format: SaveFormat, seed: int = 0,
-                            dtype: Literal["float32", "bfloat16"] = "float32",
+                            dtype: QuantDtype = "float32",
                             classifier_scale: float = 1.0) -> Path:
     """Write seeded random weights for ``config`` as a checkpoint folder in ``format``; returns the folder.
 
