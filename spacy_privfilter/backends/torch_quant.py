@@ -136,16 +136,12 @@ class QuantizedExperts(Experts):
     def from_experts(cls, dense: Experts, gate_up: Any, down: Any, *, dtype: torch.dtype,
                      device: torch.device) -> "QuantizedExperts":
         new = cls.like(dense)
-        for name, value, want in (("gate_up_proj", gate_up, dense.gate_up_proj.shape),
-                                  ("down_proj", down, dense.down_proj.shape)):
+        # Shapes were checked by build_model (checkpoint.check.check_tensors); only the pairing is left.
+        for name, value in (("gate_up_proj", gate_up), ("down_proj", down)):
             if not isinstance(value, QuantizedWeight):
                 raise CheckpointError(f"experts.{name} is dense while its sibling is quantized; "
                                       "an MLX 8-bit artifact quantizes both")
-            tensor = QuantizedTensor(value, dtype=dtype, device=device)
-            if tuple(tensor.shape) != (want[0], want[2], want[1]):
-                raise CheckpointError(f"quantized experts.{name} unpacks to {tuple(tensor.shape)}; the config "
-                                      f"implies [E, out, in] = {(want[0], want[2], want[1])}")
-            setattr(new, name, tensor)
+            setattr(new, name, QuantizedTensor(value, dtype=dtype, device=device))
         return new
 
     def expert_weight(self, name: str, expert: int, dtype: torch.dtype) -> torch.Tensor:

@@ -157,6 +157,24 @@ def test_state_dict_problems_are_listed() -> None:
         build_model(weights, CONFIG)
 
 
+def test_quantized_tensors_are_checked_by_their_dense_shape(checkpoints: dict[str, Path]) -> None:
+    """8-bit experts are stored [E, out, in] and packed 4 codes a word; the checker compares the [E, in, out] they
+    stand for, so a wrong expert count is reported like any dense mismatch."""
+    from dataclasses import replace
+
+    from spacy_privfilter.backends.torch_backend import read_state_dict
+
+    weights = read_state_dict(inspect_checkpoint(checkpoints["mlx-8bit"]))
+    build_model(weights, CONFIG, device="cpu")  # the unchanged artifact passes
+    down = weights["model.layers.0.mlp.experts.down_proj"]
+    weights["model.layers.0.mlp.experts.down_proj"] = replace(down, weight=down.weight[:-1], scales=down.scales[:-1],
+                                                              biases=down.biases[:-1])
+    e, i, d = CONFIG.num_local_experts, CONFIG.intermediate_size, CONFIG.hidden_size
+    with pytest.raises(CheckpointError, match=rf"1 mis-shaped: model.layers.0.mlp.experts.down_proj "
+                                              rf"\[{e - 1}, {i}, {d}\] \(expected \[{e}, {i}, {d}\]\)"):
+        build_model(weights, CONFIG, device="cpu")
+
+
 def test_unpack_codes_follows_the_mlx_word_layout() -> None:
     codes = np.random.default_rng(1).integers(0, 256, (3, 128)).astype(np.uint32)
     words = codes[:, 0::4] | codes[:, 1::4] << 8 | codes[:, 2::4] << 16 | codes[:, 3::4] << 24
