@@ -77,12 +77,10 @@ def resolve_device(device: str) -> torch.device:
     return torch.device(device)
 
 
-def resolve_dtype(dtype: DType | torch.dtype, state_dict: Mapping[str, Any], config: ModelConfig,
+def resolve_dtype(dtype: DType, state_dict: Mapping[str, Any], config: ModelConfig,
                   device: torch.device | None = None) -> torch.dtype:
     """``"auto"`` is the dtype the embedding is stored in (files are the truth, not config.json), except that a
     half-precision checkpoint runs in float32 on a CPU whose oneDNN has no fast path for that dtype."""
-    if isinstance(dtype, torch.dtype):
-        return dtype
     if dtype != "auto":
         if dtype not in DTYPES:
             raise ConfigError(f"dtype must be one of {', '.join(DTYPES)}; got {dtype!r}")
@@ -115,8 +113,8 @@ def cpu_runs_fast(dtype: torch.dtype) -> bool:
         return False
 
 
-def build_model(state_dict: Mapping[str, Any], config: ModelConfig, *, dtype: DType | torch.dtype = "auto",
-                device: str | torch.device = "auto", expert_precision: ExpertPrecision = "auto",
+def build_model(state_dict: Mapping[str, Any], config: ModelConfig, *, dtype: DType = "auto",
+                device: str = "auto", expert_precision: ExpertPrecision = "auto",
                 quantized_experts: QuantizedExpertsMode = "keep", block_size: int | None = None,
                 own_weights: bool = False, pack_experts: bool | None = None) -> PrivacyFilterModel:
     """Build a model from canonical HF-named tensors (torch or numpy; ``QuantizedWeight`` values allowed).
@@ -137,12 +135,12 @@ def build_model(state_dict: Mapping[str, Any], config: ModelConfig, *, dtype: DT
     if quantized_experts not in QUANTIZED_EXPERTS_MODES:
         raise ConfigError(f"quantized_experts must be one of {', '.join(QUANTIZED_EXPERTS_MODES)}; "
                           f"got {quantized_experts!r}")
-    device = device if isinstance(device, torch.device) else resolve_device(device)
-    dtype = resolve_dtype(dtype, state_dict, config, device)
+    run_device = resolve_device(device)
+    run_dtype = resolve_dtype(dtype, state_dict, config, run_device)
     check_tensors(canonical_shapes(config), {key: dense_shape(key, value) for key, value in state_dict.items()},
                   what="state dict does not match the model config")
-    pack = _packing_applies(pack_experts, state_dict, dtype=dtype, device=device, expert_precision=expert_precision,
-                            quantized_experts=quantized_experts)
+    pack = _packing_applies(pack_experts, state_dict, dtype=run_dtype, device=run_device,
+                            expert_precision=expert_precision, quantized_experts=quantized_experts)
     with torch.device("meta"):
         model = PrivacyFilterModel(config, block_size=block_size)
     for key, value in state_dict.items():
@@ -155,14 +153,14 @@ def build_model(state_dict: Mapping[str, Any], config: ModelConfig, *, dtype: DT
         if keep_quantized:
             continue
         if isinstance(value, QuantizedWeight):
-            tensor = dequantize(value, dtype=dtype)
+            tensor = dequantize(value, dtype=run_dtype)
             if attr in ("gate_up_proj", "down_proj"):
                 tensor = tensor.transpose(-1, -2)  # MLX stores experts as [E, out, in]
         else:
             tensor = value if isinstance(value, torch.Tensor) else torch.as_tensor(np.asarray(value))
         keep_f32 = (attr == "sinks" or "norm" in module_path.rsplit(".", 1)[-1]
                     or module_path.endswith("router") or module_path == "score")
-        tensor = tensor.to(device=device, dtype=torch.float32 if keep_f32 else dtype)
+        tensor = tensor.to(device=run_device, dtype=torch.float32 if keep_f32 else run_dtype)
         # Expert matrices that will be packed stay views of the (often memory-mapped) source: packing copies them.
         to_pack = pack and attr in ("gate_up_proj", "down_proj")
         if attr in ("gate_up_proj", "down_proj") and not pack:
@@ -174,7 +172,7 @@ def build_model(state_dict: Mapping[str, Any], config: ModelConfig, *, dtype: DT
         if own_weights and not to_pack and isinstance(value, torch.Tensor) and tensor.data_ptr() == value.data_ptr():
             tensor = tensor.clone()
         setattr(module, attr, torch.nn.Parameter(tensor, requires_grad=False))
-    _install_quantized(model, state_dict, dtype=dtype, device=device, keep_experts=quantized_experts == "keep")
+    _install_quantized(model, state_dict, dtype=run_dtype, device=run_device, keep_experts=quantized_experts == "keep")
     if expert_precision != "auto":
         for layer in model.layers:
             layer.mlp.experts.compute_dtype = TORCH_DTYPES[expert_precision]

@@ -150,11 +150,11 @@ def test_state_dict_problems_are_listed() -> None:
     del weights["model.layers.1.mlp.router.bias"]
     weights["model.extra.weight"] = torch.zeros(2)
     with pytest.raises(CheckpointError, match=r"1 missing: model.layers.1.mlp.router.bias; 1 unexpected: model.extra"):
-        build_model(weights, CONFIG)
+        build_model(weights, CONFIG, device="cpu")
     weights = {k: torch.from_numpy(v) for k, v in random_state_dict(CONFIG).items()}
     weights["model.norm.weight"] = torch.ones(63)
     with pytest.raises(CheckpointError, match=r"1 mis-shaped: model.norm.weight \[63\] \(expected \[64\]\)"):
-        build_model(weights, CONFIG)
+        build_model(weights, CONFIG, device="cpu")
 
 
 def test_quantized_tensors_are_checked_by_their_dense_shape(checkpoints: dict[str, Path]) -> None:
