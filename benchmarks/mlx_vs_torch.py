@@ -82,8 +82,8 @@ def _run_variant(variant: str, tokens: int, layers: int, repeats: int) -> dict:
         from spacy_privfilter.backends.torch_backend import build_model
 
         torch.set_num_threads(1)
-        dtype = torch.float32 if variant.endswith("float32") else torch.bfloat16
-        model = build_model({k: torch.from_numpy(v) for k, v in state.items()}, config, dtype=dtype)
+        dtype = "float32" if variant.endswith("float32") else "bfloat16"
+        model = build_model({k: torch.from_numpy(v) for k, v in state.items()}, config, dtype=dtype, device="cpu")
         del state
 
         def forward(ids, mask):
@@ -98,7 +98,7 @@ def _run_variant(variant: str, tokens: int, layers: int, repeats: int) -> dict:
         if variant == "mlx-8bit":
             weights = {k: v if k.endswith("sinks") else v.astype(mx.bfloat16) for k, v in weights.items()}
             weights = quantize_state_dict(weights, QuantizationConfig(bits=8))
-        model = build_model(config, weights, dtype="float32" if variant.endswith("float32") else "bfloat16")
+        model = build_model(weights, config, dtype="float32" if variant.endswith("float32") else "bfloat16")
         del weights
         mx.eval(model.parameters())
 

@@ -7,15 +7,14 @@ from __future__ import annotations
 
 import zlib
 from pathlib import Path
-from typing import Any, Iterator, Literal, Mapping
+from typing import Any, Iterator, Mapping
 
 import numpy as np
 
-from .checkpoint.discover import save_checkpoint
+from .checkpoint import SaveFormat, save_checkpoint
 from .config import ModelConfig
 from .checkpoint.formats import canonical_shapes
-from .checkpoint.affine import round_to_bfloat16
-from .checkpoint.types import SaveFormat
+from .checkpoint.affine import QuantDtype, round_to_bfloat16
 
 BASE_CLASSES = ("account_number", "private_address", "private_date", "private_email", "private_person",
                 "private_phone", "private_url", "secret")
@@ -28,6 +27,7 @@ NEMOTRON_CLASSES = (
     "medical_record_number", "national_id", "occupation", "password", "phone_number", "pin", "political_view",
     "postcode", "race_ethnicity", "religious_belief", "sexuality", "ssn", "state", "street_address", "swift_bic",
     "tax_id", "time", "unique_id", "url", "user_name", "vehicle_identifier")
+
 
 
 def bioes_labels(classes: tuple[str, ...]) -> tuple[str, ...]:
@@ -109,7 +109,7 @@ def random_state_dict(config: ModelConfig, *, seed: int = 0, classifier_scale: f
 
 
 def write_random_checkpoint(dst: str | Path, config: ModelConfig, *, format: SaveFormat, seed: int = 0,
-                            dtype: Literal["float32", "bfloat16"] = "float32",
+                            dtype: QuantDtype = "float32",
                             classifier_scale: float = 1.0) -> Path:
     """Write seeded random weights for ``config`` as a checkpoint folder in ``format``; returns the folder.
 

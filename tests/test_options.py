@@ -9,7 +9,7 @@ import spacy
 from thinc.api import ConfigValidationError
 
 from spacy_privfilter.backends.base import Backend, DType
-from spacy_privfilter.checkpoint.discover import SAVE_FORMATS
+from spacy_privfilter.checkpoint import SAVE_FORMATS
 from spacy_privfilter.checkpoint.types import SaveFormat
 from spacy_privfilter.cli.inputs import Format
 from spacy_privfilter.cli.parser import build_parser

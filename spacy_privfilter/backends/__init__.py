@@ -36,10 +36,10 @@ def load_backend(model: str | os.PathLike, *, revision: str | None = None, backe
                  **options: Any) -> ModelBackend:
     """Resolve ``model`` (folder or Hub id), read its checkpoint and load it into the chosen runtime.
 
-    ``options`` are runtime-specific; the torch runtime takes ``quantized_experts`` ("keep" or "dequantize"),
-    ``expert_precision`` ("auto", "float32", "bfloat16") and ``pack_experts`` (None, True, False).
+    ``options`` are runtime-specific; the torch runtime takes ``quantized_experts`` (``QuantizedExpertsMode``),
+    ``expert_precision`` (``ExpertPrecision``) and ``pack_experts`` (None, True, False).
     """
-    from ..checkpoint.discover import inspect_checkpoint, resolve_model_path
+    from ..checkpoint import inspect_checkpoint, resolve_model_path
 
     if dtype not in DTYPES:
         raise ConfigError(f"dtype must be one of {', '.join(DTYPES)}; got {dtype!r}")
@@ -50,7 +50,7 @@ def load_backend(model: str | os.PathLike, *, revision: str | None = None, backe
     else:
         if options:
             raise ConfigError(f"option(s) {', '.join(sorted(options))} apply to the torch backend only")
-        from . import mlx_backend as module
+        from . import mlx_backend as module  # type: ignore[no-redef]
     return module.load(info, device=device, dtype=dtype, quantize=quantize, **options)
 
 

@@ -1,38 +1,71 @@
 """MLX runtime: any supported checkpoint (HF, opf, OpenMed MLX BF16/8-bit) -> ``MlxBackend``.
 
-HF and opf checkpoints arrive as canonical HF-named tensors and are converted in memory (optionally
-quantized to 8-bit on load). MLX artifacts declare their own quantization: a module is quantized iff the
-checkpoint holds its scales, with bits and group size from ``_mlx_quantization``. Loading is strict.
+Loading follows mlx-lm: canonical tensors are renamed and cast to the model's parameter paths (sanitize),
+``nn.quantize`` swaps in each quantized module's sibling class (``to_quantized``) exactly where the checkpoint
+stores scales, and ``load_weights(strict=True)`` assigns every tensor. HF and opf checkpoints may be
+quantized on load; MLX artifacts declare their own quantization (bits and group size from
+``_mlx_quantization``).
 """
 from __future__ import annotations
 
-from typing import Any, Mapping
+from pathlib import Path
+from typing import Any, Literal, Mapping, get_args
 
 import numpy as np
 
 from .._compat import require
-from ..checkpoint.discover import CheckpointInfo, QuantizedWeight
-from ..config import ModelConfig, QuantizationConfig
+from ..checkpoint.check import EXPERT_TENSORS, check_tensors, dense_shape
+from ..checkpoint.formats import canonical_shapes
+from ..checkpoint.loader import materialize, plan_state_dict
+from ..checkpoint.safetensors_io import SafetensorsHeader
+from ..checkpoint.types import CheckpointInfo, QuantizedWeight
+from ..config import SUPPORTED_BITS, ModelConfig, QuantizationConfig
 from ..errors import CheckpointError, ConfigError
+from .base import DTYPES, DType
 
 require("mlx", "backend='mlx'")
 
 import mlx.core as mx  # noqa: E402
 import mlx.nn as nn  # noqa: E402
-from mlx.utils import tree_flatten  # noqa: E402
 
 from .mlx_model import PrivacyFilterModel  # noqa: E402
 
-DEVICES = ("auto", "cpu", "gpu", "mps")
-DTYPES = {"auto": None, "float32": mx.float32, "bfloat16": mx.bfloat16, "float16": mx.float16}
-QUANTIZE_BITS = (4, 8)
-EXPERT_TENSORS = ("gate_up_proj", "down_proj")
+MlxDevice = Literal["auto", "cpu", "gpu", "mps"]
+DEVICES: tuple[str, ...] = get_args(MlxDevice)
+MX_DTYPES = {"auto": None, "float32": mx.float32, "bfloat16": mx.bfloat16, "float16": mx.float16}
 # Sinks are float32 whatever the model dtype (the reference pins them). Norms, router and head are computed
 # in float32 from their stored values, so an explicit dtype does not round them (torch keeps them too).
 FLOAT32_SUFFIXES = (".self_attn.sinks",)
 KEEP_STORED = ("layernorm.weight", "model.norm.weight", ".mlp.router.weight", ".mlp.router.bias",
                "score.weight", "score.bias")
-_MAX_LISTED = 12
+
+
+class MlxReader:
+    """Reads whole weight files with ``mx.load``, which handles bfloat16 natively (numpy has none)."""
+
+    def __init__(self) -> None:
+        self._files: dict[Path, Any] = {}
+
+    def read(self, header: SafetensorsHeader, name: str) -> mx.array:
+        if header.path not in self._files:
+            try:
+                self._files[header.path] = mx.load(str(header.path))
+            except (RuntimeError, ValueError) as exc:
+                raise CheckpointError(f"weight file '{header.path.name}' cannot be read by MLX "
+                                      f"({type(exc).__name__}); the file is truncated or corrupt") from exc
+        return self._files[header.path][name]
+
+    def to_numpy_f32(self, tensor: mx.array) -> np.ndarray:
+        return np.array(tensor.astype(mx.float32))
+
+    def from_numpy(self, array: np.ndarray, like: mx.array | None = None) -> mx.array:
+        out = mx.array(array)
+        return out if like is None else out.astype(like.dtype)
+
+
+def read_state_dict(info: CheckpointInfo) -> dict[str, Any]:
+    """The checkpoint's canonical tensors as MLX arrays in their stored dtypes (QuantizedWeight parts too)."""
+    return materialize(plan_state_dict(info), MlxReader())
 
 
 class MlxBackend:
@@ -41,12 +74,13 @@ class MlxBackend:
     name = "mlx"
 
     def __init__(self, model: PrivacyFilterModel, *, device: Any, quantization: QuantizationConfig | None,
-                 viterbi_biases: Mapping[str, float] | None = None) -> None:
+                 viterbi_biases: Mapping[str, float] | None = None, model_path: Path | None = None) -> None:
         self.model = model
         self.config: ModelConfig = model.config
         self.device = device
         self.quantization = quantization
         self.viterbi_biases = dict(viterbi_biases) if viterbi_biases else None
+        self.model_path = model_path
 
     def logits(self, input_ids: np.ndarray, attention_mask: np.ndarray) -> np.ndarray:
         input_ids = np.asarray(input_ids)
@@ -67,7 +101,7 @@ class MlxBackend:
         return np.array(logits, copy=True)
 
 
-def load(info: CheckpointInfo, *, device: str = "auto", dtype: str = "auto",
+def load(info: CheckpointInfo, *, device: str = "auto", dtype: DType = "auto",
          quantize: int | None = None) -> MlxBackend:
     """Load ``info`` into MLX.
 
@@ -76,28 +110,27 @@ def load(info: CheckpointInfo, *, device: str = "auto", dtype: str = "auto",
         device: "auto" (MLX default), "cpu", or "gpu" ("mps" is accepted as an alias of "gpu").
         dtype: "auto" keeps the stored dtypes; "float32", "bfloat16" or "float16" casts floating weights
             (sinks stay float32).
-        quantize: None, or 8 (or 4) to quantize a dense checkpoint on load (affine, group size 64).
+        quantize: None, or one of ``SUPPORTED_BITS`` to quantize a dense checkpoint on load (affine, group
+            size 64).
     """
-    from ..checkpoint.discover import load_state_dict
-
     mx_device = resolve_device(device)
-    if dtype not in DTYPES:
-        raise ConfigError(f"dtype must be one of {', '.join(DTYPES)}; got {dtype!r}")
-    if quantize is not None and quantize not in QUANTIZE_BITS:
-        raise ConfigError(f"quantize must be None or one of {QUANTIZE_BITS}; got {quantize!r}")
+    _check_dtype(dtype)
+    if quantize is not None and quantize not in SUPPORTED_BITS:
+        raise ConfigError(f"quantize must be None or one of {SUPPORTED_BITS}; got {quantize!r}")
     quantization = info.quantization
     if quantize is not None and quantization is not None and quantization.bits != quantize:
         raise ConfigError(f"checkpoint {info.path.name!r} is already quantized to {quantization.bits} bits; "
                           f"cannot re-quantize to {quantize}. Fix: load the dense checkpoint, or drop "
                           "quantize")
     with mx.stream(mx_device):
-        state_dict = load_state_dict(info, framework="mlx")
+        state_dict = read_state_dict(info)
         if quantize is not None and quantization is None:
             quantization = QuantizationConfig(bits=quantize)
             state_dict = quantize_state_dict(state_dict, quantization)
-        model = build_model(info.config, state_dict, dtype=dtype)
+        model = build_model(state_dict, info.config, dtype=dtype, device=device)
         mx.eval(model.parameters())
-    return MlxBackend(model, device=mx_device, quantization=quantization, viterbi_biases=info.viterbi_biases)
+    return MlxBackend(model, device=mx_device, quantization=quantization, viterbi_biases=info.viterbi_biases,
+                      model_path=info.path)
 
 
 def resolve_device(device: str) -> Any:
@@ -112,10 +145,15 @@ def resolve_device(device: str) -> Any:
     return mx.gpu
 
 
+def _check_dtype(dtype: str) -> None:
+    if dtype not in DTYPES:
+        raise ConfigError(f"dtype must be one of {', '.join(DTYPES)}; got {dtype!r}")
+
+
 # -- quantization -------------------------------------------------------------------------------------
 def quantizable_keys(state_dict: Mapping[str, Any]) -> list[str]:
     """Keys that OpenMed's 8-bit artifacts quantize: embedding, every linear weight, both expert tensors."""
-    suffixes = ("_proj.weight", ".router.weight") + tuple(f".experts.{name}" for name in EXPERT_TENSORS)
+    suffixes = ("_proj.weight", ".router.weight") + EXPERT_TENSORS
     return [key for key in state_dict
             if key in ("model.embed_tokens.weight", "score.weight") or key.endswith(suffixes)]
 
@@ -143,40 +181,8 @@ def quantize_state_dict(state_dict: Mapping[str, Any], quantization: Quantizatio
 
 
 # -- strict loading -----------------------------------------------------------------------------------
-def module_path(key: str) -> str:
-    """Canonical HF key -> parameter path in ``PrivacyFilterModel`` (drops the ``model.`` prefix)."""
-    return key[len("model."):] if key.startswith("model.") else key
-
-
-def logical_shape(key: str, value: Any) -> tuple[int, ...]:
-    """The dense shape a stored tensor stands for (quantized experts are stored transposed)."""
-    if not isinstance(value, QuantizedWeight):
-        return tuple(value.shape)
-    *lead, rows, packed = value.weight.shape
-    shape = (*lead, rows, packed * 32 // value.bits)
-    if key.endswith(EXPERT_TENSORS):
-        shape = (*shape[:-2], shape[-1], shape[-2])
-    return tuple(shape)
-
-
-def check_state_dict(expected: Mapping[str, tuple[int, ...]], state_dict: Mapping[str, Any]) -> None:
-    """Raise CheckpointError listing missing, unexpected and mis-shaped keys."""
-    missing = sorted(set(expected) - set(state_dict))
-    unexpected = sorted(set(state_dict) - set(expected))
-    misshaped = [f"{key}: expected {expected[key]}, got {logical_shape(key, state_dict[key])}"
-                 for key in sorted(set(expected) & set(state_dict))
-                 if logical_shape(key, state_dict[key]) != expected[key]]
-    problems = []
-    for title, items in (("missing", missing), ("unexpected", unexpected), ("mis-shaped", misshaped)):
-        if items:
-            shown = ", ".join(items[:_MAX_LISTED]) + (f", ... ({len(items) - _MAX_LISTED} more)"
-                                                      if len(items) > _MAX_LISTED else "")
-            problems.append(f"{len(items)} {title} key(s): {shown}")
-    if problems:
-        raise CheckpointError("checkpoint does not match its config.json for the MLX model: "
-                              + "; ".join(problems)
-                              + ". Fix: check that config.json belongs to these weights "
-                              "(layers, sizes, labels)")
+def _mx(value: Any) -> mx.array:
+    return value if isinstance(value, mx.array) else mx.array(np.asarray(value))
 
 
 def _cast(key: str, value: mx.array, dtype: mx.Dtype | None) -> mx.array:
@@ -187,46 +193,49 @@ def _cast(key: str, value: mx.array, dtype: mx.Dtype | None) -> mx.array:
     return value.astype(dtype)
 
 
-def _parent(model: nn.Module, path: str) -> tuple[Any, str]:
-    *parts, name = path.split(".")
-    node: Any = model
-    for part in parts:
-        node = node[int(part)] if isinstance(node, list) else node[part]
-    return node, name
+def sanitize(state_dict: Mapping[str, Any], dtype: mx.Dtype | None) -> tuple[dict[str, mx.array], dict[str, dict]]:
+    """Canonical tensors -> (model parameter path -> array, quantized module path -> ``to_quantized`` options).
 
-
-def build_model(config: ModelConfig, state_dict: Mapping[str, Any], *,
-                dtype: str = "auto") -> PrivacyFilterModel:
-    """Instantiate ``PrivacyFilterModel`` and assign every tensor strictly, swapping in quantized modules."""
-    target = DTYPES[dtype]
-    model = PrivacyFilterModel(config)  # MLX arrays are lazy: the template costs no memory until evaluated
-    expected = {("score." + p[len("score."):] if p.startswith("score.") else "model." + p): tuple(v.shape)
-                for p, v in tree_flatten(model.parameters())}
-    check_state_dict(expected, state_dict)
+    Paths drop the leading ``model.``; an expert tensor ``experts.<proj>`` / ``experts.<proj>_bias`` becomes
+    ``experts.<proj>.weight`` / ``.bias``. A quantized weight becomes ``<module>.weight``, ``.scales`` and
+    ``.biases``.
+    """
+    weights: dict[str, mx.array] = {}
+    quantized: dict[str, dict] = {}
     for key, value in state_dict.items():
-        parent, name = _parent(model, module_path(key))
+        path = key[len("model."):] if key.startswith("model.") else key
+        if key.endswith(EXPERT_TENSORS):
+            path += ".weight"
+        elif key.endswith(tuple(name + "_bias" for name in EXPERT_TENSORS)):
+            path = path[:-len("_bias")] + ".bias"
         if not isinstance(value, QuantizedWeight):
-            setattr(parent, name, _cast(key, value, target))
+            weights[path] = _cast(key, _mx(value), dtype)
             continue
-        quant = QuantizationConfig(bits=value.bits, group_size=value.group_size)
-        scales, biases = _cast(key, value.scales, target), _cast(key, value.biases, target)
-        if name in EXPERT_TENSORS:
-            parent[name] = {"weight": value.weight, "scales": scales, "biases": biases}
-            setattr(parent, f"{name}_quantization", quant)
-            continue
-        owner, attr = _parent(model, module_path(key).rsplit(".", 1)[0])
-        dense = parent
-        if isinstance(dense, nn.Embedding):
-            rows, cols = dense.weight.shape
-            layer: nn.Module = nn.QuantizedEmbedding(rows, cols, group_size=quant.group_size, bits=quant.bits)
-        else:
-            out_dims, in_dims = dense.weight.shape
-            layer = nn.QuantizedLinear(in_dims, out_dims, bias=True, group_size=quant.group_size,
-                                       bits=quant.bits)
-            layer.bias = dense.bias
-        layer.weight, layer.scales, layer.biases = value.weight, scales, biases
-        if isinstance(owner, list):
-            owner[int(attr)] = layer
-        else:
-            setattr(owner, attr, layer)
+        module = path[:-len(".weight")]
+        weights[path] = _mx(value.weight)
+        weights[module + ".scales"] = _cast(key, _mx(value.scales), dtype)
+        weights[module + ".biases"] = _cast(key, _mx(value.biases), dtype)
+        quantized[module] = {"group_size": value.group_size, "bits": value.bits, "mode": "affine"}
+    return weights, quantized
+
+
+def build_model(state_dict: Mapping[str, Any], config: ModelConfig, *, dtype: DType = "auto",
+                device: str = "auto", block_size: int | None = None) -> PrivacyFilterModel:
+    """A ``PrivacyFilterModel`` holding ``state_dict`` (canonical names; MLX or numpy arrays, QuantizedWeight).
+
+    Every tensor is checked against ``config`` first (one error listing all problems); modules are quantized
+    exactly where the state dict holds quantized weights.
+    """
+    _check_dtype(dtype)
+    check_tensors(canonical_shapes(config), {key: dense_shape(key, value) for key, value in state_dict.items()},
+                  what="state dict does not match the model config",
+                  fix="check that config.json belongs to these weights (layers, sizes, labels)")
+    with mx.stream(resolve_device(device)):
+        weights, quantized = sanitize(state_dict, MX_DTYPES[dtype])
+        model = PrivacyFilterModel(config, block_size=block_size)  # lazy: the template costs no memory
+        nn.quantize(model, class_predicate=lambda path, module: quantized.get(path, False))
+        try:
+            model.load_weights(list(weights.items()), strict=True)
+        except ValueError as exc:  # the checks above make this unreachable for a well-formed state dict
+            raise CheckpointError(f"state dict does not fit the MLX model: {exc}") from exc
     return model

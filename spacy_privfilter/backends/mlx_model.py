@@ -2,12 +2,14 @@
 
 Mirrors ``backends/torch_model.py`` class for class and attribute for attribute, so a diff of the two
 files shows only framework differences. Parameter paths are the canonical HF names without the leading
-``model.`` (``layers.0.self_attn.q_proj.weight``, ``score.bias``). Math follows the architecture spec:
+``model.`` (``layers.0.self_attn.q_proj.weight``, ``score.bias``), except that each expert projection is a
+module (``mlp.experts.gate_up_proj.weight`` / ``.bias``). The math is described in docs/architecture.md §2:
 pre-norm blocks, banded bidirectional attention with per-head sinks (natural-log units) and a one-sided
 window, interleaved YaRN RoPE, and a top-k mixture of experts with a clamped SwiGLU.
-
-Any linear layer, the embedding and the two expert tensors may be 8-bit (or other) affine-quantized;
-``mlx_backend`` swaps those modules in when the checkpoint declares them.
+ Any linear layer, the embedding and each expert
+projection may be affine-quantized: ``nn.quantize`` swaps in ``QuantizedLinear`` / ``QuantizedEmbedding`` /
+``QuantizedExpertLinear`` (each module's ``to_quantized``) where the checkpoint stores scales, as
+``mlx_backend.build_model`` does.
 """
 from __future__ import annotations
 
@@ -17,7 +19,7 @@ import mlx.core as mx
 import mlx.nn as nn
 import numpy as np
 
-from ..config import ModelConfig, QuantizationConfig
+from ..config import ModelConfig
 
 
 class RMSNorm(nn.Module):
@@ -92,7 +94,7 @@ class Attention(nn.Module):
         self.o_proj = nn.Linear(h * d, config.hidden_size)
         self.sinks = mx.zeros((h,), dtype=mx.float32)
         self.rotary = rotary
-        self.scale = d ** -0.25  # applied to q and k separately, after RoPE (spec 2.2 step 4)
+        self.scale = d ** -0.25  # applied to q and k separately, after RoPE (docs/architecture.md §2.2)
 
     @property
     def compute_dtype(self) -> mx.Dtype:
@@ -154,24 +156,74 @@ class Attention(nn.Module):
         return out[:, :seq]
 
 
-class Experts(nn.Module):
-    """Per-expert clamped SwiGLU FFN; dense weights are [E, in, out] as in HF (``y = x @ W[e] + b[e]``).
+class ExpertLinear(nn.Module):
+    """One projection of every expert: ``weight`` [E, in, out] as in HF, ``bias`` [E, out].
 
-    A quantized expert tensor is a dict ``{weight, scales, biases}`` in MLX's transposed ``[E, out, in]``
-    layout, run with ``gather_qmm(transpose=True)``; ``<name>_quantization`` holds its bits and group size.
+    The MLX counterpart of mlx-lm's ``SwitchLinear``; ``to_quantized`` returns the quantized sibling.
+    """
+
+    def __init__(self, num_experts: int, input_dims: int, output_dims: int) -> None:
+        super().__init__()
+        self.weight = mx.zeros((num_experts, input_dims, output_dims))
+        self.bias = mx.zeros((num_experts, output_dims))
+
+    @property
+    def stored_dtype(self) -> mx.Dtype:
+        return self.weight.dtype
+
+    def to_quantized(self, group_size: int = 64, bits: int = 8, mode: str = "affine",
+                     **_: object) -> "QuantizedExpertLinear":
+        """An empty quantized sibling of this shape (``nn.quantize`` calls this; weights are loaded after)."""
+        return QuantizedExpertLinear(*self.weight.shape, group_size=group_size, bits=bits, mode=mode)
+
+    def gather(self, x: mx.array, expert_ids: mx.array, dtype: mx.Dtype) -> mx.array:
+        """x: [P, 1, in] in ``dtype``, rows grouped by ``expert_ids`` [P] -> ``x @ W[e]`` [P, 1, out]."""
+        return mx.gather_mm(x, self.weight.astype(dtype), rhs_indices=expert_ids, sorted_indices=True)
+
+    def expert_weight(self, expert: int) -> mx.array:
+        """Dense float32 [in, out] weight of one expert."""
+        return self.weight[expert].astype(mx.float32)
+
+
+class QuantizedExpertLinear(nn.Module):
+    """``ExpertLinear`` with an affine-quantized weight in MLX's transposed [E, out, in] layout, run with
+    ``gather_qmm(transpose=True)``."""
+
+    def __init__(self, num_experts: int, input_dims: int, output_dims: int, *, group_size: int, bits: int,
+                 mode: str) -> None:
+        super().__init__()
+        self.group_size, self.bits, self.mode = group_size, bits, mode
+        self.weight = mx.zeros((num_experts, output_dims, input_dims * bits // 32), dtype=mx.uint32)
+        self.scales = mx.zeros((num_experts, output_dims, input_dims // group_size))
+        self.biases = mx.zeros((num_experts, output_dims, input_dims // group_size))
+        self.bias = mx.zeros((num_experts, output_dims))
+
+    @property
+    def stored_dtype(self) -> mx.Dtype:
+        return self.scales.dtype
+
+    def gather(self, x: mx.array, expert_ids: mx.array, dtype: mx.Dtype) -> mx.array:
+        return mx.gather_qmm(x, self.weight, self.scales, self.biases, rhs_indices=expert_ids, transpose=True,
+                             group_size=self.group_size, bits=self.bits, mode=self.mode, sorted_indices=True)
+
+    def expert_weight(self, expert: int) -> mx.array:
+        dense = mx.dequantize(self.weight[expert], self.scales[expert], self.biases[expert],
+                              group_size=self.group_size, bits=self.bits, mode=self.mode)
+        return dense.astype(mx.float32).T
+
+
+class Experts(nn.Module):
+    """Per-expert clamped SwiGLU FFN over two ``ExpertLinear`` projections (``y = x @ W[e] + b[e]``).
+
     ``compute_dtype`` is the matmul dtype (None: the stored dtype); SwiGLU and the combine are float32.
     """
 
     def __init__(self, config: ModelConfig) -> None:
         super().__init__()
         e, dim, inter = config.num_local_experts, config.hidden_size, config.intermediate_size
-        self.num_experts, self.intermediate_size = e, inter
-        self.gate_up_proj = mx.zeros((e, dim, 2 * inter))
-        self.gate_up_proj_bias = mx.zeros((e, 2 * inter))
-        self.down_proj = mx.zeros((e, inter, dim))
-        self.down_proj_bias = mx.zeros((e, dim))
-        self.gate_up_proj_quantization: QuantizationConfig | None = None
-        self.down_proj_quantization: QuantizationConfig | None = None
+        self.num_experts = e
+        self.gate_up_proj = ExpertLinear(e, dim, 2 * inter)
+        self.down_proj = ExpertLinear(e, inter, dim)
         self.alpha, self.limit = config.swiglu_alpha, config.swiglu_limit
         self.compute_dtype: mx.Dtype | None = None
         # None: per-expert float32 matmuls where the CPU gather kernels are missing or slow (_looped_matmul),
@@ -184,48 +236,29 @@ class Experts(nn.Module):
         up = mx.clip(gate_up[..., half:].astype(mx.float32), -self.limit, self.limit)
         return gate * mx.sigmoid(gate * self.alpha) * (up + 1)
 
-    def _dtype(self, name: str) -> mx.Dtype:
-        value = self[name]
-        return self.compute_dtype or (value["scales"].dtype if isinstance(value, dict) else value.dtype)
-
     def _gather_matmul(self, name: str, x: mx.array, expert_ids: mx.array) -> mx.array:
         """x: [P, in] rows grouped by ``expert_ids`` [P] (ascending) -> ``x @ W[e] + b[e]`` [P, out]."""
-        value, quant = self[name], getattr(self, f"{name}_quantization")
-        dtype = self._dtype(name)
+        proj = self[name]
+        dtype = self.compute_dtype or proj.stored_dtype
         looped = self.looped
         if looped is None:
-            looped = mx.default_device() == mx.cpu and (quant is not None or dtype != mx.float32)
+            looped = mx.default_device() == mx.cpu and (isinstance(proj, QuantizedExpertLinear)
+                                                        or dtype != mx.float32)
         if looped:
-            return self._looped_matmul(name, x, expert_ids)
-        x = x[:, None, :].astype(dtype)
-        if quant is None:
-            out = mx.gather_mm(x, value.astype(x.dtype), rhs_indices=expert_ids, sorted_indices=True)
-        else:
-            out = mx.gather_qmm(x, value["weight"], value["scales"], value["biases"], rhs_indices=expert_ids,
-                                transpose=True, group_size=quant.group_size, bits=quant.bits, mode=quant.mode,
-                                sorted_indices=True)
-        return out[:, 0, :] + mx.take(self[f"{name}_bias"], expert_ids, axis=0).astype(out.dtype)
+            return self._looped_matmul(proj, x, expert_ids)
+        out = proj.gather(x[:, None, :].astype(dtype), expert_ids, dtype)
+        return out[:, 0, :] + mx.take(proj.bias, expert_ids, axis=0).astype(out.dtype)
 
-    def expert_weight(self, name: str, expert: int) -> mx.array:
-        """Dense float32 [in, out] weight of one expert (quantized experts are dequantized here)."""
-        value, quant = self[name], getattr(self, f"{name}_quantization")
-        if quant is None:
-            return value[expert].astype(mx.float32)
-        dense = mx.dequantize(value["weight"][expert], value["scales"][expert], value["biases"][expert],
-                              group_size=quant.group_size, bits=quant.bits, mode=quant.mode)
-        return dense.astype(mx.float32).T
-
-    def _looped_matmul(self, name: str, x: mx.array, expert_ids: mx.array) -> mx.array:
+    def _looped_matmul(self, proj: nn.Module, x: mx.array, expert_ids: mx.array) -> mx.array:
         """CPU path: MLX's CPU gather_mm takes float32 only and its gather_qmm is several times slower than
         a dense matmul, so each used expert runs one float32 matmul on its run of rows (the reference
         upcasts expert weights to float32 the same way)."""
         counts = np.bincount(np.array(expert_ids), minlength=self.num_experts)
-        bias = self[f"{name}_bias"]
         parts, start = [], 0
         for expert in np.flatnonzero(counts).tolist():
             stop = start + int(counts[expert])
-            parts.append(x[start:stop].astype(mx.float32) @ self.expert_weight(name, expert)
-                         + bias[expert].astype(mx.float32))
+            parts.append(x[start:stop].astype(mx.float32) @ proj.expert_weight(expert)
+                         + proj.bias[expert].astype(mx.float32))
             start = stop
         return mx.concatenate(parts, axis=0)
 

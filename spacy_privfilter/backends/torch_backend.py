@@ -1,4 +1,4 @@
-"""PyTorch runtime: canonical state dict -> PrivacyFilterModel -> ``logits(input_ids, attention_mask)``.
+"""PyTorch runtime: checkpoint -> canonical state dict -> PrivacyFilterModel -> ``logits(input_ids, attention_mask)``.
 
 ``load(info, device=..., dtype=..., quantize=...)`` is the entry point used by ``backends.load_backend``.
 """
@@ -6,26 +6,61 @@ from __future__ import annotations
 
 import logging
 import os
-
-from typing import Any, Mapping
+from pathlib import Path
+from typing import Any, Literal, Mapping, get_args
 
 import numpy as np
 import torch
 
-from ..checkpoint.discover import CheckpointInfo, QuantizedWeight
+from ..checkpoint.check import check_tensors, dense_shape
+from ..checkpoint.formats import canonical_shapes
+from ..checkpoint.loader import materialize, plan_state_dict
+from ..checkpoint.safetensors_io import SafetensorsHeader
+from ..checkpoint.types import CheckpointInfo, QuantizedWeight
 from ..config import ModelConfig
 from ..errors import CheckpointError, ConfigError
+from .base import (DTYPES, EXPERT_PRECISIONS, QUANTIZED_EXPERTS_MODES, DType, ExpertPrecision,
+                   QuantizedExpertsMode)
 from .torch_model import PrivacyFilterModel
 from .torch_packed import PackedExperts, packing_available
 from .torch_quant import QuantizedEmbedding, QuantizedExperts, dequantize
 
 log = logging.getLogger(__name__)
 
-DEVICES = ("auto", "cpu", "cuda", "mps")
+TorchDevice = Literal["auto", "cpu", "cuda", "mps"]
+DEVICES: tuple[str, ...] = get_args(TorchDevice)
 TORCH_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
-EXPERT_PRECISIONS = ("auto", "float32", "bfloat16")
-QUANTIZED_EXPERTS = ("keep", "dequantize")
 LOAD_OPTIONS = ("quantized_experts", "expert_precision", "pack_experts", "block_size", "own_weights")
+
+
+class TorchReader:
+    """Reads tensors through safetensors' memory map: they stay views of the file until the model copies them."""
+
+    def __init__(self) -> None:
+        self._files: dict[Path, Any] = {}
+
+    def read(self, header: SafetensorsHeader, name: str) -> torch.Tensor:
+        from safetensors import SafetensorError, safe_open
+
+        try:
+            if header.path not in self._files:
+                self._files[header.path] = safe_open(str(header.path), framework="pt")
+            return self._files[header.path].get_tensor(name)
+        except SafetensorError as exc:
+            raise CheckpointError(f"weight file '{header.path.name}': cannot read tensor '{name}' "
+                                  f"({type(exc).__name__}); the file is truncated or corrupt") from exc
+
+    def to_numpy_f32(self, tensor: torch.Tensor) -> np.ndarray:
+        return tensor.float().numpy()
+
+    def from_numpy(self, array: np.ndarray, like: torch.Tensor | None = None) -> torch.Tensor:
+        out = torch.from_numpy(np.ascontiguousarray(array))
+        return out if like is None else out.to(like.dtype)
+
+
+def read_state_dict(info: CheckpointInfo) -> dict[str, Any]:
+    """The checkpoint's canonical tensors as torch tensors in their stored dtypes (QuantizedWeight parts too)."""
+    return materialize(plan_state_dict(info), TorchReader())
 
 
 def resolve_device(device: str) -> torch.device:
@@ -42,13 +77,13 @@ def resolve_device(device: str) -> torch.device:
     return torch.device(device)
 
 
-def resolve_dtype(dtype: str, state_dict: Mapping[str, Any], config: ModelConfig,
+def resolve_dtype(dtype: DType, state_dict: Mapping[str, Any], config: ModelConfig,
                   device: torch.device | None = None) -> torch.dtype:
     """``"auto"`` is the dtype the embedding is stored in (files are the truth, not config.json), except that a
     half-precision checkpoint runs in float32 on a CPU whose oneDNN has no fast path for that dtype."""
     if dtype != "auto":
-        if dtype not in TORCH_DTYPES:
-            raise ConfigError(f"dtype must be one of auto, {', '.join(TORCH_DTYPES)}; got {dtype!r}")
+        if dtype not in DTYPES:
+            raise ConfigError(f"dtype must be one of {', '.join(DTYPES)}; got {dtype!r}")
         return TORCH_DTYPES[dtype]
     stored = state_dict.get("model.embed_tokens.weight")
     if isinstance(stored, QuantizedWeight):
@@ -78,11 +113,14 @@ def cpu_runs_fast(dtype: torch.dtype) -> bool:
         return False
 
 
-def build_model(state_dict: Mapping[str, Any], config: ModelConfig, *, dtype: torch.dtype = torch.float32,
-                device: torch.device | str = "cpu", expert_precision: str = "auto",
-                quantized_experts: str = "keep", block_size: int | None = None,
+def build_model(state_dict: Mapping[str, Any], config: ModelConfig, *, dtype: DType = "auto",
+                device: str = "auto", expert_precision: ExpertPrecision = "auto",
+                quantized_experts: QuantizedExpertsMode = "keep", block_size: int | None = None,
                 own_weights: bool = False, pack_experts: bool | None = None) -> PrivacyFilterModel:
-    """Build a model from canonical HF-named tensors (``QuantizedWeight`` values allowed, see checkpoint.py).
+    """Build a model from canonical HF-named tensors (torch or numpy; ``QuantizedWeight`` values allowed).
+
+    ``dtype`` "auto" follows the stored embedding (see ``resolve_dtype``); ``device`` "auto" picks an
+    accelerator when there is one.
 
     Norm scales, sinks, the router and the classifier are kept in float32 (small, and precision-critical);
     every other dense weight is cast to ``dtype``. Quantized expert weights stay 8-bit in memory and are
@@ -94,20 +132,17 @@ def build_model(state_dict: Mapping[str, Any], config: ModelConfig, *, dtype: to
     """
     if expert_precision not in EXPERT_PRECISIONS:
         raise ConfigError(f"expert_precision must be one of {', '.join(EXPERT_PRECISIONS)}; got {expert_precision!r}")
-    if quantized_experts not in QUANTIZED_EXPERTS:
-        raise ConfigError(f"quantized_experts must be one of {', '.join(QUANTIZED_EXPERTS)}; "
+    if quantized_experts not in QUANTIZED_EXPERTS_MODES:
+        raise ConfigError(f"quantized_experts must be one of {', '.join(QUANTIZED_EXPERTS_MODES)}; "
                           f"got {quantized_experts!r}")
-    device = torch.device(device)
-    pack = _packing_applies(pack_experts, state_dict, dtype=dtype, device=device, expert_precision=expert_precision,
-                            quantized_experts=quantized_experts)
+    run_device = resolve_device(device)
+    run_dtype = resolve_dtype(dtype, state_dict, config, run_device)
+    check_tensors(canonical_shapes(config), {key: dense_shape(key, value) for key, value in state_dict.items()},
+                  what="state dict does not match the model config")
+    pack = _packing_applies(pack_experts, state_dict, dtype=run_dtype, device=run_device,
+                            expert_precision=expert_precision, quantized_experts=quantized_experts)
     with torch.device("meta"):
         model = PrivacyFilterModel(config, block_size=block_size)
-    expected = {name for name, _ in model.named_parameters()}
-    given = {_module_name(key) for key in state_dict}
-    missing, unexpected = sorted(expected - given), sorted(given - expected)
-    if missing or unexpected:
-        raise CheckpointError(f"state dict does not match the model: missing {missing or 'none'}; "
-                              f"unexpected {unexpected or 'none'}")
     for key, value in state_dict.items():
         name = _module_name(key)
         module_path, _, attr = name.rpartition(".")
@@ -118,17 +153,14 @@ def build_model(state_dict: Mapping[str, Any], config: ModelConfig, *, dtype: to
         if keep_quantized:
             continue
         if isinstance(value, QuantizedWeight):
-            tensor = dequantize(value, dtype=dtype)
+            tensor = dequantize(value, dtype=run_dtype)
             if attr in ("gate_up_proj", "down_proj"):
                 tensor = tensor.transpose(-1, -2)  # MLX stores experts as [E, out, in]
         else:
             tensor = value if isinstance(value, torch.Tensor) else torch.as_tensor(np.asarray(value))
-        if tuple(tensor.shape) != tuple(target.shape):
-            raise CheckpointError(f"tensor {key} has shape {tuple(tensor.shape)}; the config implies "
-                                  f"{tuple(target.shape)}")
         keep_f32 = (attr == "sinks" or "norm" in module_path.rsplit(".", 1)[-1]
                     or module_path.endswith("router") or module_path == "score")
-        tensor = tensor.to(device=device, dtype=torch.float32 if keep_f32 else dtype)
+        tensor = tensor.to(device=run_device, dtype=torch.float32 if keep_f32 else run_dtype)
         # Expert matrices that will be packed stay views of the (often memory-mapped) source: packing copies them.
         to_pack = pack and attr in ("gate_up_proj", "down_proj")
         if attr in ("gate_up_proj", "down_proj") and not pack:
@@ -140,7 +172,7 @@ def build_model(state_dict: Mapping[str, Any], config: ModelConfig, *, dtype: to
         if own_weights and not to_pack and isinstance(value, torch.Tensor) and tensor.data_ptr() == value.data_ptr():
             tensor = tensor.clone()
         setattr(module, attr, torch.nn.Parameter(tensor, requires_grad=False))
-    _install_quantized(model, state_dict, dtype=dtype, device=device, keep_experts=quantized_experts == "keep")
+    _install_quantized(model, state_dict, dtype=run_dtype, device=run_device, keep_experts=quantized_experts == "keep")
     if expert_precision != "auto":
         for layer in model.layers:
             layer.mlp.experts.compute_dtype = TORCH_DTYPES[expert_precision]
@@ -193,8 +225,15 @@ def _single_threaded_after_fork() -> None:
     torch.set_num_threads(1)
 
 
-if hasattr(os, "register_at_fork"):  # once per process: this module is imported once
-    os.register_at_fork(after_in_child=_single_threaded_after_fork)
+fork_hook_registered = False
+
+
+def _register_fork_hook() -> None:
+    """Install the hook above once per process, when the first model is built (importing changes nothing)."""
+    global fork_hook_registered
+    if not fork_hook_registered and hasattr(os, "register_at_fork"):
+        os.register_at_fork(after_in_child=_single_threaded_after_fork)
+        fork_hook_registered = True
 
 
 class TorchBackend:
@@ -203,21 +242,21 @@ class TorchBackend:
     name = "torch"
 
     def __init__(self, model: PrivacyFilterModel, config: ModelConfig, *,
-                 viterbi_biases: Mapping[str, float] | None = None) -> None:
+                 viterbi_biases: Mapping[str, float] | None = None, model_path: Path | None = None) -> None:
+        _register_fork_hook()
         self.model = model
         self.config = config
         self.viterbi_biases = dict(viterbi_biases) if viterbi_biases else None
+        self.model_path = model_path
         self.device = next(model.parameters()).device
 
     @classmethod
     def from_state_dict(cls, state_dict: Mapping[str, Any], config: ModelConfig, *, device: str = "cpu",
-                        dtype: str = "auto", viterbi_biases: Mapping[str, float] | None = None,
-                        **options: Any) -> "TorchBackend":
+                        dtype: DType = "auto", viterbi_biases: Mapping[str, float] | None = None,
+                        model_path: Path | None = None, **options: Any) -> "TorchBackend":
         """Build from canonical HF-named tensors; ``options`` go to ``build_model`` (e.g. expert_precision)."""
-        target = resolve_device(device)
-        model = build_model(state_dict, config, dtype=resolve_dtype(dtype, state_dict, config, target),
-                            device=target, **options)
-        return cls(model, config, viterbi_biases=viterbi_biases)
+        model = build_model(state_dict, config, dtype=dtype, device=device, **options)
+        return cls(model, config, viterbi_biases=viterbi_biases, model_path=model_path)
 
     def logits(self, input_ids: np.ndarray, attention_mask: np.ndarray) -> np.ndarray:
         """input_ids int [B, T], attention_mask bool/0-1 [B, T] -> float32 [B, T, num_labels]."""
@@ -233,11 +272,9 @@ class TorchBackend:
         return out.float().cpu().numpy()
 
 
-def load(info: CheckpointInfo, *, device: str = "auto", dtype: str = "auto", quantize: int | None = None,
+def load(info: CheckpointInfo, *, device: str = "auto", dtype: DType = "auto", quantize: int | None = None,
          **options: Any) -> TorchBackend:
     """Load a checkpoint described by ``info`` (see checkpoint.inspect_checkpoint) into the torch runtime."""
-    from ..checkpoint.discover import load_state_dict
-
     if quantize is not None:
         raise ConfigError(f"the torch backend runs checkpoints as stored; quantize={quantize!r} is not supported "
                           "(use an 8-bit MLX artifact, which the torch backend runs directly, or quantize=None)")
@@ -245,7 +282,7 @@ def load(info: CheckpointInfo, *, device: str = "auto", dtype: str = "auto", qua
     if unknown:
         raise ConfigError(f"unknown torch backend option(s) {', '.join(unknown)}; "
                           f"valid: {', '.join(LOAD_OPTIONS)}")
-    state_dict = load_state_dict(info, framework="pt")
+    state_dict = read_state_dict(info)
     options.setdefault("own_weights", True)
     return TorchBackend.from_state_dict(state_dict, info.config, device=device, dtype=dtype,
-                                        viterbi_biases=info.viterbi_biases, **options)
+                                        viterbi_biases=info.viterbi_biases, model_path=info.path, **options)

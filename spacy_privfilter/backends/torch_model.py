@@ -1,4 +1,4 @@
-"""The Privacy Filter encoder in PyTorch (architecture spec section 2).
+"""The Privacy Filter encoder in PyTorch (the math is in docs/architecture.md §2).
 
 Embedding -> L pre-norm blocks (banded bidirectional GQA attention with sinks and interleaved YaRN RoPE;
 sparse top-k MoE with the clamped SwiGLU) -> final RMSNorm -> token classifier. Attribute names follow the
@@ -113,7 +113,7 @@ class Attention(nn.Module):
         self.o_proj = nn.Linear(h * d, config.hidden_size)
         self.sinks = nn.Parameter(torch.zeros(h, dtype=torch.float32), requires_grad=False)
         self.rotary = rotary
-        self.scale = d ** -0.25  # applied to q and k separately, after RoPE (spec 2.2 step 4)
+        self.scale = d ** -0.25  # applied to q and k separately, after RoPE (docs/architecture.md §2.2)
 
     def forward(self, x: torch.Tensor, key_mask: torch.Tensor) -> torch.Tensor:
         """x: [B, T, D]; key_mask: bool [B, T] (False = padding). Returns [B, T, D]."""

@@ -18,7 +18,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from ..checkpoint.discover import QuantizedWeight
+from ..checkpoint.types import QuantizedWeight
+from ..config import SUPPORTED_BITS
 from ..errors import CheckpointError
 from .torch_model import Experts
 
@@ -34,8 +35,8 @@ def _as_tensor(value: Any) -> torch.Tensor:
 
 def unpack_codes(packed: Any, bits: int) -> torch.Tensor:
     """uint32 words [..., n_words] -> uint8 codes [..., n_words * 32 // bits] (element j in bits [j*b, j*b+b))."""
-    if bits not in (2, 4, 8):
-        raise CheckpointError(f"{bits}-bit MLX weights are not supported by the torch backend (2, 4 and 8 are)")
+    if bits not in SUPPORTED_BITS:
+        raise CheckpointError(f"{bits}-bit MLX weights are not supported; supported bits: {SUPPORTED_BITS}")
     words = _as_tensor(packed).contiguous()
     if words.element_size() != 4:
         raise CheckpointError(f"quantized weight codes must be 32-bit words; got dtype {words.dtype}")
@@ -135,16 +136,12 @@ class QuantizedExperts(Experts):
     def from_experts(cls, dense: Experts, gate_up: Any, down: Any, *, dtype: torch.dtype,
                      device: torch.device) -> "QuantizedExperts":
         new = cls.like(dense)
-        for name, value, want in (("gate_up_proj", gate_up, dense.gate_up_proj.shape),
-                                  ("down_proj", down, dense.down_proj.shape)):
+        # Shapes were checked by build_model (checkpoint.check.check_tensors); only the pairing is left.
+        for name, value in (("gate_up_proj", gate_up), ("down_proj", down)):
             if not isinstance(value, QuantizedWeight):
                 raise CheckpointError(f"experts.{name} is dense while its sibling is quantized; "
                                       "an MLX 8-bit artifact quantizes both")
-            tensor = QuantizedTensor(value, dtype=dtype, device=device)
-            if tuple(tensor.shape) != (want[0], want[2], want[1]):
-                raise CheckpointError(f"quantized experts.{name} unpacks to {tuple(tensor.shape)}; the config "
-                                      f"implies [E, out, in] = {(want[0], want[2], want[1])}")
-            setattr(new, name, tensor)
+            setattr(new, name, QuantizedTensor(value, dtype=dtype, device=device))
         return new
 
     def expert_weight(self, name: str, expert: int, dtype: torch.dtype) -> torch.Tensor:

@@ -19,6 +19,8 @@ from typing import Literal
 
 import numpy as np
 
+from ..config import SUPPORTED_BITS, SUPPORTED_GROUP_SIZES
+
 QuantDtype = Literal["float32", "bfloat16"]
 EPS = np.float32(1e-7)
 
@@ -61,10 +63,10 @@ def _round_to(values: np.ndarray, dtype: QuantDtype) -> np.ndarray:
 
 # -- affine quantisation -------------------------------------------------------------------------------------
 def _check(bits: int, group_size: int, cols: int) -> None:
-    if bits not in (2, 4, 8):
-        raise ValueError(f"bits must be 2, 4 or 8 (uint32 packing); got {bits}")
-    if group_size not in (32, 64, 128):
-        raise ValueError(f"group_size must be 32, 64 or 128; got {group_size}")
+    if bits not in SUPPORTED_BITS:
+        raise ValueError(f"bits must be one of {SUPPORTED_BITS} (whole codes per uint32 word); got {bits}")
+    if group_size not in SUPPORTED_GROUP_SIZES:
+        raise ValueError(f"group_size must be one of {SUPPORTED_GROUP_SIZES}; got {group_size}")
     if cols % group_size:
         raise ValueError(f"the last axis ({cols}) must be a multiple of group_size ({group_size})")
 

@@ -14,14 +14,19 @@ import argparse
 import os
 import sys
 from pathlib import Path
-from typing import Sequence
+from typing import Literal, Sequence, get_args
 
 from ..errors import ConfigError, PrivFilterError
+from .discover import inspect_checkpoint
+from .hub import resolve_model_path
+from .loader import load_state_dict
+from .writer import save_checkpoint
 
-CONVERT_FORMATS = ("mlx-bf16", "mlx-8bit")
+ConvertFormat = Literal["mlx-bf16", "mlx-8bit"]
+CONVERT_FORMATS: tuple[str, ...] = get_args(ConvertFormat)
 
 
-def convert(src: str | os.PathLike, dst: str | os.PathLike, *, to: str = "mlx-bf16",
+def convert(src: str | os.PathLike, dst: str | os.PathLike, *, to: ConvertFormat = "mlx-bf16",
             revision: str | None = None) -> Path:
     """Write ``src`` as an OpenMed MLX artifact in ``dst``.
 
@@ -39,8 +44,6 @@ def convert(src: str | os.PathLike, dst: str | os.PathLike, *, to: str = "mlx-bf
         ConfigError: an unknown ``to`` or ``dst`` equal to the source folder.
         CheckpointError / ModelNotFoundError: the source cannot be found or read.
     """
-    from .discover import inspect_checkpoint, load_state_dict, resolve_model_path, save_checkpoint
-
     if to not in CONVERT_FORMATS:
         raise ConfigError(f"to must be one of {', '.join(CONVERT_FORMATS)}; got {to!r}")
     source = Path(resolve_model_path(src, revision=revision))
@@ -54,7 +57,7 @@ def convert(src: str | os.PathLike, dst: str | os.PathLike, *, to: str = "mlx-bf
                           "it again would stack quantization error. Fix: convert from the dense (HF or bf16) "
                           "checkpoint")
     # numpy keeps this path free of torch and mlx; bf16 values are exact in float32 and rounded back on save
-    state_dict = load_state_dict(info, framework="numpy")
+    state_dict = load_state_dict(info)
     return save_checkpoint(state_dict, info.config, target, format=to, dtype="bfloat16",
                            source_model_id=str(src))
 

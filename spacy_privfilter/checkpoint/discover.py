@@ -1,82 +1,22 @@
-"""Checkpoint discovery and loading (folder or Hub id) for the HF, opf and OpenMed MLX formats.
+"""What a checkpoint folder holds: its format, config, labels, quantization and weight files.
 
-CONTRACT (owned by issue #3 checkpoint work; other modules code against it):
-
-    resolve_model_path(model, *, revision=None, cache_dir=None, local_files_only=None) -> Path
-        A local folder is used as is. Otherwise ``model`` is a Hub repo id fetched with huggingface_hub
-        (only the files needed; cache and HF_HUB_OFFLINE honoured); errors -> ModelNotFoundError naming repo+file.
-
-    inspect_checkpoint(path) -> CheckpointInfo     (reads config/manifest and safetensors headers only, no tensors)
-
-    load_state_dict(info, *, framework: "pt" | "mlx" | "numpy") -> dict[str, Tensor | QuantizedWeight]
-        Tensors in *canonical HF naming and semantics*, whatever the file format:
-            model.embed_tokens.weight                       [V, D]
-            model.layers.{n}.input_layernorm.weight         [D]
-            model.layers.{n}.self_attn.{q,k,v,o}_proj.weight / .bias   (Linear: [out, in])
-            model.layers.{n}.self_attn.sinks                [H] float32, natural-log units (opf x ln2 at load)
-            model.layers.{n}.post_attention_layernorm.weight [D]
-            model.layers.{n}.mlp.router.weight / .bias      [E, D] / [E]
-            model.layers.{n}.mlp.experts.gate_up_proj       [E, D, 2I]  ([E, in, out])
-            model.layers.{n}.mlp.experts.gate_up_proj_bias  [E, 2I]
-            model.layers.{n}.mlp.experts.down_proj          [E, I, D]
-            model.layers.{n}.mlp.experts.down_proj_bias     [E, D]
-            model.norm.weight                               [D]
-            score.weight / score.bias                       [C, D] / [C] (zeros when the file has no bias)
-        Quantized modules (MLX 8-bit) are QuantizedWeight values instead of dense tensors; for the two expert
-        tensors the QuantizedWeight is in MLX's transposed layout ([E, out, in] once dequantized). The fused
-        qkv is split by rows into q/k/v QuantizedWeights.
-        Dtypes are as stored (bf16 stays bf16 for pt/mlx; numpy upcasts bf16 to float32).
-        MLX artifacts are converted from HF checkpoints, so their sinks are natural-log (no ln2 applied) and their
-        window is HF's one-sided ``sliding_window`` unless the config has explicit bidirectional contexts.
-
-    save_checkpoint(state_dict, config, dst, *, format: "hf" | "opf" | "mlx-bf16" | "mlx-8bit", dtype=None) -> Path
-        Writes the real on-disk layout of each format from a canonical state dict (torch tensors or numpy arrays).
-
-Implementation: ``hub.py`` (Hub resolution), ``formats.py`` (rename tables and shapes as data), ``loader.py``
-(strict loading), ``writer.py`` (saving), ``safetensors_io.py`` (header checks, numpy reading, streaming writes).
+``inspect_checkpoint`` reads ``config.json``, ``id2label.json``, ``openmed-mlx.json``,
+``viterbi_calibration.json`` and the safetensors headers; no tensor data.
 """
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal, Mapping
+from typing import Any, Mapping
 
-from ..config import HF_MODEL_TYPE, OPF_MODEL_TYPE, ModelConfig, QuantizationConfig
+from ..config import QuantizationConfig
 from ..errors import CheckpointError, ModelNotFoundError
 from ..labels import read_checkpoint_biases, read_id2label
-from .hub import resolve_model_path
-from .safetensors_io import FileRegion, read_header
+from .config_json import HF_MODEL_TYPE, OPF_MODEL_TYPE, read_config, read_quantization
+from .safetensors_io import read_header
+from .types import CheckpointFormat, CheckpointInfo
 
-CheckpointFormat = Literal["hf", "opf", "mlx"]
-SAVE_FORMATS = ("hf", "opf", "mlx-bf16", "mlx-8bit")
 PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt", ".npz", ".pkl", ".pickle", ".h5", ".msgpack")
-
-
-@dataclass(frozen=True)
-class CheckpointInfo:
-    path: Path
-    format: CheckpointFormat
-    config: ModelConfig
-    quantization: QuantizationConfig | None
-    weight_files: tuple[Path, ...]
-    viterbi_biases: Mapping[str, float] | None = None
-
-
-@dataclass(frozen=True)
-class QuantizedWeight:
-    """Affine-quantized weight as MLX stores it: uint32-packed codes + per-group scales and biases.
-
-    ``weight``: uint32 [..., rows, cols * bits / 32]; ``scales``/``biases``: [..., rows, cols / group_size].
-    Dequantized value: ``scale * q + bias`` per group of ``group_size`` consecutive columns.
-    """
-
-    weight: Any
-    scales: Any
-    biases: Any
-    bits: int
-    group_size: int
-    source: FileRegion | None = None  # where ``weight``'s bytes lie on disk, when read from a file
 
 
 def _read_json(path: Path) -> Any:
@@ -112,12 +52,11 @@ def inspect_checkpoint(path: str | Path) -> CheckpointInfo:
     fmt = "mlx" if is_mlx else _hf_or_opf(raw, names, folder)
     if fmt == "opf":
         raw = {**raw, "model_type": OPF_MODEL_TYPE}
+    quant = _quantization(fmt, raw, manifest, names, folder)
+    config = read_config(raw, id2label=_id2label(folder, raw))
     if fmt != "hf" and "classifier_bias" not in raw and "unembedding_bias" not in raw:
         # No flag (OpenMed's runtime would default to false): let the weights say whether the head has a bias.
-        raw = {**raw, "classifier_bias": "unembedding.bias" in names}
-    quant = _quantization(fmt, raw, manifest, names, folder)
-    labels = _id2label(folder, raw)
-    config = ModelConfig.from_dict(raw, id2label=labels)
+        config = config.with_updates(classifier_bias="unembedding.bias" in names)
     if config.num_labels == 0:
         raise CheckpointError(f"checkpoint '{folder.name}' has no id2label (neither in config.json nor in "
                               "id2label.json); the label names are needed to decode spans")
@@ -184,12 +123,11 @@ def _quantization(fmt: str, raw: Mapping[str, Any], manifest: Mapping[str, Any] 
         return None
     if fmt != "mlx":
         return None
-    block = raw.get("_mlx_quantization") or (manifest or {}).get("quantization")
+    if raw.get("_mlx_quantization"):
+        return read_quantization(raw["_mlx_quantization"], where=f"'{folder.name}/config.json' (_mlx_quantization)")
+    block = (manifest or {}).get("quantization")
     if block:
-        if not isinstance(block, dict):
-            raise CheckpointError(f"_mlx_quantization in '{folder.name}' must be an object like "
-                                  '{"bits": 8, "group_size": 64}')
-        return QuantizationConfig.from_dict(block)
+        return read_quantization(block, where=f"'{folder.name}/openmed-mlx.json' (quantization)")
     if has_scales:
         raise CheckpointError(
             f"MLX checkpoint '{folder.name}' has quantized tensors (*.scales) but config.json has no "
@@ -206,35 +144,4 @@ def _viterbi_biases(folder: Path, raw: Mapping[str, Any]) -> dict[str, float] | 
     return read_checkpoint_biases(folder, raw)
 
 
-def load_state_dict(info: CheckpointInfo, *, framework: str = "pt") -> dict[str, Any]:
-    """Read the checkpoint's tensors in canonical HF naming and semantics (see the module contract).
-
-    Raises:
-        CheckpointError: missing/unexpected/mis-shaped tensors (one error listing all), a label count that does
-            not match id2label, or a truncated/corrupt weight file.
-    """
-    from .loader import load
-    return load(info, framework=framework)
-
-
-def save_checkpoint(state_dict: Mapping[str, Any], config: ModelConfig, dst: str | Path, *, format: str = "hf",
-                    dtype: str | None = None, source_model_id: str | None = None) -> Path:
-    """Write ``state_dict`` (canonical names; torch tensors or numpy arrays) as a ``format`` checkpoint folder.
-
-    Args:
-        state_dict: canonical tensors (see the module contract); values are read one at a time.
-        config: the architecture; its id2label is written with the weights.
-        dst: folder to create or overwrite files in.
-        format: "hf", "opf", "mlx-bf16" or "mlx-8bit".
-        dtype: None keeps each tensor's dtype; "float32" or "bfloat16" casts (sinks, and MLX norms, stay float32).
-        source_model_id: recorded in the OpenMed manifest of MLX artifacts.
-
-    Returns:
-        The checkpoint folder.
-    """
-    from .writer import write_checkpoint
-    return write_checkpoint(state_dict, config, dst, format=format, dtype=dtype, source_model_id=source_model_id)
-
-
-__all__ = ["CheckpointInfo", "QuantizedWeight", "SAVE_FORMATS", "inspect_checkpoint", "load_state_dict",
-           "resolve_model_path", "save_checkpoint"]
+__all__ = ["inspect_checkpoint"]

@@ -2,13 +2,21 @@
 
 The canonical naming is HF's (``model.layers.{n}.self_attn.q_proj.weight`` ...). The original opf checkpoint and
 the OpenMed MLX artifacts share one naming (``block.{n}.attn.qkv.weight`` ...); the tables below map it to the
-canonical names. Everything here is pure: names, shapes and config dictionaries, no tensors.
+canonical names. Everything here is pure: names, shapes and manifests, no tensors.
 """
 from __future__ import annotations
 
+import math
 from typing import Any
 
-from ..config import OPF_MODEL_TYPE, ModelConfig, QuantizationConfig
+from ..config import ModelConfig, QuantizationConfig
+from .config_json import quantization_block
+
+# opf stores attention sinks in log2 units, HF in natural-log units (docs/architecture.md §3.2); MLX artifacts
+# are converted from HF checkpoints and keep natural-log units.
+OPF_SINK_FACTOR = math.log(2.0)
+FLOAT_DTYPES = ("F32", "BF16", "F16")
+PACKED_DTYPE = "U32"
 
 # opf/MLX name -> canonical name, for tensors outside the blocks.
 GLOBAL_RENAMES: dict[str, str] = {
@@ -139,82 +147,7 @@ def stored_quantized(config: ModelConfig, quantization: QuantizationConfig | Non
     return {module for module in quantized_modules(config) if module + ".scales" in names}
 
 
-# -- config.json writers -------------------------------------------------------------------------------------
-def hf_config_dict(config: ModelConfig) -> dict[str, Any]:
-    return config.to_hf_dict()
-
-
-def opf_config_dict(config: ModelConfig, *, unembedding_bias: bool = False) -> dict[str, Any]:
-    """The original opf ``config.json`` (§1.2): full band width in ``sliding_window``, contexts on each side.
-
-    ``unembedding_bias`` is only written when the head has a bias (the base opf head has none).
-    """
-    w = config.sliding_window
-    extra = {"unembedding_bias": True} if unembedding_bias else {}
-    return extra | {
-        "model_type": OPF_MODEL_TYPE,
-        "encoding": "o200k_base",
-        "num_hidden_layers": config.num_hidden_layers,
-        "num_experts": config.num_local_experts,
-        "experts_per_token": config.num_experts_per_tok,
-        "vocab_size": config.vocab_size,
-        "num_labels": config.num_labels,
-        "hidden_size": config.hidden_size,
-        "intermediate_size": config.intermediate_size,
-        "head_dim": config.head_dim,
-        "num_attention_heads": config.num_attention_heads,
-        "num_key_value_heads": config.num_key_value_heads,
-        "sliding_window": 2 * w + 1,
-        "bidirectional_context": True,
-        "bidirectional_left_context": w,
-        "bidirectional_right_context": w,
-        "initial_context_length": config.rope_original_max_position_embeddings,
-        "rope_theta": config.rope_theta,
-        "rope_scaling_factor": config.rope_factor,
-        "rope_ntk_alpha": config.rope_beta_slow,
-        "rope_ntk_beta": config.rope_beta_fast,
-        "param_dtype": config.dtype,
-        "max_position_embeddings": config.max_position_embeddings,
-        "swiglu_limit": config.swiglu_limit,
-        "rms_norm_eps": config.rms_norm_eps,
-        "id2label": {str(i): label for i, label in enumerate(config.id2label)},
-        "ner_class_names": list(config.id2label),
-    }
-
-
-def mlx_config_dict(config: ModelConfig, quantization: QuantizationConfig | None, *,
-                    classifier_bias: bool) -> dict[str, Any]:
-    """OpenMed MLX ``config.json``: the HF config, the opf-style aliases OpenMed fills, and ``_mlx_*`` keys.
-
-    The bidirectional contexts are written explicitly (= the one-sided HF window) so that OpenMed's runtime, which
-    otherwise derives ``(sliding_window - 1) // 2``, attends over the same band as the trained model.
-    """
-    out = config.to_hf_dict()
-    out.update({
-        "num_labels": config.num_labels,  # OpenMed's loader sizes its head from this key (KeyError without it)
-        "num_experts": config.num_local_experts,
-        "experts_per_token": config.num_experts_per_tok,
-        "rope_theta": config.rope_theta,
-        "rope_scaling_factor": config.rope_factor,
-        "rope_ntk_alpha": config.rope_beta_slow,
-        "rope_ntk_beta": config.rope_beta_fast,
-        "initial_context_length": config.rope_original_max_position_embeddings,
-        "bidirectional_left_context": config.sliding_window,
-        "bidirectional_right_context": config.sliding_window,
-        "param_dtype": config.dtype,
-        "classifier_bias": classifier_bias,
-        "encoding": "o200k_base",
-        "_mlx_family": "openai-privacy-filter",
-        "_mlx_model_type": config.to_hf_dict()["model_type"],
-        "_mlx_task": "token-classification",
-        "_mlx_weights_format": "safetensors",
-    })
-    if quantization is not None:
-        out["_mlx_quantization"] = {"bits": quantization.bits, "format": f"mlx-{quantization.bits}bit",
-                                    "group_size": quantization.group_size}
-    return out
-
-
+# -- manifests -----------------------------------------------------------------------------------------------
 def mlx_manifest(config: ModelConfig, quantization: QuantizationConfig | None, *,
                  source_model_id: str | None = None) -> dict[str, Any]:
     """``openmed-mlx.json`` (format_version 2)."""
@@ -231,9 +164,7 @@ def mlx_manifest(config: ModelConfig, quantization: QuantizationConfig | None, *
         "fallback_weights": None,
         "available_weights": ["weights.safetensors"],
         "weights_format": "safetensors",
-        "quantization": (None if quantization is None else
-                         {"bits": quantization.bits, "format": f"mlx-{quantization.bits}bit",
-                          "group_size": quantization.group_size}),
+        "quantization": None if quantization is None else quantization_block(quantization),
         "max_sequence_length": config.max_position_embeddings,
         "tokenizer": {"path": ".", "files": []},
     }

@@ -10,14 +10,12 @@ import re
 from pathlib import Path
 
 from ..errors import ModelNotFoundError
+from .files import MODEL_FILE_NAMES
 
 # Files a checkpoint of any supported format may need; anything else in a repo (tokenizer.json, README, onnx,
 # pickles) is never downloaded.
-HUB_ALLOW_PATTERNS = (
-    "config.json", "id2label.json", "openmed-mlx.json", "viterbi_calibration.json",
-    "model.safetensors", "model.safetensors.index.json", "model-*-of-*.safetensors",
-    "weights.safetensors", "o200k_base.tiktoken",
-)
+HUB_ALLOW_PATTERNS = MODEL_FILE_NAMES + (
+    "model.safetensors", "model.safetensors.index.json", "model-*-of-*.safetensors", "weights.safetensors")
 REPO_ID = re.compile(r"^[A-Za-z0-9][\w.\-]*/[\w.\-]+$|^[A-Za-z0-9][\w.\-]*$")
 TRUE_VALUES = {"1", "true", "yes", "on"}
 

@@ -6,23 +6,23 @@ state dict of the full-size model is written without holding the whole model in 
 from __future__ import annotations
 
 import json
-import math
 from pathlib import Path
-from typing import Any, Callable, Mapping
+from typing import Any, Callable, Mapping, get_args
 
 import numpy as np
 
-from .discover import SAVE_FORMATS, QuantizedWeight
 from ..config import ModelConfig, QuantizationConfig
 from ..errors import CheckpointError, ConfigError
-from .formats import (canonical_shapes, hf_config_dict, is_transposed_expert, mlx_config_dict, mlx_file_shapes,
-                      mlx_manifest, opf_config_dict, opf_shapes, opf_to_canonical, quantized_modules)
-from .affine import dequantize, quantize, to_bfloat16_bits
+from .affine import QuantDtype, dequantize, quantize, to_bfloat16_bits
+from .check import check_tensors
+from .config_json import config_dict
+from .formats import (OPF_SINK_FACTOR, canonical_shapes, is_transposed_expert, mlx_file_shapes, mlx_manifest,
+                      opf_shapes, opf_to_canonical, quantized_modules)
 from .safetensors_io import PendingTensor, write_safetensors
+from .types import SAVE_FORMATS, QuantizedWeight, SaveFormat
 
 DTYPE_CODES = {"float32": "F32", "bfloat16": "BF16", "float16": "F16"}
 DTYPE_NAMES = {code: name for name, code in DTYPE_CODES.items()}
-LN2 = math.log(2.0)
 EXPERT_CHUNK = 16  # experts quantized per step, bounding temporary memory for the full-size model
 
 
@@ -33,7 +33,7 @@ def _encode(values: np.ndarray, code: str) -> np.ndarray:
 
 
 class _Source:
-    """Reads canonical tensors (torch, MLX or numpy; dense or QuantizedWeight) as float32 numpy."""
+    """Reads canonical numpy tensors (dense or QuantizedWeight) as float32 numpy."""
 
     def __init__(self, state_dict: Mapping[str, Any], shapes: Mapping[str, tuple[int, ...]]) -> None:
         self.state_dict, self.shapes = state_dict, shapes
@@ -58,42 +58,51 @@ class _Source:
                 dense = np.swapaxes(dense, -1, -2)  # stored transposed ([E, out, in])
         else:
             dense = _numpy(value)
-        if tuple(dense.shape) != tuple(self.shapes[name]):
-            raise CheckpointError(f"state dict tensor '{name}' has shape {list(dense.shape)}; the config expects "
-                                  f"{list(self.shapes[name])}")
+        check_tensors({name: self.shapes[name]}, {name: dense.shape}, what="state dict does not match the config")
         return dense
 
 
 def _numpy(value: Any, *, raw: bool = False) -> np.ndarray:
-    """A torch / MLX / numpy tensor as numpy: float32 for floating types, unchanged integers when ``raw``."""
-    module = type(value).__module__
-    if module.startswith("torch"):
-        value = value.detach().cpu()
-        if not raw or value.is_floating_point():
-            value = value.float()
-        return value.numpy()
-    if module.startswith("mlx"):
-        import mlx.core as mx
-        return np.array(value if raw and not mx.issubdtype(value.dtype, mx.floating) else value.astype(mx.float32))
-    array = np.asarray(value)
-    return array if raw else array.astype(np.float32, copy=False)
+    """A state dict value as numpy: float32 for floating types, unchanged integers when ``raw``."""
+    try:
+        array = np.asarray(value)
+    except (TypeError, ValueError, RuntimeError) as exc:
+        raise CheckpointError(
+            f"save_checkpoint needs numpy arrays; got a {type(value).__name__} numpy cannot read "
+            f"({type(exc).__name__}). Fix: convert framework tensors first (torch: t.float().numpy())") from exc
+    if array.dtype == object:
+        raise CheckpointError(f"save_checkpoint needs numpy arrays; got a {type(value).__name__}")
+    return array if raw or not np.issubdtype(array.dtype, np.floating) else array.astype(np.float32, copy=False)
 
 
-def write_checkpoint(state_dict: Mapping[str, Any], config: ModelConfig, dst: str | Path, *, format: str,
-                     dtype: str | None, source_model_id: str | None = None) -> Path:
+def save_checkpoint(state_dict: Mapping[str, Any], config: ModelConfig, dst: str | Path, *,
+                    format: SaveFormat = "hf", dtype: QuantDtype | None = None,
+                    source_model_id: str | None = None) -> Path:
+    """Write ``state_dict`` (canonical names, numpy values) as a ``format`` checkpoint folder.
+
+    Args:
+        state_dict: canonical tensors (see ``loader.py``) as numpy arrays or QuantizedWeight of numpy arrays;
+            values are read one at a time, so a lazily computed mapping works.
+        config: the architecture; its id2label is written with the weights.
+        dst: folder to create or overwrite files in.
+        format: one of ``SAVE_FORMATS``.
+        dtype: None keeps the embedding's dtype for every tensor; "float32" or "bfloat16" casts (sinks, and
+            MLX norms, stay float32).
+        source_model_id: recorded in the OpenMed manifest of MLX artifacts.
+
+    Returns:
+        The checkpoint folder.
+    """
     if format not in SAVE_FORMATS:
         raise ConfigError(f"format must be one of {', '.join(SAVE_FORMATS)}; got {format!r}")
-    if dtype is not None and dtype not in ("float32", "bfloat16"):
-        raise ConfigError(f"dtype must be None, 'float32' or 'bfloat16'; got {dtype!r}")
+    if dtype is not None and dtype not in get_args(QuantDtype):
+        raise ConfigError(f"dtype must be None or one of {', '.join(get_args(QuantDtype))}; got {dtype!r}")
     if config.num_labels == 0:
         raise ConfigError("config.id2label is empty; a checkpoint needs its label names")
     shapes = canonical_shapes(config)
-    missing = sorted(set(shapes) - set(state_dict) - {"score.bias"})
-    unexpected = sorted(set(state_dict) - set(shapes))
-    if missing or unexpected:
-        raise CheckpointError(f"state dict does not match the config: {len(missing)} missing "
-                              f"({', '.join(missing[:12])}), {len(unexpected)} unexpected "
-                              f"({', '.join(unexpected[:12])})")
+    # Shapes are checked as each tensor is produced: a lazy state dict computes a value only when it is read.
+    check_tensors(shapes, dict.fromkeys(state_dict), optional={"score.bias"},
+                  what="state dict does not match the config")
     source = _Source(state_dict, shapes)
     code = DTYPE_CODES[dtype] if dtype else source.code("model.embed_tokens.weight")
     config = config.with_updates(dtype=DTYPE_NAMES[code])
@@ -103,21 +112,21 @@ def write_checkpoint(state_dict: Mapping[str, Any], config: ModelConfig, dst: st
         tensors = [_pending(name, "F32" if name.endswith("sinks") else code, shapes[name], _canonical(source, name))
                    for name in shapes]
         write_safetensors(folder / "model.safetensors", tensors, {"format": "pt"})
-        _write_json(folder / "config.json", hf_config_dict(config))
+        _write_json(folder / "config.json", config_dict(config, "hf"))
         return folder
     if format == "opf":
         bias = source.has("score.bias") and bool(np.any(source.dense("score.bias")))
         tensors = [_pending(name, "F32" if name.endswith("sinks") else code, shape,
-                            _opf_tensor(source, name, sink_factor=1.0 / LN2))
+                            _opf_tensor(source, name, sink_factor=1.0 / OPF_SINK_FACTOR))
                    for name, shape in opf_shapes(config, score_bias=bias).items()]
         write_safetensors(folder / "model.safetensors", tensors, {"format": "pt"})
-        _write_json(folder / "config.json", opf_config_dict(config, unembedding_bias=bias))
+        _write_json(folder / "config.json", config_dict(config.with_updates(classifier_bias=bias), "opf"))
         return folder
     quant = QuantizationConfig(bits=8, group_size=64) if format == "mlx-8bit" else None
     tensors = _mlx_tensors(source, config, quant, code)
     write_safetensors(folder / "weights.safetensors", tensors,
                       {"format": "mlx", "openmed_task": "token-classification"})
-    _write_json(folder / "config.json", mlx_config_dict(config, quant, classifier_bias=config.classifier_bias))
+    _write_json(folder / "config.json", config_dict(config, "mlx", quantization=quant))
     _write_json(folder / "id2label.json", {str(i): label for i, label in enumerate(config.id2label)})
     _write_json(folder / "openmed-mlx.json", mlx_manifest(config, quant, source_model_id=source_model_id))
     return folder
@@ -192,4 +201,4 @@ def _quantize_module(source: _Source, module: str, quant: QuantizationConfig,
     return tuple(np.concatenate([p[k] for p in pieces], axis=0) for k in range(3))  # type: ignore[return-value]
 
 
-__all__ = ["write_checkpoint"]
+__all__ = ["save_checkpoint"]

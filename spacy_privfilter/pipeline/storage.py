@@ -50,7 +50,7 @@ class ModelStorage:
         model, revision = self._source
         if Path(model).is_dir():
             return Path(model)
-        from ..checkpoint.discover import resolve_model_path
+        from ..checkpoint import resolve_model_path
 
         return Path(resolve_model_path(model, revision=revision))
 

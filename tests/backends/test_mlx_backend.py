@@ -16,8 +16,10 @@ pytestmark = pytest.mark.mlx
 nn = pytest.importorskip("mlx.nn")
 
 from spacy_privfilter.backends import load_backend  # noqa: E402
+from spacy_privfilter.backends.base import ModelBackend  # noqa: E402
 from spacy_privfilter.backends.mlx_backend import MlxBackend, build_model, load  # noqa: E402
-from spacy_privfilter.checkpoint.discover import inspect_checkpoint, save_checkpoint  # noqa: E402
+from spacy_privfilter.backends.mlx_model import QuantizedExpertLinear  # noqa: E402
+from spacy_privfilter.checkpoint import inspect_checkpoint, save_checkpoint  # noqa: E402
 from spacy_privfilter.errors import CheckpointError, ConfigError  # noqa: E402
 from spacy_privfilter.testing import random_state_dict, tiny_config, write_random_checkpoint  # noqa: E402
 
@@ -45,7 +47,8 @@ def test_load_backend_runs_mlx_on_linux_when_asked(tmp_path: Path) -> None:
     config = tiny_config(vocab_size=VOCAB)
     folder = write_random_checkpoint(tmp_path / "hf", config, format="hf", seed=1)
     backend = load_backend(folder, backend="mlx", device="cpu", dtype="float32")
-    assert isinstance(backend, MlxBackend) and backend.name == "mlx"
+    assert isinstance(backend, MlxBackend) and isinstance(backend, ModelBackend) and backend.name == "mlx"
+    assert backend.model_path == folder and backend.viterbi_biases is None
     ids, mask = random_inputs(VOCAB, 1, 9, seed=0)
     assert np.isfinite(backend.logits(ids, mask)).all()
 
@@ -55,20 +58,15 @@ def test_dtypes_are_kept_as_stored_unless_asked(tmp_path: Path) -> None:
     folder = write_random_checkpoint(tmp_path / "hf", config, format="hf", seed=2, dtype="bfloat16")
     stored = _load(folder).model
     assert stored.embed_tokens.weight.dtype == mx.bfloat16
-    assert stored.layers[0].mlp.experts.gate_up_proj.dtype == mx.bfloat16
+    assert stored.layers[0].mlp.experts.gate_up_proj.weight.dtype == mx.bfloat16
     assert stored.layers[0].self_attn.sinks.dtype == mx.float32  # sinks are float32 on disk and in memory
     upcast = _load(folder, dtype="float32").model
     assert upcast.layers[1].self_attn.q_proj.weight.dtype == mx.float32
 
 
 def _quantized_paths(model) -> set[str]:
-    found = {name for name, module in model.named_modules()
-             if isinstance(module, (nn.QuantizedLinear, nn.QuantizedEmbedding))}
-    for n, layer in enumerate(model.layers):
-        for name in ("gate_up_proj", "down_proj"):
-            if getattr(layer.mlp.experts, f"{name}_quantization") is not None:
-                found.add(f"layers.{n}.mlp.experts.{name}")
-    return found
+    return {name for name, module in model.named_modules()
+            if isinstance(module, (nn.QuantizedLinear, nn.QuantizedEmbedding, QuantizedExpertLinear))}
 
 
 def test_8bit_artifact_quantizes_exactly_the_modules_with_scales(tmp_path: Path) -> None:
@@ -112,11 +110,11 @@ def test_strict_loading_lists_missing_unexpected_and_misshaped_keys() -> None:
     weights["model.layers.0.mlp.extra.weight"] = mx.zeros((2,))
     weights["score.weight"] = mx.zeros((config.num_labels + 1, config.hidden_size))
     with pytest.raises(CheckpointError) as error:
-        build_model(config, weights)
+        build_model(weights, config)
     message = str(error.value)
-    assert "1 missing key(s): model.layers.1.self_attn.sinks" in message
-    assert "1 unexpected key(s): model.layers.0.mlp.extra.weight" in message
-    assert f"score.weight: expected ({config.num_labels}, 64), got ({config.num_labels + 1}, 64)" in message
+    assert "1 missing: model.layers.1.self_attn.sinks" in message
+    assert "1 unexpected: model.layers.0.mlp.extra.weight" in message
+    assert f"score.weight [{config.num_labels + 1}, 64] (expected [{config.num_labels}, 64])" in message
 
 
 def test_a_truncated_weights_file_fails_at_load_with_a_checkpoint_error(tmp_path: Path) -> None:

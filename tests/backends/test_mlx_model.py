@@ -11,6 +11,7 @@ import pytest
 mx = pytest.importorskip("mlx.core", reason="mlx is not installed (pip install 'mlx[cpu]' on Linux)")
 pytestmark = pytest.mark.mlx
 
+from spacy_privfilter.checkpoint.config_json import config_dict  # noqa: E402
 from spacy_privfilter.backends.mlx_backend import build_model  # noqa: E402
 from spacy_privfilter.backends.mlx_model import RotaryEmbedding  # noqa: E402
 from spacy_privfilter.config import ModelConfig  # noqa: E402
@@ -21,7 +22,7 @@ from spacy_privfilter.testing import margin_state_dict, random_inputs, random_st
 
 def mlx_logits(config: ModelConfig, weights: dict, ids: np.ndarray, mask: np.ndarray, *,
                dtype: str = "float32", block_size: int | None = None) -> np.ndarray:
-    model = build_model(config, {k: mx.array(np.asarray(v)) for k, v in weights.items()}, dtype=dtype)
+    model = build_model({k: mx.array(np.asarray(v)) for k, v in weights.items()}, config, dtype=dtype)
     if block_size:
         for layer in model.layers:
             layer.self_attn.block_size = block_size
@@ -102,7 +103,7 @@ def test_float32_logits_and_spans_match_torch_and_transformers(heads, kv_heads, 
     tensors = {k: torch.from_numpy(np.asarray(v)) for k, v in weights.items()}
     torch_backend = TorchBackend.from_state_dict(tensors, config, device="cpu", dtype="float32")
     torch_logits = torch_backend.logits(ids, mask)
-    hf_dict = {k: v for k, v in config.to_hf_dict().items() if k not in ("architectures", "model_type")}
+    hf_dict = {k: v for k, v in config_dict(config, "hf").items() if k not in ("architectures", "model_type")}
     hf_dict["pad_token_id"] = hf_dict["eos_token_id"] = 0  # the tiny vocabulary does not hold id 199999
     hf_config = transformers.OpenAIPrivacyFilterConfig(**hf_dict)
     hf = transformers.OpenAIPrivacyFilterForTokenClassification(hf_config)

@@ -13,7 +13,7 @@ from spacy_privfilter.backends.base import ModelBackend  # noqa: E402
 from spacy_privfilter.backends.torch_backend import (TorchBackend, build_model, cpu_runs_fast, load,  # noqa: E402
                                                      resolve_device)
 from spacy_privfilter.backends.torch_quant import QuantizedEmbedding, QuantizedExperts, unpack_codes  # noqa: E402
-from spacy_privfilter.checkpoint.discover import QuantizedWeight, inspect_checkpoint  # noqa: E402
+from spacy_privfilter.checkpoint import QuantizedWeight, inspect_checkpoint  # noqa: E402
 from spacy_privfilter.errors import CheckpointError, ConfigError  # noqa: E402
 from spacy_privfilter.checkpoint.affine import dequantize as dequantize_numpy, quantize as quantize_numpy  # noqa: E402
 from spacy_privfilter.testing import random_state_dict, tiny_config, write_random_checkpoint  # noqa: E402
@@ -39,11 +39,37 @@ def test_load_backend_returns_a_torch_backend_with_float32_numpy_logits(checkpoi
     backend = load_backend(checkpoints["hf"], backend="torch", device="cpu")
     assert isinstance(backend, TorchBackend) and isinstance(backend, ModelBackend)
     assert backend.name == "torch" and backend.config.id2label == CONFIG.id2label
+    assert backend.model_path == checkpoints["hf"] and backend.viterbi_biases is None
     ids, mask = _inputs()
     logits = backend.logits(ids, mask)
     assert isinstance(logits, np.ndarray) and logits.dtype == np.float32 and logits.shape == (2, 21, 9)
     assert np.isfinite(logits[mask]).all()
     assert backend.logits(ids[:, :0], mask[:, :0]).shape == (2, 0, 9)
+
+
+def test_fork_hook_is_registered_by_the_first_backend_not_by_the_import(checkpoints: dict[str, Path]) -> None:
+    """Importing the module changes nothing process-wide; building a model installs the after-fork hook once."""
+    import subprocess
+    import sys
+
+    script = (
+        "import os, sys\n"
+        "hooks = []\n"
+        "register = os.register_at_fork\n"
+        "os.register_at_fork = lambda **kw: (hooks.append(kw.get('after_in_child')), register(**kw))\n"
+        "from spacy_privfilter.backends import torch_backend\n"
+        "from spacy_privfilter.checkpoint import inspect_checkpoint\n"
+        "ours = torch_backend._single_threaded_after_fork\n"
+        "assert not torch_backend.fork_hook_registered and ours not in hooks\n"
+        "info = inspect_checkpoint(sys.argv[1])\n"
+        "torch_backend.load(info, device='cpu'); torch_backend.load(info, device='cpu')\n"
+        "assert torch_backend.fork_hook_registered and hooks.count(ours) == 1\n")
+    import os
+
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).parents[2])}
+    done = subprocess.run([sys.executable, "-c", script, str(checkpoints["hf"])], capture_output=True, text=True,
+                          env=env)
+    assert done.returncode == 0, done.stderr[-2000:]
 
 
 def test_dtype_auto_is_the_stored_dtype_and_can_be_overridden(checkpoints: dict[str, Path]) -> None:
@@ -123,12 +149,30 @@ def test_state_dict_problems_are_listed() -> None:
     weights = {k: torch.from_numpy(v) for k, v in random_state_dict(CONFIG).items()}
     del weights["model.layers.1.mlp.router.bias"]
     weights["model.extra.weight"] = torch.zeros(2)
-    with pytest.raises(CheckpointError, match=r"missing \['layers.1.mlp.router.bias'\].*unexpected \['extra.weight'\]"):
-        build_model(weights, CONFIG)
+    with pytest.raises(CheckpointError, match=r"1 missing: model.layers.1.mlp.router.bias; 1 unexpected: model.extra"):
+        build_model(weights, CONFIG, device="cpu")
     weights = {k: torch.from_numpy(v) for k, v in random_state_dict(CONFIG).items()}
     weights["model.norm.weight"] = torch.ones(63)
-    with pytest.raises(CheckpointError, match=r"model.norm.weight has shape \(63,\)"):
-        build_model(weights, CONFIG)
+    with pytest.raises(CheckpointError, match=r"1 mis-shaped: model.norm.weight \[63\] \(expected \[64\]\)"):
+        build_model(weights, CONFIG, device="cpu")
+
+
+def test_quantized_tensors_are_checked_by_their_dense_shape(checkpoints: dict[str, Path]) -> None:
+    """8-bit experts are stored [E, out, in] and packed 4 codes a word; the checker compares the [E, in, out] they
+    stand for, so a wrong expert count is reported like any dense mismatch."""
+    from dataclasses import replace
+
+    from spacy_privfilter.backends.torch_backend import read_state_dict
+
+    weights = read_state_dict(inspect_checkpoint(checkpoints["mlx-8bit"]))
+    build_model(weights, CONFIG, device="cpu")  # the unchanged artifact passes
+    down = weights["model.layers.0.mlp.experts.down_proj"]
+    weights["model.layers.0.mlp.experts.down_proj"] = replace(down, weight=down.weight[:-1], scales=down.scales[:-1],
+                                                              biases=down.biases[:-1])
+    e, i, d = CONFIG.num_local_experts, CONFIG.intermediate_size, CONFIG.hidden_size
+    with pytest.raises(CheckpointError, match=rf"1 mis-shaped: model.layers.0.mlp.experts.down_proj "
+                                              rf"\[{e - 1}, {i}, {d}\] \(expected \[{e}, {i}, {d}\]\)"):
+        build_model(weights, CONFIG, device="cpu")
 
 
 def test_unpack_codes_follows_the_mlx_word_layout() -> None:

@@ -42,7 +42,7 @@ def test_padding_rows_do_not_change_the_moe_output(multiple: int) -> None:
 
 def _models(seed: int = 11, **options):
     state = {k: torch.from_numpy(v) for k, v in random_state_dict(CONFIG, seed=seed).items()}
-    return build_model(state, CONFIG, dtype=torch.bfloat16, **options)
+    return build_model(state, CONFIG, device="cpu", dtype="bfloat16", **options)
 
 
 @needs_packing
@@ -74,9 +74,9 @@ def test_packed_matrices_hold_exactly_the_loaded_weights() -> None:
 
 def test_float32_and_forced_float32_experts_are_never_packed() -> None:
     state = {k: torch.from_numpy(v) for k, v in random_state_dict(CONFIG, seed=1).items()}
-    f32 = build_model(state, CONFIG, dtype=torch.float32)
+    f32 = build_model(state, CONFIG, device="cpu", dtype="float32")
     assert not any(isinstance(layer.mlp.experts, PackedExperts) for layer in f32.layers)
     with pytest.raises(ConfigError, match="pack_experts=True needs dense bfloat16 experts"):
-        build_model(state, CONFIG, dtype=torch.float32, pack_experts=True)
+        build_model(state, CONFIG, device="cpu", dtype="float32", pack_experts=True)
     with pytest.raises(ConfigError, match="pack_experts=True"):
-        build_model(state, CONFIG, dtype=torch.bfloat16, expert_precision="float32", pack_experts=True)
+        build_model(state, CONFIG, device="cpu", dtype="bfloat16", expert_precision="float32", pack_experts=True)

@@ -13,8 +13,9 @@ import pytest
 torch = pytest.importorskip("torch")
 transformers = pytest.importorskip("transformers")
 
+from spacy_privfilter.checkpoint.config_json import config_dict  # noqa: E402
 from spacy_privfilter.backends.torch_backend import TorchBackend, load  # noqa: E402
-from spacy_privfilter.checkpoint.discover import inspect_checkpoint, save_checkpoint  # noqa: E402
+from spacy_privfilter.checkpoint import inspect_checkpoint, save_checkpoint  # noqa: E402
 from spacy_privfilter.config import ModelConfig  # noqa: E402
 from spacy_privfilter.testing import (full_config, margin_state_dict, random_inputs, random_state_dict,  # noqa: E402
                                       tiny_config)  # noqa: E402
@@ -22,7 +23,7 @@ from spacy_privfilter.testing import (full_config, margin_state_dict, random_inp
 
 def hf_model(config: ModelConfig, weights: dict, dtype: torch.dtype = torch.float32, experts: str = "eager"):
     """transformers' OpenAIPrivacyFilterForTokenClassification holding ``weights`` (sinks stay float32)."""
-    hf_dict = {k: v for k, v in config.to_hf_dict().items() if k not in ("architectures", "model_type")}
+    hf_dict = {k: v for k, v in config_dict(config, "hf").items() if k not in ("architectures", "model_type")}
     hf_dict["pad_token_id"] = hf_dict["eos_token_id"] = 0  # tiny vocabularies do not hold id 199999
     hf_config = transformers.OpenAIPrivacyFilterConfig(**hf_dict)
     with torch.device("meta"):  # no random init, and the model shares the caller's float32 arrays

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from spacy_privfilter.checkpoint import affine as quant
-from spacy_privfilter.checkpoint.discover import QuantizedWeight, inspect_checkpoint, load_state_dict, save_checkpoint
+from spacy_privfilter.checkpoint import QuantizedWeight, inspect_checkpoint, load_state_dict, save_checkpoint
 from spacy_privfilter.errors import CheckpointError
 from spacy_privfilter.labels import BIAS_KEYS
 from spacy_privfilter.checkpoint.safetensors_io import PendingTensor, read_header, read_numpy, write_safetensors
@@ -50,7 +50,7 @@ def test_dense_formats_round_trip(tmp_path, reference, fmt, dtype):
     if fmt == "opf":  # opf configs carry no pad id; the head bias is flagged because the random bias is non-zero
         expected_config = expected_config.with_updates(pad_token_id=199999)
     assert info.config == expected_config
-    loaded = load_state_dict(info, framework="numpy")
+    loaded = load_state_dict(info)
     assert set(loaded) == set(reference)
     for name, value in loaded.items():
         assert value.dtype == np.float32, name
@@ -64,7 +64,7 @@ def test_dense_formats_round_trip(tmp_path, reference, fmt, dtype):
 def test_mlx_8bit_round_trip_is_the_mlx_quantization(tmp_path, reference, dtype):
     info = inspect_checkpoint(write_random_checkpoint(tmp_path, CONFIG, format="mlx-8bit", seed=SEED, dtype=dtype))
     assert (info.format, info.quantization.bits, info.quantization.group_size) == ("mlx", 8, 64)
-    loaded = load_state_dict(info, framework="numpy")
+    loaded = load_state_dict(info)
     assert set(loaded) == set(reference)
     quantized = {n for n, v in loaded.items() if isinstance(v, QuantizedWeight)}
     assert quantized == {n for n in reference if n.endswith(("_proj.weight", "router.weight", "gate_up_proj",
@@ -90,9 +90,12 @@ def test_frameworks_return_the_same_tensors(tmp_path, fmt):
     torch = pytest.importorskip("torch")
     mx = pytest.importorskip("mlx.core")
     info = inspect_checkpoint(write_random_checkpoint(tmp_path, CONFIG, format=fmt, seed=1, dtype="bfloat16"))
-    as_numpy = load_state_dict(info, framework="numpy")
-    as_torch = load_state_dict(info, framework="pt")
-    as_mlx = load_state_dict(info, framework="mlx")
+    from spacy_privfilter.backends.mlx_backend import read_state_dict as read_mlx
+    from spacy_privfilter.backends.torch_backend import read_state_dict as read_torch
+
+    as_numpy = load_state_dict(info)
+    as_torch = read_torch(info)
+    as_mlx = read_mlx(info)
 
     def torch_np(t):
         return t.float().numpy() if t.is_floating_point() else t.numpy()
@@ -125,7 +128,9 @@ def test_transformers_loads_the_hf_output_with_identical_tensors(tmp_path, refer
     assert model.config.sliding_window == CONFIG.sliding_window
     assert [model.config.id2label[i] for i in range(CONFIG.num_labels)] == list(CONFIG.id2label)
     theirs = model.state_dict()
-    ours = load_state_dict(inspect_checkpoint(path), framework="pt")
+    from spacy_privfilter.backends.torch_backend import read_state_dict
+
+    ours = read_state_dict(inspect_checkpoint(path))
     assert set(theirs) == set(ours)
     for name, tensor in ours.items():
         assert theirs[name].dtype == tensor.dtype, name
@@ -141,7 +146,7 @@ def test_opf_and_mlx_sources_save_as_hf_for_transformers(tmp_path):
     opf = save_checkpoint(reference, CONFIG, tmp_path / "opf", format="opf")
     raw_sinks = read_numpy(read_header(opf / "model.safetensors"), "block.0.attn.sinks")
     np.testing.assert_allclose(raw_sinks * math.log(2), reference["model.layers.0.self_attn.sinks"], rtol=2e-7)
-    hf = save_checkpoint(load_state_dict(inspect_checkpoint(opf), framework="pt"), CONFIG, tmp_path / "hf",
+    hf = save_checkpoint(load_state_dict(inspect_checkpoint(opf)), CONFIG, tmp_path / "hf",
                          format="hf")
     model = transformers.OpenAIPrivacyFilterForTokenClassification.from_pretrained(hf)
     np.testing.assert_allclose(model.model.layers[0].self_attn.sinks.detach().numpy(),
@@ -178,7 +183,7 @@ def test_opf_file_layout(tmp_path, reference):
     zero_bias = dict(reference, **{"score.bias": np.zeros(CONFIG.num_labels, np.float32)})
     plain = save_checkpoint(zero_bias, CONFIG, tmp_path / "plain", format="opf")
     assert "unembedding.bias" not in read_header(plain / "model.safetensors").tensors
-    loaded = load_state_dict(inspect_checkpoint(plain), framework="numpy")
+    loaded = load_state_dict(inspect_checkpoint(plain))
     np.testing.assert_array_equal(loaded["score.bias"], np.zeros(CONFIG.num_labels, np.float32))
 
 
@@ -235,7 +240,7 @@ def test_sharded_hf_index(tmp_path, reference):
     (sharded / "model.safetensors.index.json").write_text(json.dumps(index))
     info = inspect_checkpoint(sharded)
     assert [p.name for p in info.weight_files] == sorted(shards)
-    loaded = load_state_dict(info, framework="numpy")
+    loaded = load_state_dict(info)
     for name, value in reference.items():
         np.testing.assert_array_equal(loaded[name], value, err_msg=name)
     (sharded / "model-00002-of-00002.safetensors").unlink()
@@ -257,21 +262,19 @@ def test_viterbi_biases_from_calibration_file_or_mlx_config(tmp_path):
 
 
 def test_resaving_loaded_state_dicts(tmp_path):
-    """torch bfloat16 tensors keep their dtype; 8-bit weights are copied, not re-quantized; HF gets them dense."""
-    torch = pytest.importorskip("torch")
+    """bfloat16 round-trips through numpy; 8-bit weights are copied, not re-quantized; HF gets them dense."""
     mlx8 = write_random_checkpoint(tmp_path / "q8", CONFIG, format="mlx-8bit", seed=4, dtype="bfloat16")
-    loaded = load_state_dict(inspect_checkpoint(mlx8), framework="pt")
-    assert loaded["model.layers.0.self_attn.q_proj.bias"].dtype == torch.bfloat16
-    again = save_checkpoint(loaded, CONFIG, tmp_path / "again", format="mlx-8bit")
+    loaded = load_state_dict(inspect_checkpoint(mlx8))
+    again = save_checkpoint(loaded, CONFIG, tmp_path / "again", format="mlx-8bit", dtype="bfloat16")
     first, second = read_header(mlx8 / "weights.safetensors"), read_header(again / "weights.safetensors")
     assert first.tensors.keys() == second.tensors.keys()
     for name, entry in first.tensors.items():
         assert second.tensors[name].dtype == entry.dtype, name
         np.testing.assert_array_equal(read_numpy(second, name), read_numpy(first, name), err_msg=name)
-    dense = save_checkpoint(load_state_dict(inspect_checkpoint(mlx8), framework="numpy"), CONFIG,
+    dense = save_checkpoint(load_state_dict(inspect_checkpoint(mlx8)), CONFIG,
                             tmp_path / "dense", format="hf")
-    hf = load_state_dict(inspect_checkpoint(dense), framework="numpy")
-    q8 = load_state_dict(inspect_checkpoint(mlx8), framework="numpy")
+    hf = load_state_dict(inspect_checkpoint(dense))
+    q8 = load_state_dict(inspect_checkpoint(mlx8))
     # numpy upcasts the bfloat16 scales, so the dense copy is float32 scale * q + bias (no bfloat16 rounding).
     assert read_header(dense / "model.safetensors").tensors["model.embed_tokens.weight"].dtype == "F32"
     for name in ("model.embed_tokens.weight", "model.layers.1.self_attn.k_proj.weight",
@@ -290,6 +293,6 @@ def test_partially_quantized_mlx_artifact(tmp_path, reference):
     tensors.append(PendingTensor("embedding.weight", "F32", dense.tensors["embedding.weight"].shape,
                                  lambda: read_numpy(dense, "embedding.weight")))
     write_safetensors(q8 / "weights.safetensors", tensors, header.metadata)
-    loaded = load_state_dict(inspect_checkpoint(q8), framework="numpy")
+    loaded = load_state_dict(inspect_checkpoint(q8))
     np.testing.assert_array_equal(loaded["model.embed_tokens.weight"], reference["model.embed_tokens.weight"])
     assert isinstance(loaded["score.weight"], QuantizedWeight)

@@ -2,15 +2,20 @@
 from __future__ import annotations
 
 import json
+import os
+import re
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from spacy_privfilter.checkpoint.discover import inspect_checkpoint, load_state_dict, resolve_model_path
+from spacy_privfilter.checkpoint import inspect_checkpoint, load_state_dict, resolve_model_path, save_checkpoint
+from spacy_privfilter.config import SUPPORTED_BITS
 from spacy_privfilter.errors import CheckpointError, ModelNotFoundError
 from spacy_privfilter.checkpoint.safetensors_io import PendingTensor, read_header, read_numpy, write_safetensors
-from spacy_privfilter.testing import tiny_config, write_random_checkpoint
+from spacy_privfilter.testing import random_state_dict, tiny_config, write_random_checkpoint
 
 CONFIG = tiny_config(vocab_size=1000)
 
@@ -35,7 +40,7 @@ def test_missing_unexpected_and_misshaped_keys_in_one_error(hf):
              add=["model.layers.0.extra.weight"], reshape=["model.layers.0.self_attn.sinks"])
     info = inspect_checkpoint(hf)
     with pytest.raises(CheckpointError) as err:
-        load_state_dict(info, framework="numpy")
+        load_state_dict(info)
     message = str(err.value)
     assert "1 missing: model.layers.1.mlp.router.bias" in message
     assert "1 unexpected: model.layers.0.extra.weight" in message
@@ -46,12 +51,12 @@ def test_opf_and_mlx_key_errors_use_file_names(tmp_path):
     opf = write_random_checkpoint(tmp_path / "opf", CONFIG, format="opf")
     _rewrite(opf / "model.safetensors", drop=["block.0.attn.qkv.bias"])
     with pytest.raises(CheckpointError, match=r"missing: block\.0\.attn\.qkv\.bias"):
-        load_state_dict(inspect_checkpoint(opf), framework="numpy")
+        load_state_dict(inspect_checkpoint(opf))
     # MLX: the classifier_bias flag must match the weights (MLX's own loader is strict about it too).
     mlx = write_random_checkpoint(tmp_path / "mlx", CONFIG, format="mlx-bf16")
     _rewrite(mlx / "weights.safetensors", drop=["unembedding.bias"])
     with pytest.raises(CheckpointError, match=r"missing: unembedding\.bias"):
-        load_state_dict(inspect_checkpoint(mlx), framework="numpy")
+        load_state_dict(inspect_checkpoint(mlx))
 
 
 @pytest.mark.parametrize("keep", [4, 100, 5000, -1000])
@@ -60,7 +65,7 @@ def test_truncated_weight_file(hf, keep):
     data = weights.read_bytes()
     weights.write_bytes(data[:keep])
     with pytest.raises(CheckpointError, match=r"'model\.safetensors' is truncated or corrupt"):
-        load_state_dict(inspect_checkpoint(hf), framework="numpy")
+        load_state_dict(inspect_checkpoint(hf))
 
 
 def test_corrupt_header(hf):
@@ -77,7 +82,7 @@ def test_label_count_mismatch(hf):
     config["id2label"] = {str(i): f"S-class{i}" for i in range(5)}
     (hf / "config.json").write_text(json.dumps(config))
     with pytest.raises(CheckpointError, match="label count mismatch.*9 rows but id2label has 5 labels"):
-        load_state_dict(inspect_checkpoint(hf), framework="numpy")
+        load_state_dict(inspect_checkpoint(hf))
 
 
 def test_pickle_only_folder(tmp_path, hf):
@@ -116,6 +121,36 @@ def test_quantized_mlx_without_quantization_block(tmp_path):
     with pytest.raises(CheckpointError, match=r"quantized tensors \(\*\.scales\) but config\.json has no "
                                               r"_mlx_quantization"):
         inspect_checkpoint(mlx)
+
+
+@pytest.mark.parametrize("where", ["config.json", "openmed-mlx.json"])
+def test_unsupported_bit_width_fails_at_inspection_naming_the_file(tmp_path, where):
+    """A 3-bit artifact is refused when inspected, not deep inside a backend's unpacking."""
+    mlx = write_random_checkpoint(tmp_path, CONFIG, format="mlx-8bit")
+    config = json.loads((mlx / "config.json").read_text())
+    manifest = json.loads((mlx / "openmed-mlx.json").read_text())
+    if where == "config.json":
+        config["_mlx_quantization"]["bits"] = 3
+    else:
+        del config["_mlx_quantization"]
+        manifest["quantization"]["bits"] = 3
+    (mlx / "config.json").write_text(json.dumps(config))
+    (mlx / "openmed-mlx.json").write_text(json.dumps(manifest))
+    supported = ", ".join(map(str, SUPPORTED_BITS))
+    with pytest.raises(CheckpointError, match=rf"{re.escape(where)}.*bits must be one of {supported}; got 3"):
+        inspect_checkpoint(mlx)
+
+
+def test_save_needs_numpy_values(tmp_path):
+    torch = pytest.importorskip("torch")
+    weights = random_state_dict(CONFIG)
+    weights["model.norm.weight"] = torch.ones(CONFIG.hidden_size, dtype=torch.bfloat16)
+    with pytest.raises(CheckpointError, match="save_checkpoint needs numpy arrays; got a Tensor.*Fix: convert"):
+        save_checkpoint(weights, CONFIG, tmp_path / "out", format="hf")
+    del weights["model.norm.weight"]
+    weights["model.extra"] = np.zeros(2)
+    with pytest.raises(CheckpointError, match="1 missing: model.norm.weight; 1 unexpected: model.extra"):
+        save_checkpoint(weights, CONFIG, tmp_path / "out", format="hf")
 
 
 def test_mlx_npz_only_artifact(tmp_path):
@@ -175,6 +210,44 @@ def test_offline_hub_hit_from_a_prepopulated_cache(tmp_path, monkeypatch, hf):
         resolve_model_path("someone/tiny-filter", revision="v2", cache_dir=tmp_path / "hf-home" / "hub")
 
 
+TIKTOKEN_FILE = Path(__file__).resolve().parents[2].parent / "shared" / "tokenizers" / "tiktoken_cache" / \
+    "fb374d419588a4632f3f557e76b4b70aebbca790"  # tiktoken's cached copy of o200k_base.tiktoken
+DETECT_IN_CLEAN_ENV = """
+import json, os, sys
+from spacy_privfilter.detector import Detector
+detector = Detector.from_pretrained("someone/tiny-filter", device="cpu")
+spans = detector.detect("Call Ada Lovelace at 555-0100 or mail ada@example.org.")
+print(json.dumps({"path": str(detector.backend.model_path), "spans": len(spans),
+                  "cache": sorted(os.listdir(os.environ["TIKTOKEN_CACHE_DIR"]))}))
+"""
+
+
+@pytest.mark.parametrize("with_tokenizer", [True, False])
+def test_offline_hub_model_uses_the_tokenizer_file_it_ships(tmp_path, with_tokenizer):
+    """A Hub snapshot holding o200k_base.tiktoken tokenizes offline with an empty tiktoken cache; without the
+    file the same clean environment fails, so the file is what makes it work."""
+    pytest.importorskip("torch")
+    if not TIKTOKEN_FILE.is_file():
+        pytest.skip("the shared tiktoken cache is not present")
+    hf = write_random_checkpoint(tmp_path / "full-vocab", tiny_config(), format="hf", dtype="bfloat16")
+    (hf / "o200k_base.tiktoken").write_bytes(TIKTOKEN_FILE.read_bytes())
+    files = ["config.json", "model.safetensors"] + (["o200k_base.tiktoken"] if with_tokenizer else [])
+    snapshot = _fake_cache(tmp_path / "hf-home" / "hub", "someone/tiny-filter", hf, files)
+    (tmp_path / "empty-tiktoken").mkdir()
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("HF_", "TIKTOKEN", "HUGGINGFACE"))}
+    env.update(HF_HUB_OFFLINE="1", HF_HOME=str(tmp_path / "hf-home"),
+               TIKTOKEN_CACHE_DIR=str(tmp_path / "empty-tiktoken"), PYTHONPATH=str(Path(__file__).parents[2]))
+    done = subprocess.run([sys.executable, "-c", DETECT_IN_CLEAN_ENV], env=env, capture_output=True, text=True,
+                          timeout=300, cwd=tmp_path)
+    if not with_tokenizer:
+        assert done.returncode != 0 and "TokenizerError" in done.stderr
+        return
+    assert done.returncode == 0, done.stderr[-3000:]
+    result = json.loads(done.stdout.strip().splitlines()[-1])
+    assert Path(result["path"]).resolve() == snapshot.resolve()
+    assert result["cache"] == [] and isinstance(result["spans"], int)
+
+
 def test_cached_repo_without_weights(tmp_path, monkeypatch, hf):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     _fake_cache(tmp_path / "cache", "someone/config-only", hf, ["config.json"])
@@ -221,7 +294,7 @@ def test_wrong_dtypes_are_listed(tmp_path):
     write_safetensors(mlx / "weights.safetensors", tensors, header.metadata)
     with pytest.raises(CheckpointError,
                        match=r"1 of the wrong dtype: block\.0\.mlp\.gate\.weight F32 \(expected U32\)"):
-        load_state_dict(inspect_checkpoint(mlx), framework="numpy")
+        load_state_dict(inspect_checkpoint(mlx))
 
 
 def test_mlx_head_bias_without_a_flag_follows_the_weights(tmp_path):
@@ -231,8 +304,8 @@ def test_mlx_head_bias_without_a_flag_follows_the_weights(tmp_path):
     (mlx / "config.json").write_text(json.dumps(config))
     info = inspect_checkpoint(mlx)
     assert info.config.classifier_bias is True
-    assert np.any(load_state_dict(info, framework="numpy")["score.bias"])
+    assert np.any(load_state_dict(info)["score.bias"])
     _rewrite(mlx / "weights.safetensors", drop=["unembedding.bias"])
     info = inspect_checkpoint(mlx)
     assert info.config.classifier_bias is False
-    assert not np.any(load_state_dict(info, framework="numpy")["score.bias"])
+    assert not np.any(load_state_dict(info)["score.bias"])

@@ -17,7 +17,7 @@ mx = pytest.importorskip("mlx.core", reason="mlx is not installed (pip install '
 pytestmark = pytest.mark.mlx
 
 from spacy_privfilter.backends.mlx_backend import load  # noqa: E402
-from spacy_privfilter.checkpoint.discover import inspect_checkpoint, save_checkpoint  # noqa: E402
+from spacy_privfilter.checkpoint import inspect_checkpoint, save_checkpoint  # noqa: E402
 from spacy_privfilter.checkpoint.convert import convert, main  # noqa: E402
 from spacy_privfilter.errors import ConfigError, ModelNotFoundError  # noqa: E402
 from spacy_privfilter.testing import tiny_config, write_random_checkpoint  # noqa: E402
