@@ -47,7 +47,7 @@ from ..errors import CheckpointError, ModelNotFoundError
 from .hub import resolve_model_path
 from .safetensors_io import FileRegion, read_header
 
-CheckpointFormat = Literal["hf", "opf", "mlx"]
+CheckpointFormat = Literal["hf", "opf", "mlx", "gguf"]
 SAVE_FORMATS = ("hf", "opf", "mlx-bf16", "mlx-8bit")
 PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt", ".npz", ".pkl", ".pickle", ".h5", ".msgpack")
 
@@ -92,6 +92,11 @@ def inspect_checkpoint(path: str | Path) -> CheckpointInfo:
     Reads ``config.json``, ``id2label.json``, ``openmed-mlx.json``, ``viterbi_calibration.json`` and the
     safetensors headers (which also catches truncated files early); no tensor data is read.
     """
+    from .gguf import find_gguf, inspect_gguf  # gguf.py builds on this module's types
+
+    gguf_file = find_gguf(path)
+    if gguf_file is not None:  # a GGUF file, or a folder holding one and no config.json
+        return inspect_gguf(gguf_file)
     folder = Path(path)
     if not folder.is_dir():
         raise ModelNotFoundError(f"checkpoint folder '{folder}' does not exist")
@@ -232,6 +237,9 @@ def load_state_dict(info: CheckpointInfo, *, framework: str = "pt") -> dict[str,
         CheckpointError: missing/unexpected/mis-shaped tensors (one error listing all), a label count that does
             not match id2label, or a truncated/corrupt weight file.
     """
+    if info.format == "gguf":
+        from .gguf import load_gguf
+        return load_gguf(info, framework=framework)
     from .loader import load
     return load(info, framework=framework)
 
