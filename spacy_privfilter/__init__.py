@@ -1,6 +1,7 @@
 """spacy-privfilter: find and scrub personal data with the OpenAI Privacy Filter model family in spaCy.
 
-``import spacy_privfilter`` imports neither torch, mlx nor spaCy; everything heavier loads on first use:
+``import spacy_privfilter`` imports neither torch, mlx nor spaCy (its Doc extensions register when spaCy is
+imported); everything heavier loads on first use:
 
     >>> import spacy
     >>> nlp = spacy.blank("en")
@@ -17,12 +18,26 @@ from .errors import (BackendUnavailableError, CheckpointError, ConfigError, Labe
                      PrivFilterError, TokenizerError)
 from .spans import CharSpan
 
+
+def _package_version() -> str:
+    """The installed distribution's version; the source tree's own when it is not installed (a bare checkout)."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("spacy-privfilter")
+    except PackageNotFoundError:
+        return "0.0.0+unknown"
+
 # The submodule ``redact`` (pure functions) and the one-liner ``redact()`` share a name: bind the submodule first,
 # so that the function defined below stays the package attribute whatever is imported later.
 from .redaction import redactor as _redact_module  # noqa: E402
 from .redaction.redactor import RedactionConfig, Redactor, redact_text, restore  # noqa: E402
 
-__version__ = "0.1.0"
+from ._spacy_hook import register_extensions_on_import as _register_extensions  # noqa: E402
+
+__version__ = _package_version()
+# A DocBin of redacted docs must load in a fresh process: the Doc extensions register with spaCy's first import.
+_register_extensions()
 
 # name -> module that defines it; resolved on first attribute access (PEP 562).
 _LAZY = {

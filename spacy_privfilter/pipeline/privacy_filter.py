@@ -22,6 +22,8 @@ from ..detector import DEFAULT_MODEL
 from ..checkpoint.files import TOKENIZER_FILE
 from .storage import ModelStorage
 from .settings import FilterSettings
+from .colors import register_mapped_colors
+from .runtime import check_device, resolve_device, shared_backend
 from ..spans import CharSpan
 
 DETECTOR_MAX_TOKENS = 8192  # window length; a smaller max_batch_tokens shrinks it to fit
@@ -101,6 +103,13 @@ def make_privacy_filter(
     return PrivacyFilter(nlp.vocab, name=name, settings=settings)
 
 
+def load_detector(model: str, *, revision: Optional[str], backend: str, device: str, dtype: str, **options: Any):
+    """A Detector over the process-wide shared model for these settings (``options``: the Detector's own)."""
+    from ..detector import Detector
+
+    return Detector(shared_backend(model, revision=revision, backend=backend, device=device, dtype=dtype), **options)
+
+
 def _spans_for_scoring(doc: Doc, attr: str) -> Iterable[Any]:
     """``Scorer.score_spans`` getter: ``attr`` is ``spans_<key>``."""
     return doc.spans.get(attr[len("spans_"):], [])
@@ -132,6 +141,10 @@ class PrivacyFilter(ModelStorage, Pipe):
         self._source: Tuple[str, Optional[str]] = (settings.model, settings.revision)
         self._tmpdir: Optional[tempfile.TemporaryDirectory] = None
         self._rules: Dict[str, Tuple[bool, str, float]] = {}
+        self._classes: Optional[Tuple[str, ...]] = None  # the model's span classes, once known
+        check_device(settings.device, settings.backend, component=name)
+        if settings.label_map:
+            register_mapped_colors(settings.label_map)
 
     # -- the model -------------------------------------------------------------------------
     @property
@@ -150,25 +163,44 @@ class PrivacyFilter(ModelStorage, Pipe):
         self._injected = detector is not None
 
     def _load_detector(self):
-        from ..detector import Detector
-
         s = self.settings
         if self._model_path is not None:
             model, revision = str(self._model_path), None
         else:
             model, revision = self._source
-        options = {}
+        tokenizer = None
         if (Path(model) / TOKENIZER_FILE).is_file():  # a stored pipeline tokenizes without network or cache
-            options["tokenizer"] = str(Path(model) / TOKENIZER_FILE)
-        return Detector.from_pretrained(
-            model, revision=revision, backend=s.backend, device=s.device, dtype=s.dtype, **options,
-            max_tokens=min(DETECTOR_MAX_TOKENS, s.max_batch_tokens), max_batch_tokens=s.max_batch_tokens,
-            biases=dict(s.viterbi_biases) if s.viterbi_biases else None)
+            tokenizer = str(Path(model) / TOKENIZER_FILE)
+        elif Path(model).is_dir():
+            tokenizer = model
+        from ..backends import select_backend
+
+        backend = select_backend(s.backend)
+        device = resolve_device(s.device, backend)
+        check_device(device, backend, component=self.name)
+        return load_detector(model, revision=revision, backend=backend, device=device, dtype=s.dtype,
+                             tokenizer=tokenizer, max_tokens=min(DETECTOR_MAX_TOKENS, s.max_batch_tokens),
+                             max_batch_tokens=s.max_batch_tokens,
+                             biases=dict(s.viterbi_biases) if s.viterbi_biases else None)
 
     def _check_labels(self, detector) -> None:
         classes = _model_classes(detector)
         if classes is not None:
             self.settings.check_labels(classes)
+            self._classes = classes
+
+    @property
+    def labels(self) -> Tuple[str, ...]:
+        """The labels this component writes (after ``label_map`` and ``labels``); empty until the model's
+        classes are known (``initialize``, the first doc, or a saved pipeline that recorded them)."""
+        s = self.settings
+        out = {s.output_label(c) for c in self._classes or ()
+               if s.labels is None or c in s.labels or s.output_label(c) in s.labels}
+        return tuple(sorted(out))
+
+    @property
+    def label_data(self) -> List[str]:
+        return list(self.labels)
 
     def initialize(self, get_examples: Optional[Callable[[], Iterable[Example]]] = None, *,
                    nlp: Optional[Language] = None) -> None:

@@ -5,6 +5,7 @@ built directly bypasses the config entirely; so every option is checked here and
 bad key, what was given (its type, never document text) and the valid choices.
 """
 import math
+import re
 from dataclasses import dataclass, field
 from typing import Any, Dict, Mapping, Optional, Tuple
 
@@ -14,6 +15,7 @@ from ..errors import ConfigError
 BACKENDS = ("auto", "torch", "mlx")
 DTYPES = ("auto", "float32", "bfloat16", "float16")
 SAVE_MODES = ("copy", "reference")
+DEVICE_PATTERN = re.compile(r"^(auto|cpu|cuda(:\d+)?|mps|gpu)$")
 
 
 def _choice(key: str, value: Any, choices: Tuple[str, ...]) -> None:
@@ -73,6 +75,9 @@ class FilterSettings:
         _text("revision", self.revision, optional=True)
         _choice("backend", self.backend, BACKENDS)
         _text("device", self.device)
+        if not DEVICE_PATTERN.match(self.device):
+            raise ConfigError(f"privacy_filter: 'device' must be auto, cpu, cuda, cuda:N, mps or gpu (MLX); "
+                              f"got {self.device!r}")
         _choice("dtype", self.dtype, DTYPES)
         _text("spans_key", self.spans_key)
         if not isinstance(self.set_ents, bool):
@@ -82,6 +87,9 @@ class FilterSettings:
         if self.labels is not None:
             if isinstance(self.labels, str) or not all(isinstance(x, str) and x for x in self.labels):
                 raise ConfigError("privacy_filter: 'labels' must be null or a list of non-empty label names")
+            if not self.labels:  # an empty list would keep no class at all: every span silently dropped
+                raise ConfigError("privacy_filter: 'labels' is an empty list, which would drop every span; use null "
+                                  "to keep all classes, or list the classes to keep")
             object.__setattr__(self, "labels", tuple(self.labels))
         label_map = _str_dict("label_map", self.label_map)
         bad = [k for k, v in label_map.items() if not isinstance(v, str) or not v.strip()]
