@@ -23,7 +23,7 @@ from ..checkpoint.files import TOKENIZER_FILE
 from .storage import ModelStorage
 from .settings import FilterSettings
 from .colors import register_mapped_colors
-from .runtime import check_device, resolve_device, shared_backend
+from .runtime import check_device, declare_requirements, resolve_device, shared_backend
 from ..spans import CharSpan
 
 DETECTOR_MAX_TOKENS = 8192  # window length; a smaller max_batch_tokens shrinks it to fit
@@ -100,6 +100,7 @@ def make_privacy_filter(
         set_ents=set_ents, ents_policy=ents_policy, labels=labels, label_map=label_map, threshold=threshold,
         label_thresholds=label_thresholds, viterbi_biases=viterbi_biases, alignment_mode=alignment_mode,
         max_batch_tokens=max_batch_tokens, save_model=save_model)
+    declare_requirements(nlp.meta, backend=backend, model=model)
     return PrivacyFilter(nlp.vocab, name=name, settings=settings)
 
 

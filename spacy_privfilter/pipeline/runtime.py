@@ -93,3 +93,31 @@ def shared_backend(model: str, *, revision: Optional[str], backend: str, device:
             loaded = load_backend(model, revision=revision, backend=name, device=device, dtype=dtype, **options)
             _MODELS[key] = loaded
     return loaded
+
+
+DISTRIBUTION = "spacy-privfilter"
+
+
+def declare_requirements(meta: Dict[str, Any], *, backend: str, model: str) -> None:
+    """Put this package, with the runtime extra the component needs, into ``meta["requirements"]``.
+
+    ``spacy package`` keeps a requirement already in the meta (it only adds packages that are not there), so a
+    packaged pipeline installs its runtime too (``spacy-privfilter[torch]``) instead of failing on its first doc.
+    """
+    from packaging.requirements import Requirement
+    from spacy.util import get_minor_version_range
+
+    from .. import __version__
+
+    extras = {"mlx" if backend == "mlx" else "torch"}
+    if model.lower().endswith(".gguf") or (Path(model).is_dir() and any(Path(model).glob("*.gguf"))):
+        extras.add("gguf")
+    kept = []
+    for text in meta.get("requirements") or []:
+        requirement = Requirement(text)
+        if requirement.name == DISTRIBUTION:
+            extras |= set(requirement.extras)
+        else:
+            kept.append(text)
+    version = get_minor_version_range(__version__) if "+" not in __version__ else ""
+    meta["requirements"] = kept + [f"{DISTRIBUTION}[{','.join(sorted(extras))}]{version}"]
