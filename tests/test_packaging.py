@@ -96,6 +96,7 @@ def test_a_spacy_packaged_pipeline_installs_and_runs_in_a_fresh_venv(fresh_venv,
     nlp.add_pipe("privacy_redactor")
     nlp.meta["name"], nlp.meta["version"] = "pii_tiny", "0.0.1"
     nlp.to_disk(tmp_path / "pipe")
+    (tmp_path / "pkg").mkdir()
     _run([sys.executable, "-m", "spacy", "package", tmp_path / "pipe", tmp_path / "pkg", "--build", "wheel"])
     wheel = next((tmp_path / "pkg").rglob("en_pii_tiny-*.whl"))
     _run([python, "-m", "pip", "install", "-q", "--find-links", dist, wheel])

@@ -191,3 +191,19 @@ def test_wrong_architecture_missing_tensors_and_unsupported_types_are_listed(tmp
     message = str(err.value)
     assert "1 missing: blk.0.attn_q.weight" in message and "1 unexpected: blk.0.extra.weight" in message
     assert "blk.1.attn_k.weight Q4_0" in message and "supported: F32, F16, BF16, Q8_0" in message
+
+
+def test_detector_takes_a_gguf_file(tmp_path):
+    from spacy_privfilter.detector import Detector
+
+    config = tiny_config()  # the real vocabulary: text is tokenized with o200k_base
+    write_gguf(random_state_dict(config, seed=4), config, tmp_path / "model.gguf", dtype="float32")
+    write_random_checkpoint(tmp_path / "hf", config, format="hf", seed=4)
+    text = "Write to jane.doe@example.org or call Jane Doe."
+    from_gguf = Detector.from_pretrained(tmp_path / "model.gguf", backend="torch", device="cpu", dtype="float32")
+    from_hf = Detector.from_pretrained(tmp_path / "hf", backend="torch", device="cpu", dtype="float32")
+    assert from_gguf.scheme.classes == from_hf.scheme.classes
+    ids, mask = random_inputs(config.vocab_size, 1, 24, seed=2)
+    np.testing.assert_allclose(from_gguf.backend.logits(ids, mask), from_hf.backend.logits(ids, mask), atol=1e-6)
+    assert [(s.label, s.start, s.end) for s in from_gguf.detect(text)] == \
+        [(s.label, s.start, s.end) for s in from_hf.detect(text)]

@@ -159,3 +159,27 @@ def test_the_shared_model_is_released_with_its_last_component(checkpoint):
     del nlp
     gc.collect()
     assert keys[0] not in runtime._MODELS
+
+
+def test_a_gguf_file_is_a_model_and_travels_with_the_saved_pipeline(tmp_path):
+    pytest.importorskip("gguf")
+    pytest.importorskip("torch")
+    from spacy_privfilter.checkpoint.gguf_writer import write_gguf
+    from spacy_privfilter.testing import margin_state_dict
+
+    config = tiny_config(id2label=bioes_labels(("iban", "kennzeichen")))
+    (tmp_path / "downloads").mkdir()
+    model = write_gguf(margin_state_dict(config, seed=2), config, tmp_path / "downloads" / "pf-q8.gguf",
+                       experts="Q8_0")
+    nlp = _pipeline(model)
+    text = "Überweisung an DE89 3704 0044 0532 0130 00, Kennzeichen B-AB 1234."
+    doc = nlp(text)
+    expected = [(s.label_, s.start_char, s.end_char) for s in doc.spans["pii"]]
+    assert nlp.get_pipe("privacy_filter").labels == ("iban", "kennzeichen")
+    assert any("gguf" in r for r in nlp.meta["requirements"])
+    nlp.to_disk(tmp_path / "pipeline")
+    assert sorted(p.name for p in (tmp_path / "pipeline" / "privacy_filter" / "model").iterdir()) == [
+        "o200k_base.tiktoken", "pf-q8.gguf"]
+    loaded = spacy.load(tmp_path / "pipeline")
+    again = loaded(text)
+    assert [(s.label_, s.start_char, s.end_char) for s in again.spans["pii"]] == expected
