@@ -8,6 +8,7 @@ import os
 import re
 import subprocess
 import sys
+import zipfile
 from pathlib import Path
 
 import pytest
@@ -62,6 +63,8 @@ def fresh_venv(tmp_path_factory):
     dist = root / "dist"
     _run([sys.executable, "-m", "pip", "wheel", "--no-deps", "-w", dist, ROOT])
     wheel = next(dist.glob("spacy_privfilter-*.whl"))
+    with zipfile.ZipFile(wheel) as archive:  # PEP 561 marker and the GGUF reader ship in the wheel
+        assert {"spacy_privfilter/py.typed", "spacy_privfilter/checkpoint/gguf.py"} <= set(archive.namelist())
     _run([sys.executable, "-m", "venv", root / "env"])
     python = root / "env" / "bin" / "python"
     _run([python, "-m", "pip", "install", "-q", "torch==2.13.0"])  # the CPU build, before the extra asks for torch
