@@ -29,7 +29,7 @@ def _numpy(value: Any) -> np.ndarray:
 
 
 def write_gguf(state_dict: Mapping[str, Any], config: ModelConfig, dst: str | os.PathLike, *,
-               dtype: Literal["float16", "float32"] = "float16", experts: Literal["dense", "Q8_0"] = "dense",
+               dtype: Literal["float16", "bfloat16", "float32"] = "float16", experts: Literal["dense", "Q8_0"] = "dense",
                name: str = "privacy-filter") -> Path:
     """Write ``state_dict`` (canonical names, dense tensors) to the GGUF file ``dst``; returns its path."""
     require("gguf", "writing GGUF checkpoints")
@@ -38,7 +38,7 @@ def write_gguf(state_dict: Mapping[str, Any], config: ModelConfig, dst: str | os
     dst = Path(dst)
     writer = gguf.GGUFWriter(str(dst), names.ARCHITECTURE)
     writer.add_name(name)
-    writer.add_file_type(0 if dtype == "float32" else 1)
+    writer.add_file_type({"float32": 0, "float16": 1, "bfloat16": 32}[dtype])  # ggml's LlamaFileType numbers
     for key, field, _ in names.METADATA:
         value = getattr(config, field)
         add = (writer.add_bool if isinstance(value, bool) else writer.add_uint32 if isinstance(value, int)
@@ -53,13 +53,13 @@ def write_gguf(state_dict: Mapping[str, Any], config: ModelConfig, dst: str | os
     writer.add_string("tokenizer.ggml.model", names.TOKENIZER_MODEL)
     writer.add_string("tokenizer.ggml.pre", names.TOKENIZER_PRE)
     writer.add_uint32("tokenizer.ggml.padding_token_id", config.pad_token_id)
-    half = np.float16 if dtype == "float16" else np.float32
+    half = {"float16": np.float16, "bfloat16": gguf.GGMLQuantizationType.BF16}.get(dtype, np.float32)
     f16 = set(F16_GLOBAL) | {f"model.layers.{n}.{s}" for n in range(config.num_hidden_layers) for s in F16_LAYER}
 
     def add(gguf_name: str, array: np.ndarray, precision: Any = np.float32, quantize: bool = False) -> None:
-        if quantize:
-            writer.add_tensor(gguf_name, gguf.quants.quantize(array, gguf.GGMLQuantizationType.Q8_0),
-                              raw_dtype=gguf.GGMLQuantizationType.Q8_0)
+        kind = gguf.GGMLQuantizationType.Q8_0 if quantize else precision
+        if isinstance(kind, gguf.GGMLQuantizationType):
+            writer.add_tensor(gguf_name, gguf.quants.quantize(np.ascontiguousarray(array), kind), raw_dtype=kind)
         else:
             writer.add_tensor(gguf_name, np.ascontiguousarray(array, dtype=precision))
 

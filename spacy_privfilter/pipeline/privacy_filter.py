@@ -164,6 +164,8 @@ class PrivacyFilter(ModelStorage, Pipe):
         self._injected = detector is not None
 
     def _load_detector(self):
+        from ..backends import select_backend
+
         s = self.settings
         if self._model_path is not None:
             model, revision = str(self._model_path), None
@@ -174,8 +176,6 @@ class PrivacyFilter(ModelStorage, Pipe):
             tokenizer = str(Path(model) / TOKENIZER_FILE)
         elif Path(model).is_dir():
             tokenizer = model
-        from ..backends import select_backend
-
         backend = select_backend(s.backend)
         device = resolve_device(s.device, backend)
         check_device(device, backend, component=self.name)
@@ -194,10 +194,7 @@ class PrivacyFilter(ModelStorage, Pipe):
     def labels(self) -> Tuple[str, ...]:
         """The labels this component writes (after ``label_map`` and ``labels``); empty until the model's
         classes are known (``initialize``, the first doc, or a saved pipeline that recorded them)."""
-        s = self.settings
-        out = {s.output_label(c) for c in self._classes or ()
-               if s.labels is None or c in s.labels or s.output_label(c) in s.labels}
-        return tuple(sorted(out))
+        return tuple(sorted({self._rule(c)[1] for c in self._classes or () if self._rule(c)[0]}))
 
     @property
     def label_data(self) -> List[str]:

@@ -68,6 +68,17 @@ def test_f16_gguf_keeps_the_ports_precision_per_tensor(files):
         np.testing.assert_array_equal(loaded[name].float().numpy(), expected, err_msg=name)
 
 
+def test_bf16_gguf_tensors_are_the_bfloat16_rounded_ones(files, tmp_path):
+    _, weights = files
+    write_gguf(weights, CONFIG, tmp_path / "bf16.gguf", dtype="bfloat16")
+    info = inspect_checkpoint(tmp_path / "bf16.gguf")
+    assert info.config.dtype == "bfloat16"
+    loaded = load_state_dict(info, framework="numpy")
+    for name in ("model.embed_tokens.weight", "model.layers.1.mlp.experts.gate_up_proj", "score.weight"):
+        np.testing.assert_array_equal(loaded[name], affine.round_to_bfloat16(weights[name]), err_msg=name)
+    np.testing.assert_array_equal(loaded["model.norm.weight"], weights["model.norm.weight"])  # F32 in the file
+
+
 def test_q8_0_experts_stay_8_bit_and_keep_the_argmax(files):
     root, _ = files
     info = inspect_checkpoint(root / "margin-q8.gguf")
