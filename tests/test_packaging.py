@@ -100,9 +100,9 @@ def test_a_spacy_packaged_pipeline_installs_and_runs_in_a_fresh_venv(fresh_venv,
     nlp.meta["name"], nlp.meta["version"] = "pii_tiny", "0.0.1"
     nlp.to_disk(tmp_path / "pipe")
     (tmp_path / "pkg").mkdir()
-    _run([sys.executable, "-m", "spacy", "package", tmp_path / "pipe", tmp_path / "pkg", "--build", "wheel"])
-    wheel = next((tmp_path / "pkg").rglob("en_pii_tiny-*.whl"))
-    _run([python, "-m", "pip", "install", "-q", "--find-links", dist, wheel])
+    _run([sys.executable, "-m", "spacy", "package", tmp_path / "pipe", tmp_path / "pkg"])  # an sdist
+    sdist = next((tmp_path / "pkg").rglob("en_pii_tiny-*.tar.gz"))
+    _run([python, "-m", "pip", "install", "-q", "--find-links", dist, sdist])
     code = ("import spacy; nlp = spacy.load('en_pii_tiny'); doc = nlp('Call Jane at 555-201-7731.');"
             "print(type(doc._.redacted_text).__name__, sorted(nlp.pipe_labels['privacy_filter']))")
     out = _run([python, "-c", code], env=dict(os.environ, HF_HUB_OFFLINE="1"), cwd=tmp_path)
