@@ -5,7 +5,7 @@ Here the pipeline is ``spacy.blank("en")`` + ``privacy_filter`` with ``set_ents=
 to Presidio's entity names, so Presidio gets the Privacy Filter's spans, with the model's own span scores
 (from ``doc.spans["pii"].attrs["scores"]``) instead of Presidio's fixed default score.
 
-    pip install spacy-privfilter[torch] presidio-analyzer
+    pip install ".[torch]" presidio-analyzer        # from a clone of this repository
     python examples/presidio_engine.py [MODEL]      # MODEL: Hub id or folder (default: the package default)
 """
 from __future__ import annotations

@@ -8,8 +8,8 @@ Usage:
 
 The default model (``OpenMed/privacy-filter-nemotron-mlx-8bit``) is downloaded from the Hugging Face Hub on
 first use, so the first run needs the network; later runs read it from the local cache (set HF_HUB_OFFLINE=1
-to be sure nothing is fetched). ``--model`` also takes a local folder. Needs ``pip install
-"spacy-privfilter[torch]"`` (or ``[mlx]``), and ``[redact]`` for ``--style surrogate``.
+to be sure nothing is fetched). ``--model`` also takes a local folder. Needs ``pip install ".[torch]"`` from a
+clone of this repository (or ``[mlx]``), and ``[redact]`` for ``--style surrogate``.
 """
 import argparse
 import sys

@@ -10,12 +10,16 @@ import sys
 
 from .errors import BackendUnavailableError
 
+# Install lines that work wherever the user is (a clone, a wheel, a git URL): the runtime packages themselves,
+# which every index serves. The plain torch wheel on Linux is a multi-GB CUDA build; the CPU index is ~200 MB.
+TORCH_CPU = "pip install torch --index-url https://download.pytorch.org/whl/cpu"
 INSTALL_HINTS = {
-    "torch": 'pip install "spacy-privfilter[torch]"  (or: pip install torch)',
-    "mlx": 'pip install "spacy-privfilter[mlx]"  (on Linux: pip install "mlx[cpu]")',
-    "faker": 'pip install "spacy-privfilter[redact]"  (or: pip install faker)',
-    "tqdm": 'pip install tqdm',
-    "phonenumbers": 'pip install "spacy-privfilter[recognizers]"  (or: pip install phonenumbers)',
+    "torch": f"pip install torch  (CPU only, much smaller: {TORCH_CPU})",
+    "mlx": 'pip install mlx  (on Linux: pip install "mlx[cpu]")',
+    "faker": "pip install faker",
+    "gguf": "pip install gguf",
+    "tqdm": "pip install tqdm",
+    "phonenumbers": "pip install phonenumbers",
 }
 
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 import os
 from typing import Any
 
-from .._compat import has_mlx, has_torch, is_apple_silicon, require
+from .._compat import INSTALL_HINTS, has_mlx, has_torch, is_apple_silicon, require
 from ..errors import BackendUnavailableError, ConfigError
 from .base import BACKENDS, DTYPES, Backend, DType, ModelBackend
 
@@ -27,8 +27,7 @@ def select_backend(backend: Backend = "auto") -> str:
     if has_mlx():
         return "mlx"
     raise BackendUnavailableError(
-        "no model runtime is installed. Fix: pip install \"spacy-privfilter[torch]\" "
-        "(or on Apple Silicon: pip install \"spacy-privfilter[mlx]\")")
+        f"no model runtime is installed. Fix: {INSTALL_HINTS['torch']} (or on Apple Silicon: pip install mlx)")
 
 
 def load_backend(model: str | os.PathLike, *, revision: str | None = None, backend: Backend = "auto",

@@ -21,3 +21,19 @@ def available_devices() -> dict[str, list[str]]:
         except Exception as exc:  # a broken mlx install should not break `info`
             found["mlx"] = [f"unavailable ({type(exc).__name__})"]
     return found
+
+
+def missing_torch_device(device: str) -> str | None:
+    """Why torch cannot run on ``device`` ("cuda", "cuda:N" or "mps"), or None when it can (or torch is absent:
+    the missing runtime is reported, with its install line, when the model loads)."""
+    if not has_torch():
+        return None
+    import torch
+
+    if device.startswith("cuda"):
+        index = int(device.split(":")[1]) if ":" in device else 0
+        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        return None if index < count else f"device {device!r} is not available (torch sees {count} CUDA device(s))"
+    if device == "mps" and not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
+        return "device 'mps' is not available on this machine"
+    return None

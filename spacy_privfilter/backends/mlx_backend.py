@@ -16,7 +16,7 @@ import numpy as np
 from .._compat import require
 from ..checkpoint.check import EXPERT_TENSORS, check_tensors, dense_shape
 from ..checkpoint.formats import canonical_shapes
-from ..checkpoint.loader import materialize, plan_state_dict
+from ..checkpoint.loader import read_with
 from ..checkpoint.safetensors_io import SafetensorsHeader
 from ..checkpoint.types import CheckpointInfo, QuantizedWeight
 from ..config import SUPPORTED_BITS, ModelConfig, QuantizationConfig
@@ -65,7 +65,7 @@ class MlxReader:
 
 def read_state_dict(info: CheckpointInfo) -> dict[str, Any]:
     """The checkpoint's canonical tensors as MLX arrays in their stored dtypes (QuantizedWeight parts too)."""
-    return materialize(plan_state_dict(info), MlxReader())
+    return read_with(info, MlxReader())
 
 
 class MlxBackend:

@@ -14,7 +14,7 @@ import torch
 
 from ..checkpoint.check import check_tensors, dense_shape
 from ..checkpoint.formats import canonical_shapes
-from ..checkpoint.loader import materialize, plan_state_dict
+from ..checkpoint.loader import read_with
 from ..checkpoint.safetensors_io import SafetensorsHeader
 from ..checkpoint.types import CheckpointInfo, QuantizedWeight
 from ..config import ModelConfig
@@ -60,7 +60,7 @@ class TorchReader:
 
 def read_state_dict(info: CheckpointInfo) -> dict[str, Any]:
     """The checkpoint's canonical tensors as torch tensors in their stored dtypes (QuantizedWeight parts too)."""
-    return materialize(plan_state_dict(info), TorchReader())
+    return read_with(info, TorchReader())
 
 
 def resolve_device(device: str) -> torch.device:

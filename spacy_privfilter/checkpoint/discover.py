@@ -33,6 +33,11 @@ def inspect_checkpoint(path: str | Path) -> CheckpointInfo:
     Reads ``config.json``, ``id2label.json``, ``openmed-mlx.json``, ``viterbi_calibration.json`` and the
     safetensors headers (which also catches truncated files early); no tensor data is read.
     """
+    from .gguf import find_gguf, inspect_gguf  # gguf.py builds on this module's types
+
+    gguf_file = find_gguf(path)
+    if gguf_file is not None:  # a GGUF file, or a folder holding one and no config.json
+        return inspect_gguf(gguf_file)
     folder = Path(path)
     if not folder.is_dir():
         raise ModelNotFoundError(f"checkpoint folder '{folder}' does not exist")

@@ -27,6 +27,9 @@ def list_model_files(folder: str | os.PathLike) -> list[Path]:
         CheckpointError: the folder has no ``config.json`` or no ``*.safetensors`` file.
     """
     folder = Path(folder)
+    gguf = _gguf_files(folder)
+    if gguf is not None:
+        return gguf
     found = {folder / name for name in MODEL_FILE_NAMES if (folder / name).is_file()}
     for pattern in MODEL_FILE_GLOBS:
         found.update(p for p in folder.glob(pattern) if p.is_file())
@@ -39,6 +42,17 @@ def list_model_files(folder: str | os.PathLike) -> list[Path]:
                               "in the pipeline. Fix: point 'model' at a complete checkpoint, or set "
                               "save_model='reference'")
     return sorted(found, key=lambda p: p.name)
+
+
+def _gguf_files(path: Path) -> list[Path] | None:
+    """A GGUF model's files (the .gguf, plus calibration and tokenizer beside it), or None for other formats."""
+    from .gguf import find_gguf
+
+    gguf = find_gguf(path)
+    if gguf is None:
+        return None
+    extra = (gguf.parent / name for name in ("viterbi_calibration.json", TOKENIZER_FILE))
+    return sorted([gguf, *(p for p in extra if p.is_file())], key=lambda p: p.name)
 
 
 def copy_model_files(src: str | os.PathLike, dst: str | os.PathLike) -> list[str]:

@@ -48,11 +48,11 @@ def resolve_model_path(model: str | os.PathLike, *, revision: str | None = None,
     """
     text = os.fspath(model)
     path = Path(text).expanduser()
-    if path.is_dir():
+    if path.is_dir() or (path.is_file() and path.suffix.lower() == ".gguf"):  # GGUF: one file is the model
         return path
     if path.exists():
         raise ModelNotFoundError(f"model path '{text}' is a file; pass the folder that holds config.json and the "
-                                 "safetensors weights")
+                                 "safetensors weights, or a .gguf file")
     if not REPO_ID.match(text) or text.startswith((".", "~")):
         raise ModelNotFoundError(f"model folder '{text}' does not exist (and it is not a Hub repo id like "
                                  "'OpenMed/privacy-filter-nemotron')")

@@ -22,6 +22,7 @@ Quantized modules of MLX 8-bit artifacts are ``QuantizedWeight`` values (experts
 """
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from typing import Any, Mapping, Protocol, Union
 
@@ -204,17 +205,37 @@ class NumpyReader:
         return array
 
 
+def read_with(info: CheckpointInfo, reader: TensorReader) -> dict[str, Any]:
+    """The checkpoint's canonical tensors read by ``reader`` (a backend's), whatever the file format.
+
+    safetensors layouts are planned from their headers and read tensor by tensor; a GGUF file is read as numpy
+    by ``gguf.py`` and handed to the reader array by array.
+    """
+    if info.format == "gguf":
+        from .gguf import load_gguf
+
+        return {name: _from_numpy(value, reader) for name, value in load_gguf(info).items()}
+    return materialize(plan_state_dict(info), reader)
+
+
+def _from_numpy(value: Any, reader: TensorReader) -> Any:
+    if isinstance(value, QuantizedWeight):
+        return dataclasses.replace(value, weight=reader.from_numpy(value.weight),
+                                   scales=reader.from_numpy(value.scales), biases=reader.from_numpy(value.biases))
+    return reader.from_numpy(value)
+
+
 def load_state_dict(info: CheckpointInfo) -> dict[str, Any]:
     """Read the checkpoint's tensors as numpy arrays (or QuantizedWeight of them) in canonical naming.
 
-    Backends read framework tensors with ``materialize(plan_state_dict(info), their_reader)``.
+    Backends read framework tensors with ``read_with(info, their_reader)``.
 
     Raises:
         CheckpointError: missing/unexpected/mis-shaped/wrongly typed tensors (one error listing all), a label
             count that does not match id2label, or a truncated/corrupt weight file.
     """
-    return materialize(plan_state_dict(info), NumpyReader())
+    return read_with(info, NumpyReader())
 
 
-__all__ = ["NumpyReader", "Stored", "StoredQuantized", "TensorPlan", "TensorReader", "ZeroBias", "load_state_dict",
+__all__ = ["NumpyReader", "Stored", "StoredQuantized", "TensorPlan", "TensorReader", "ZeroBias", "load_state_dict", "read_with",
            "locate", "materialize", "plan_state_dict"]

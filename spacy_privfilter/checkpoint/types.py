@@ -12,7 +12,7 @@ from typing import Any, Literal, Mapping, get_args
 from ..config import ModelConfig, QuantizationConfig
 from .safetensors_io import FileRegion
 
-CheckpointFormat = Literal["hf", "opf", "mlx"]
+CheckpointFormat = Literal["hf", "opf", "mlx", "gguf"]
 """On-disk layouts ``inspect_checkpoint`` recognises (MLX covers both the bf16 and the 8-bit artifacts)."""
 SaveFormat = Literal["hf", "opf", "mlx-bf16", "mlx-8bit"]
 """Layouts ``save_checkpoint`` writes."""

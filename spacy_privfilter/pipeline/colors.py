@@ -5,7 +5,7 @@ once, offline, as a max-min-distance set in CIELAB among light colours (contrast
 text >= 7.5:1, pairwise CIE76 distance >= 14), then sorted by hue so that related classes (names, places,
 dates, contact details, identifiers, money, ...) get neighbouring hues.
 """
-from typing import Dict
+from typing import Dict, Mapping
 
 DISPLACY_COLORS: Dict[str, str] = {
     # person
@@ -80,3 +80,20 @@ DISPLACY_COLORS: Dict[str, str] = {
     "tax_id": "#ff6c52",
     "pin": "#ff8e7a",
 }
+
+# Labels renamed by a component's ``label_map`` (e.g. ``first_name -> PERSON``), coloured like their source
+# class; filled in when such a component is built, so displaCy colours what the pipeline actually writes.
+MAPPED_COLORS: Dict[str, str] = {}
+
+
+def register_mapped_colors(label_map: Mapping[str, str]) -> None:
+    """Give each ``label_map`` target the colour of its (first) source class; never recolour a known class."""
+    for source, target in label_map.items():
+        color = DISPLACY_COLORS.get(source)
+        if color is not None and target not in DISPLACY_COLORS:
+            MAPPED_COLORS.setdefault(target, color)
+
+
+def displacy_colors() -> Dict[str, str]:
+    """The ``spacy_displacy_colors`` entry point: the class colours plus those of mapped labels."""
+    return {**DISPLACY_COLORS, **MAPPED_COLORS}

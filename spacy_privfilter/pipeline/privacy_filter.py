@@ -23,6 +23,8 @@ from ..checkpoint.files import TOKENIZER_FILE
 from .storage import ModelStorage
 from .settings import AlignmentMode, EntsPolicy, FilterSettings, SaveModel
 from ..backends.base import Backend, DType
+from .colors import register_mapped_colors
+from .runtime import check_device, declare_requirements, resolve_device, shared_backend
 from ..spans import CharSpan
 from ..recognizers.engine import MODEL_SOURCE
 
@@ -100,7 +102,15 @@ def make_privacy_filter(
         set_ents=set_ents, ents_policy=ents_policy, labels=labels, label_map=label_map, threshold=threshold,
         label_thresholds=label_thresholds, viterbi_biases=viterbi_biases, alignment_mode=alignment_mode,
         max_batch_tokens=max_batch_tokens, save_model=save_model)
+    declare_requirements(nlp.meta, backend=backend, model=model)
     return PrivacyFilter(nlp.vocab, name=name, settings=settings)
+
+
+def load_detector(model: str, *, revision: Optional[str], backend: str, device: str, dtype: str, **options: Any):
+    """A Detector over the process-wide shared model for these settings (``options``: the Detector's own)."""
+    from ..detector import Detector
+
+    return Detector(shared_backend(model, revision=revision, backend=backend, device=device, dtype=dtype), **options)
 
 
 def _spans_for_scoring(doc: Doc, attr: str) -> Iterable[Any]:
@@ -133,6 +143,10 @@ class PrivacyFilter(ModelStorage, Pipe):
         self._model_path: Optional[Path] = None  # model files stored with a loaded pipeline
         self._source: Tuple[str, Optional[str]] = (settings.model, settings.revision)
         self._tmpdir: Optional[tempfile.TemporaryDirectory] = None
+        self._classes: Optional[Tuple[str, ...]] = None  # the model's span classes, once known
+        check_device(settings.device, settings.backend, component=name)
+        if settings.label_map:
+            register_mapped_colors(settings.label_map)
 
     # -- the model -------------------------------------------------------------------------
     @property
@@ -147,24 +161,45 @@ class PrivacyFilter(ModelStorage, Pipe):
         self._injected = detector is not None
 
     def _load_detector(self):
-        from ..detector import Detector
+        from ..backends import select_backend
 
         s = self.settings
         if self._model_path is not None:
             model, revision = str(self._model_path), None
         else:
             model, revision = self._source
-        options = {}
+        tokenizer = None
         if (Path(model) / TOKENIZER_FILE).is_file():  # a stored pipeline tokenizes without network or cache
-            options["tokenizer"] = str(Path(model) / TOKENIZER_FILE)
-        return Detector.from_pretrained(
-            model, revision=revision, backend=s.backend, device=s.device, dtype=s.dtype, **options,
-            max_tokens=min(DETECTOR_MAX_TOKENS, s.max_batch_tokens), max_batch_tokens=s.max_batch_tokens,
-            biases=dict(s.viterbi_biases) if s.viterbi_biases else None)
+            tokenizer = str(Path(model) / TOKENIZER_FILE)
+        elif Path(model).is_dir():
+            tokenizer = model
+        backend = select_backend(s.backend)
+        device = resolve_device(s.device, backend)
+        check_device(device, backend, component=self.name)
+        return load_detector(model, revision=revision, backend=backend, device=device, dtype=s.dtype,
+                             tokenizer=tokenizer, max_tokens=min(DETECTOR_MAX_TOKENS, s.max_batch_tokens),
+                             max_batch_tokens=s.max_batch_tokens,
+                             biases=dict(s.viterbi_biases) if s.viterbi_biases else None)
 
     def _with_filter(self, detector):
         """The detector applying this component's labels and thresholds (the Detector filters, not us)."""
-        return detector.filtered(**self.settings.span_filter_options(tuple(detector.scheme.classes)))
+        classes = tuple(detector.scheme.classes)
+        filtered = detector.filtered(**self.settings.span_filter_options(classes))
+        self._classes = classes
+        return filtered
+
+    @property
+    def labels(self) -> Tuple[str, ...]:
+        """The labels this component writes (after ``label_map`` and ``labels``); empty until the model's
+        classes are known (``initialize``, the first doc, or a saved pipeline that recorded them)."""
+        if not self._classes:
+            return ()
+        kept = self.settings.span_filter_options(self._classes)["labels"]
+        return tuple(sorted({self.settings.output_label(c) for c in (self._classes if kept is None else kept)}))
+
+    @property
+    def label_data(self) -> List[str]:
+        return list(self.labels)
 
     def initialize(self, get_examples: Optional[Callable[[], Iterable[Example]]] = None, *,
                    nlp: Optional[Language] = None) -> None:

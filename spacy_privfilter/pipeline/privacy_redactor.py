@@ -21,9 +21,8 @@ from ..errors import ConfigError
 from ..redaction.redactor import DEFAULT_TAG_FORMAT, RedactionConfig, Redactor
 from ..redaction.values import DEFAULT_HASH_KEY_ENV, Style, resolve_hash_key
 from ..spans import CharSpan
+from .extensions import EXTENSIONS, install_extensions  # noqa: F401  (re-exported)
 from .span_groups import span_scores
-
-EXTENSIONS = ("redacted_text", "redactions", "redaction_mapping")
 
 DEFAULT_CONFIG: Dict[str, Any] = {
     "spans_key": "pii",
@@ -41,37 +40,11 @@ DEFAULT_CONFIG: Dict[str, Any] = {
 }
 
 
-_REDACTIONS_KEY = ("._.", "redactions", None, None)  # where a default-valued extension would keep it
-
-
-def _get_redactions(doc: Doc) -> Optional[List[Dict[str, Any]]]:
-    records = doc.user_data.get(_REDACTIONS_KEY)
-    if isinstance(records, tuple):
-        # msgpack (DocBin, nlp.pipe(n_process=...)) brings lists back as tuples; keep the documented list.
-        records = doc.user_data[_REDACTIONS_KEY] = list(records)
-    return records
-
-
-def _set_redactions(doc: Doc, records: Optional[List[Dict[str, Any]]]) -> None:
-    doc.user_data[_REDACTIONS_KEY] = records
-
-
-def install_extensions() -> None:
-    """Register the Doc extensions once. All are plain ``doc.user_data`` entries (``redactions`` through a
-    getter/setter pair on the same key that keeps its type a list after a msgpack round trip)."""
-    for name in EXTENSIONS:
-        if Doc.has_extension(name):
-            continue
-        if name == "redactions":
-            Doc.set_extension(name, getter=_get_redactions, setter=_set_redactions)
-        else:
-            Doc.set_extension(name, default=None)
-
-
 @Language.factory(
     "privacy_redactor",
     default_config=DEFAULT_CONFIG,
     assigns=["doc._.redacted_text", "doc._.redactions", "doc._.redaction_mapping"],
+    requires=["doc.spans"],
 )
 def make_privacy_redactor(
     nlp: Language,

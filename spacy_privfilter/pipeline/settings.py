@@ -4,6 +4,7 @@ spaCy checks the factory's type hints but neither coerces nor range-checks value
 built directly bypasses the config entirely; so every option is checked here and an error names the
 bad key, what was given (its type, never document text) and the valid choices.
 """
+import re
 from dataclasses import dataclass, field
 from typing import Any, Dict, Literal, Mapping, Optional, Tuple, get_args
 
@@ -18,6 +19,7 @@ SaveModel = Literal["copy", "reference"]
 ALIGNMENT_MODES: Tuple[str, ...] = get_args(AlignmentMode)
 ENTS_POLICIES: Tuple[str, ...] = get_args(EntsPolicy)
 SAVE_MODES: Tuple[str, ...] = get_args(SaveModel)
+DEVICE_PATTERN = re.compile(r"^(auto|cpu|cuda(:\d+)?|mps|gpu)$")
 
 
 def _choice(key: str, value: Any, choices: Tuple[str, ...]) -> None:
@@ -76,6 +78,9 @@ class FilterSettings:
         _text("revision", self.revision, optional=True)
         _choice("backend", self.backend, BACKENDS)
         _text("device", self.device)
+        if not DEVICE_PATTERN.match(self.device):
+            raise ConfigError(f"privacy_filter: 'device' must be auto, cpu, cuda, cuda:N, mps or gpu (MLX); "
+                              f"got {self.device!r}")
         _choice("dtype", self.dtype, DTYPES)
         _text("spans_key", self.spans_key)
         if not isinstance(self.set_ents, bool):
@@ -85,6 +90,9 @@ class FilterSettings:
         if self.labels is not None:
             if isinstance(self.labels, str) or not all(isinstance(x, str) and x for x in self.labels):
                 raise ConfigError("privacy_filter: 'labels' must be null or a list of non-empty label names")
+            if not self.labels:  # an empty list would keep no class at all: every span silently dropped
+                raise ConfigError("privacy_filter: 'labels' is an empty list, which would drop every span; use null "
+                                  "to keep all classes, or list the classes to keep")
             object.__setattr__(self, "labels", tuple(self.labels))
         label_map = _str_dict("label_map", self.label_map)
         bad = [k for k, v in label_map.items() if not isinstance(v, str) or not v.strip()]

@@ -36,8 +36,12 @@ class ModelStorage:
 
     def _cfg(self) -> Dict[str, Any]:
         model, revision = self._source
-        return {"version": SERIALIZATION_VERSION, "model": model, "revision": revision,
-                "save_model": self.settings.save_model, "files": []}
+        cfg = {"version": SERIALIZATION_VERSION, "model": model, "revision": revision,
+               "save_model": self.settings.save_model, "files": []}
+        classes = getattr(self, "_classes", None)
+        if classes:  # so that a loaded pipeline reports its labels before the model loads
+            cfg["classes"] = list(classes)
+        return cfg
 
     def _model_folder(self) -> Path:
         """The folder whose files a saved pipeline stores."""
@@ -106,6 +110,8 @@ class ModelStorage:
             raise CheckpointError(f"saved component '{self.name}' has an unknown format (version "
                                   f"{cfg.get('version')!r}); expected version {SERIALIZATION_VERSION}")
         self._source = (cfg["model"], cfg.get("revision"))
+        if isinstance(cfg.get("classes"), list):
+            self._classes = tuple(str(c) for c in cfg["classes"])
         return cfg
 
     def _use_stored_model(self, folder: Optional[Path]) -> None:

@@ -10,7 +10,7 @@ With a ``seed`` every choice is derived from HMAC(seed, class, value), so the sa
 in every document and run; without one a random key is drawn per document.
 
 All 55 Nemotron-PII classes have a generator; other labels go through ``ALIASES`` (``person``, ``address``, ...)
-or get a shape-keeping generic surrogate. Faker is optional: ``pip install "spacy-privfilter[redact]"``.
+or get a shape-keeping generic surrogate. Faker is optional: ``pip install faker``.
 """
 from __future__ import annotations
 

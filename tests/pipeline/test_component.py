@@ -12,6 +12,7 @@ from spacy.tokens import Span
 from component_fakes import (FixedDetector, ents_of, make_detector, make_nlp, span_at, spans_of)
 from spacy_privfilter.pipeline.alignment import AlignmentWarning
 from spacy_privfilter.detector import Detector
+from spacy_privfilter.pipeline import privacy_filter
 from spacy_privfilter.errors import ConfigError
 from spacy_privfilter.pipeline.settings import FilterSettings
 
@@ -26,7 +27,7 @@ def fixed(**extra):
 
 
 class Recorder:
-    """Stands in for Detector.from_pretrained: records its arguments and builds a fake-backed Detector."""
+    """Stands in for privacy_filter.load_detector: records its arguments and builds a fake-backed Detector."""
 
     def __init__(self):
         self.calls = []
@@ -40,7 +41,7 @@ class Recorder:
 @pytest.fixture
 def recorder(monkeypatch):
     rec = Recorder()
-    monkeypatch.setattr(Detector, "from_pretrained", rec)
+    monkeypatch.setattr(privacy_filter, "load_detector", rec)
     return rec
 
 
@@ -281,7 +282,7 @@ def test_model_that_cannot_load_raises_even_with_an_ignoring_error_handler(monke
         calls.append(model)
         raise ModelNotFoundError("model folder 'missing' does not exist")
 
-    monkeypatch.setattr(Detector, "from_pretrained", fail)
+    monkeypatch.setattr(privacy_filter, "load_detector", fail)
     nlp = spacy.blank("en")
     nlp.add_pipe("privacy_filter", config={"model": "missing"})
     nlp.set_error_handler(lambda name, proc, docs, exc: None)

@@ -52,10 +52,21 @@ def test_span_render_uses_the_colours():
     html = displacy.render(doc, style="span", options={"spans_key": "pii"})
     for label in ("first_name", "email", "medical_record_number"):
         assert DISPLACY_COLORS[label] in html
-    # Labels that were renamed with label_map fall back to displaCy's defaults; classes keep ours.
-    html = displacy.render(make_nlp(detector, label_map={"first_name": "PERSON"})(text), style="span",
+    # A label renamed with label_map takes the colour of its source class.
+    html = displacy.render(make_nlp(detector, label_map={"first_name": "GIVEN_NAME_X"})(text), style="span",
                            options={"spans_key": "pii"})
-    assert DISPLACY_COLORS["first_name"] not in html and DISPLACY_COLORS["email"] in html
+    assert "GIVEN_NAME_X" in html and DISPLACY_COLORS["first_name"] in html and DISPLACY_COLORS["email"] in html
+
+
+def test_mapped_labels_take_their_source_colour_without_recolouring_classes():
+    from spacy.util import registry
+
+    make_nlp(FixedDetector({}), label_map={"medical_record_number": "MRN_X", "email": "first_name"})
+    colors = {}
+    for entry in registry.displacy_colors.get_all().values():
+        colors.update(entry() if callable(entry) else entry)
+    assert colors["MRN_X"] == DISPLACY_COLORS["medical_record_number"]
+    assert colors["first_name"] == DISPLACY_COLORS["first_name"]  # a class keeps its own colour
 
 
 def test_ents_render_uses_the_colours():

@@ -53,7 +53,7 @@ CHILD = textwrap.dedent("""
     component = blank.add_pipe("privacy_filter", config={"spans_key": "phi"})
     checks = {"class": type(component).__name__, "key": component.settings.spans_key,
               "model_loaded": "spacy_privfilter.backends.torch_backend" in sys.modules,
-              "colors": len(spacy.util.registry.displacy_colors.get_all().get("privacy_filter", {}))}
+              "colors": len(spacy.util.registry.displacy_colors.get_all().get("privacy_filter", dict)())}
     nlp = spacy.load(sys.argv[1])
     out = []
     for doc in nlp.pipe(json.loads(sys.argv[2])):
