@@ -4,6 +4,8 @@ By default ``to_disk`` copies the model folder's files (config, labels, calibrat
 ranks) into ``<pipeline>/<component>/model`` and ``from_disk`` points the component at that copy, so
 ``spacy.load`` works offline. With ``save_model="reference"`` only the model name is stored.
 """
+import os
+import shutil
 import tempfile
 from pathlib import Path
 from typing import Any, Dict, Iterable, Optional, Tuple
@@ -59,10 +61,14 @@ class ModelStorage:
         path.mkdir(parents=True, exist_ok=True)
         cfg = self._cfg()
         if self.settings.save_model == "copy":
-            target = path / MODEL_DIR
-            cfg["files"] = copy_model_files(self._model_folder(), target)
-            if write_tokenizer_file(target) and "o200k_base.tiktoken" not in cfg["files"]:
+            # A fresh folder swapped in whole: files of a model saved here before (an MLX manifest, other weights,
+            # an index) must not stay behind, where loading would find them before the new ones.
+            target, fresh = path / MODEL_DIR, path / f".{MODEL_DIR}.new"
+            shutil.rmtree(fresh, ignore_errors=True)
+            cfg["files"] = copy_model_files(self._model_folder(), fresh)
+            if write_tokenizer_file(fresh) and "o200k_base.tiktoken" not in cfg["files"]:
                 cfg["files"].append("o200k_base.tiktoken")
+            swap_folder(fresh, target)
         srsly.write_json(path / CFG_FILE, cfg)
 
     def from_disk(self, path, *, exclude: Iterable[str] = tuple()) -> "ModelStorage":
@@ -75,6 +81,9 @@ class ModelStorage:
                 raise CheckpointError(f"saved pipeline component '{self.name}' lacks model files "
                                       f"{', '.join(missing)} in '{folder}'. Fix: save the pipeline again")
             self._use_stored_model(folder)
+            self._tmpdir = only_listed(folder, cfg["files"])
+            if self._tmpdir is not None:
+                self._model_path = Path(self._tmpdir.name)
         else:
             self._use_stored_model(None)
         return self
@@ -114,3 +123,28 @@ class ModelStorage:
         self._injected = False
         self._tmpdir = None
 
+
+
+def swap_folder(fresh: Path, target: Path) -> None:
+    """Put folder ``fresh`` in the place of ``target`` (whose old content is deleted afterwards)."""
+    old = target.with_name(f".{target.name}.old")
+    shutil.rmtree(old, ignore_errors=True)
+    if target.exists():
+        os.replace(target, old)
+    os.replace(fresh, target)
+    shutil.rmtree(old, ignore_errors=True)
+
+
+def only_listed(folder: Path, files: Iterable[str]) -> Optional[tempfile.TemporaryDirectory]:
+    """None when ``folder`` holds just the files its cfg lists; else a private folder with only those (hard links,
+    or copies across devices), so that a stale file left by an older save can never be the one that is loaded."""
+    listed = set(files)
+    if {p.name for p in folder.iterdir() if p.is_file()} <= listed:
+        return None
+    tmpdir = tempfile.TemporaryDirectory(prefix="spacy_privfilter_")
+    for name in sorted(listed):
+        try:
+            os.link(folder / name, Path(tmpdir.name) / name)
+        except OSError:
+            shutil.copyfile(folder / name, Path(tmpdir.name) / name)
+    return tmpdir
