@@ -17,7 +17,7 @@ from spacy.tokens import Doc, SpanGroup
 from spacy.training import Example
 from spacy.util import minibatch
 
-from .alignment import align_spans, merge_ents, warn_unaligned
+from .alignment import align_spans, merge_ents, uncovered_spans, warn_unaligned
 from ..detector import DEFAULT_MODEL
 from ..checkpoint.files import TOKENIZER_FILE
 from .storage import ModelStorage
@@ -242,6 +242,9 @@ class PrivacyFilter(ModelStorage, Pipe):
             group = SpanGroup(doc, name=s.spans_key, spans=spans)
             group.attrs["scores"] = np.asarray(scores, dtype=np.float32)
             group.attrs["unaligned"] = len(unaligned)
+            # Detected character spans that the aligned spans do not fully cover (strict/contract alignment drops
+            # or shrinks spans): the redactor hides these characters too, so no detected PII stays visible.
+            group.attrs["uncovered"] = uncovered_spans(spans, kept, labels)
             doc.spans[s.spans_key] = group
             if unaligned:
                 warn_unaligned(unaligned, alignment_mode=s.alignment_mode, spans_key=s.spans_key)

@@ -13,6 +13,7 @@ Without ``keep_mapping`` no original value is written anywhere on the doc (the d
 course still there: store or send ``doc._.redacted_text``, not the doc). The pure logic lives in ``redact.py``.
 """
 import json
+import logging
 from typing import Any, Dict, Iterable, List, Literal, Optional, Union
 
 from spacy.language import Language
@@ -158,12 +159,20 @@ class PrivacyRedactor:
 
 
 def doc_char_spans(doc: Doc, spans_key: str) -> List[CharSpan]:
-    """The group's spans as ``CharSpan``s; scores from ``attrs["scores"]`` when it is parallel, else 1.0."""
+    """The group's spans as ``CharSpan``s; scores from ``attrs["scores"]`` when it is parallel, else 1.0.
+
+    Plus the detected character spans that ``privacy_filter`` could not align whole (``attrs["uncovered"]``):
+    ``strict``/``contract`` alignment drops or shrinks spans, and every detected character must still be hidden.
+    """
     group = doc.spans[spans_key]
     scores = group.attrs.get("scores")
     if scores is None or len(scores) != len(group):
         scores = [1.0] * len(group)
-    return [CharSpan(span.label_, span.start_char, span.end_char, float(score)) for span, score in zip(group, scores)]
+    out = [CharSpan(span.label_, span.start_char, span.end_char, float(score)) for span, score in zip(group, scores)]
+    for entry in group.attrs.get("uncovered") or ():
+        start, end, label, score = entry
+        out.append(CharSpan(str(label), int(start), int(end), float(score)))
+    return out
 
 
 def _encodable(text: str) -> bool:
@@ -197,6 +206,7 @@ def redact(text_or_texts: Union[str, Iterable[str]], *, model: str = DEFAULT_MOD
     Face Hub once, then read from the cache). With ``nlp``, that pipeline detects (it must write
     ``doc.spans[spans_key]``, e.g. through ``privacy_filter``). The redaction itself is always done here with
     ``style`` and ``options`` (any ``privacy_redactor`` setting: label_styles, tag_format, seed, ...).
+    An input that ``nlp``'s error handler skipped gives None in its place, so results stay aligned with inputs.
     """
     single = isinstance(text_or_texts, str)
     if not single and not isinstance(text_or_texts, Iterable):
@@ -222,5 +232,14 @@ def redact(text_or_texts: Union[str, Iterable[str]], *, model: str = DEFAULT_MOD
             return pipeline
 
         nlp = _cached(_PIPELINES, json.dumps([model, backend, device, spans_key]), build)
-    out = [redactor(doc)._.redacted_text for doc in nlp.pipe(texts, batch_size=batch_size)]
+    # Reliability fix (re-apply if this function moves): results are placed by input index, because a
+    # non-raising error handler (nlp.set_error_handler) drops failed docs from nlp.pipe; a dropped input gives
+    # None (never its unredacted text) instead of shifting every later result onto the wrong input.
+    out: List[Optional[str]] = [None] * len(texts)
+    for doc, index in nlp.pipe(zip(texts, range(len(texts))), as_tuples=True, batch_size=batch_size):
+        out[index] = redactor(doc)._.redacted_text
+    failed = out.count(None)
+    if failed:
+        logging.getLogger("spacy_privfilter").warning("redact(): %d of %d input(s) failed in the pipeline and "
+                                                      "give None", failed, len(texts))
     return out[0] if single else out

@@ -8,8 +8,9 @@ Styles (global, or per label through ``label_styles``):
     tag        ``tag_format`` with fields ``{label}``, ``{LABEL}`` (upper case) and ``{n}`` (1, 2, ... per label; the
                same value gets the same number within a document), e.g. ``"[{LABEL}]"``, ``"<{label}>"``,
                ``"[{LABEL}_{n}]"``.
-    mask       ``mask_char`` repeated, length kept; values without letters (phone, card, SSN, date) keep their
-               separators; ``keep_last`` keeps the last N letters/digits when the value has more than N.
+    mask       ``mask_char`` repeated, length kept, every character masked; numbers in a written format (phone,
+               card, SSN, date) keep their separators; ``keep_last`` keeps the last N letters/digits when the value
+               has more than N.
     hash       keyed HMAC-SHA256 of the normalised value (case-folded, whitespace collapsed), truncated hex;
                stable across documents and runs for the same key. There is no unkeyed fallback.
     surrogate  realistic fake values (``surrogates.py``, needs Faker).
@@ -141,9 +142,15 @@ def hash_value(value: str, *, key: bytes, length: int = 16) -> str:
     return digest  # not reached in practice: 64 digests that all contain the value
 
 
+# Numbers written with separators (phone, card, SSN, date, time): the separators say only which format it is.
+_NUMBER_FORMAT = re.compile(r"[\d\s\-./()+:]*\d[\d\s\-./()+:]*")
+
+
 def mask_value(value: str, *, mask_char: str = "*", keep_last: int = 0) -> str:
-    """Mask ``value`` keeping its length; values without letters keep their separators (``***-***-1234``)."""
-    keep_separators = not any(ch.isalpha() for ch in value)
+    """Mask every character of ``value``, keeping its length; only numbers in a known written format (digits
+    with ``- . / ( ) + :`` and spaces: phone, card, SSN, date) keep their separators (``***-***-1234``).
+    A value with no letters or digits at all (a password of symbols, an emoji) is masked whole."""
+    keep_separators = _NUMBER_FORMAT.fullmatch(value) is not None
     maskable = [i for i, ch in enumerate(value) if ch.isalnum() or not keep_separators]
     alnum = [i for i in maskable if value[i].isalnum()]
     visible = set(alnum[-keep_last:]) if 0 < keep_last < len(alnum) else set()
@@ -259,7 +266,9 @@ class Redactor:
     def _replacements(self, text: str, merged: Sequence[CharSpan]) -> list[str]:
         """One replacement per merged span, computed left to right so tag numbers follow reading order."""
         numbers: dict[str, dict[str, int]] = {}
-        session = self._surrogates.new_document() if self._surrogates is not None else None
+        session = None
+        if self._surrogates is not None:  # every value of the document: none may reappear inside a surrogate
+            session = self._surrogates.new_document(text[s.start:s.end] for s in merged)
         out = []
         for span in merged:
             value = text[span.start:span.end]
