@@ -7,7 +7,8 @@ Place the component after ``privacy_filter``; it reads ``doc.spans[spans_key]`` 
 - ``doc._.redacted_text``: the text with every span replaced;
 - ``doc._.redactions``: one plain dict per replacement ``{start, end, label, replacement, redacted_start,
   redacted_end}`` (with ``keep_mapping`` also ``original``);
-- ``doc._.redaction_mapping``: ``{replacement: original}`` with ``keep_mapping``, else None.
+- ``doc._.redaction_mapping``: ``{replacement: original}`` with ``keep_mapping``, else None; a replacement that
+  stands for several different originals maps to None (``restore`` refuses it; the records restore exactly).
 
 Without ``keep_mapping`` no original value is written anywhere on the doc (the doc's own text and spans are of
 course still there: store or send ``doc._.redacted_text``, not the doc). The pure logic lives in ``redact.py``.

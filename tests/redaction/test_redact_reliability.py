@@ -63,3 +63,41 @@ def test_surrogates_are_the_same_from_two_threads_as_in_series():
     with ThreadPoolExecutor(max_workers=4) as pool:
         parallel = list(pool.map(one, texts))
     assert parallel == serial
+
+
+def test_mapping_is_lossless_two_values_behind_one_replacement_are_not_merged():
+    from spacy_privfilter.redaction.redactor import restore
+
+    text = "Anna met Bert."
+    out = redact_text(text, [("first_name", 0, 4), ("first_name", 9, 13)], keep_mapping=True)
+    assert out.mapping == {"[FIRST_NAME]": None}  # one tag, two originals: not "Bert" alone
+    with pytest.raises(ValueError, match="more than one original"):
+        restore(out.redacted_text, out.mapping)
+    assert restore(out.redacted_text, out.redactions) == text  # the records keep both
+    masked = redact_text(text, [("first_name", 0, 4), ("first_name", 9, 13)], style="mask", keep_mapping=True)
+    assert masked.mapping == {"****": None}
+
+
+def test_restore_from_placeholders_in_text_edited_afterwards():
+    from spacy_privfilter.redaction.redactor import restore
+
+    text = "Anna Smith called Bert from 555-0100. Anna was upset."
+    spans = [("first_name", 0, 4), ("last_name", 5, 10), ("first_name", 18, 22), ("phone_number", 28, 36),
+             ("first_name", 38, 42)]
+    out = redact_text(text, spans, tag_format="[{LABEL}_{n}]", keep_mapping=True)
+    assert out.redacted_text == ("[FIRST_NAME_1] [LAST_NAME_1] called [FIRST_NAME_2] from [PHONE_NUMBER_1]. "
+                                 "[FIRST_NAME_1] was upset.")
+    edited = "Summary: [FIRST_NAME_1] [LAST_NAME_1] (upset) phoned [FIRST_NAME_2]; callback [PHONE_NUMBER_1]."
+    with pytest.raises(ValueError, match="edited=True"):
+        restore(edited, out.redactions)
+    assert restore(edited, out.redactions, edited=True) == \
+        "Summary: Anna Smith (upset) phoned Bert; callback 555-0100."
+    assert restore(edited, out.mapping) == "Summary: Anna Smith (upset) phoned Bert; callback 555-0100."
+
+    plain = redact_text(text, spans, keep_mapping=True)
+    with pytest.raises(ValueError, match="more than one original"):
+        restore("Note: [FIRST_NAME] called.", plain.redactions, edited=True)
+    assert restore("Call [PHONE_NUMBER].", plain.redactions, edited=True) == "Call 555-0100."
+    removed = redact_text(text, spans, style="remove", keep_mapping=True)
+    with pytest.raises(ValueError, match="removed"):
+        restore("anything", removed.redactions, edited=True)
