@@ -38,8 +38,8 @@ examples:
   spacy-privfilter redact export.jsonl -o clean.jsonl --text-key body --batch-size 64
   spacy-privfilter redact big.jsonl -o clean.jsonl --resume        continue an interrupted run
   cat notes.txt | spacy-privfilter redact - --format lines --style mask --keep-last 4
-  PRIVFILTER_HASH_KEY=secret spacy-privfilter redact notes/ -o out/ --style hash
-  spacy-privfilter redact notes/ -o out/ --label-style email=hash --label-style date=surrogate --seed 7
+  PRIVFILTER_HASH_KEY="$(cat key.txt)" spacy-privfilter redact notes/ -o out/ --style hash   (16+ bytes)
+  PRIVFILTER_SURROGATE_SEED=... spacy-privfilter redact notes/ -o out/ --label-style date=surrogate
 
 Text files become text files; JSONL records keep every key, with the text key replaced.
 Without -o the result goes to stdout (one input only). A folder or several inputs need -o FOLDER.
@@ -127,7 +127,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="environment variable holding the hash style key (default: PRIVFILTER_HASH_KEY)")
     g.add_argument("--hash-length", type=int, help="hash style: hex characters kept (8-64, default: 16)")
     g.add_argument("--locale", help="surrogate style Faker locale (default: en_US)")
-    g.add_argument("--seed", help="surrogate style seed: same value, same surrogate across documents")
+    g.add_argument("--seed", help="surrogate style seed: same value, same surrogate across documents (a string: "
+                                  "'007' and '7' differ); prefer --seed-env, as a command line is visible to others")
+    g.add_argument("--seed-env", metavar="VAR",
+                   help="environment variable holding the surrogate seed (default: PRIVFILTER_SURROGATE_SEED)")
     g.add_argument("--with-redactions", action="store_true",
                    help="JSONL: add a 'redactions' key with offsets, labels and replacements")
     g.add_argument("--keep-mapping", action="store_true",

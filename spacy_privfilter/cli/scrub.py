@@ -13,7 +13,7 @@ from .stream import RunStats, progress_bar, run, summary
 
 log = logging.getLogger("spacy_privfilter.cli")
 EXIT_OK, EXIT_INPUT = 0, 1
-NOT_FINGERPRINTED = ("resume", "quiet", "verbose", "batch_size", "max_batch_tokens", "device", "output")
+NOT_FINGERPRINTED = ("resume", "quiet", "verbose", "batch_size", "max_batch_tokens", "device", "output", "seed")
 
 
 def parse_pairs(pairs: list[str], option: str, convert: Any = str) -> dict[str, Any]:
@@ -52,15 +52,16 @@ def filter_config(args: argparse.Namespace) -> dict[str, Any]:
 def redactor_config(args: argparse.Namespace) -> dict[str, Any]:
     """``privacy_redactor`` config from the redaction options; unset options keep the factory defaults."""
     config: dict[str, Any] = {}
-    for option in ("style", "tag_format", "mask_char", "keep_last", "hash_key_env", "hash_length", "locale"):
+    for option in ("style", "tag_format", "mask_char", "keep_last", "hash_key_env", "hash_length", "locale",
+                   "seed_env"):
         if getattr(args, option) is not None:
             config[option] = getattr(args, option)
     if args.label_style:
         config["label_styles"] = parse_pairs(args.label_style, "--label-style")
     if args.keep_mapping:
         config["keep_mapping"] = True
-    if args.seed is not None:
-        config["seed"] = int(args.seed) if args.seed.lstrip("-").isdigit() else args.seed
+    # --seed is a secret, so it never enters the config (config.cfg, error messages): see build_nlp. It is kept
+    # as the string typed, so "007" and "7" are different seeds.
     return config
 
 
@@ -76,7 +77,9 @@ def build_nlp(args: argparse.Namespace, *, redact: bool, detector: Any = None) -
     nlp = spacy.blank(args.lang)
     component = nlp.add_pipe("privacy_filter", config=filter_config(args))
     if redact:
-        nlp.add_pipe("privacy_redactor", config=redactor_config(args))
+        redactor = nlp.add_pipe("privacy_redactor", config=redactor_config(args))
+        if args.seed is not None:
+            redactor.use_secrets(seed=args.seed)
     if detector is not None:
         component.detector = detector
         return nlp
@@ -159,6 +162,7 @@ def _execute(args: argparse.Namespace, *, command: str, redact: bool) -> int:
         raise UsageError("a folder or several inputs need -o FOLDER")
     # Everything that shapes the output: resuming with other inputs or options would mix two runs in one file.
     fingerprint = {key: value for key, value in sorted(vars(args).items()) if key not in NOT_FINGERPRINTED}
+    fingerprint["seed"] = getattr(args, "seed", None) is not None  # whether one was given, never its value
     fingerprint["inputs"] = [str(Path(a).resolve()) if a != "-" else "-" for a in args.inputs]
     stdin_digest = StdinDigest()
     progress = Progress(progress_path(target, as_dir) if target is not None else None, fingerprint,

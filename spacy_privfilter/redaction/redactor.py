@@ -30,6 +30,7 @@ from typing import Any, Iterable, Literal, Mapping, NamedTuple, Sequence
 
 from ..errors import ConfigError
 from ..spans import CharSpan
+from .secrets import check_key_strength
 
 Style = Literal["tag", "mask", "hash", "surrogate", "remove"]
 STYLES = ("tag", "mask", "hash", "surrogate", "remove")
@@ -83,7 +84,7 @@ class RedactionConfig:
     keep_last: int = 0
     hash_length: int = 16
     locale: str = "en_US"
-    seed: int | str | None = None
+    seed: int | str | None = field(default=None, repr=False)  # a secret: never shown
     keep_mapping: bool = False
 
     def __post_init__(self) -> None:
@@ -243,6 +244,8 @@ class Redactor:
             raise ConfigError(f"style 'hash' needs a key: pass hash_key or set the environment variable named by "
                               f"hash_key_env (default {DEFAULT_HASH_KEY_ENV}); an unkeyed hash is not offered "
                               f"because common values can be recovered from it")
+        if "hash" in self.config.styles_used:
+            check_key_strength(self._hash_key)
         self._surrogates = None
         if "surrogate" in self.config.styles_used:
             from .surrogates import SurrogateFactory  # Faker is optional; imported only when asked for
