@@ -74,6 +74,11 @@ def build_nlp(args: argparse.Namespace, *, redact: bool, detector: Any = None) -
 
     if args.batch_size < 1:
         raise UsageError(f"--batch-size must be at least 1; got {args.batch_size}")
+    try:
+        spacy.util.get_lang_class(args.lang)
+    except ImportError:
+        raise UsageError(f"--lang {args.lang!r} is not a spaCy language code; e.g. xx (any language), en, de, "
+                         f"fr, es") from None
     nlp = spacy.blank(args.lang)
     component = nlp.add_pipe("privacy_filter", config=filter_config(args))
     if redact:

@@ -22,6 +22,7 @@ from ..detector import DEFAULT_MODEL
 from ..checkpoint.files import TOKENIZER_FILE
 from .storage import ModelStorage
 from .settings import FilterSettings
+from ..errors import ConfigError
 from ..spans import CharSpan
 
 DETECTOR_MAX_TOKENS = 8192  # window length; a smaller max_batch_tokens shrinks it to fit
@@ -160,10 +161,17 @@ class PrivacyFilter(ModelStorage, Pipe):
         options = {}
         if (Path(model) / TOKENIZER_FILE).is_file():  # a stored pipeline tokenizes without network or cache
             options["tokenizer"] = str(Path(model) / TOKENIZER_FILE)
-        return Detector.from_pretrained(
-            model, revision=revision, backend=s.backend, device=s.device, dtype=s.dtype, **options,
-            max_tokens=min(DETECTOR_MAX_TOKENS, s.max_batch_tokens), max_batch_tokens=s.max_batch_tokens,
-            biases=dict(s.viterbi_biases) if s.viterbi_biases else None)
+        try:
+            return Detector.from_pretrained(
+                model, revision=revision, backend=s.backend, device=s.device, dtype=s.dtype, **options,
+                max_tokens=min(DETECTOR_MAX_TOKENS, s.max_batch_tokens), max_batch_tokens=s.max_batch_tokens,
+                biases=dict(s.viterbi_biases) if s.viterbi_biases else None)
+        except ConfigError as exc:
+            if not str(exc).startswith("max_tokens "):
+                raise
+            # max_tokens is derived from max_batch_tokens here: name the setting the user actually chose.
+            raise ConfigError(f"privacy_filter: 'max_batch_tokens' is too small for this model: "
+                              f"{str(exc).replace('max_tokens', 'max_batch_tokens', 1)}") from None
 
     def _check_labels(self, detector) -> None:
         classes = _model_classes(detector)

@@ -56,6 +56,12 @@ def _check_tag_format(tag_format: str) -> bool:
     bad = [name for name in fields if name not in TAG_FIELDS]
     if bad:
         raise ConfigError(f"tag_format has unknown field(s) {bad}; valid fields: {', '.join(TAG_FIELDS)}")
+    # A width or precision ("{LABEL:>9999999}", "{LABEL:.2}") could blow a tag up or cut it to nothing.
+    specs = [name for _, name, spec, conversion in string.Formatter().parse(tag_format)
+             if name is not None and (spec or conversion)]
+    if specs:
+        raise ConfigError(f"tag_format field(s) {specs} have a format spec or conversion (':...' or '!...'); only "
+                          f"plain fields are allowed, e.g. '[{{LABEL}}_{{n}}]'")
     return "n" in fields
 
 

@@ -199,3 +199,48 @@ def test_writes_are_synced_before_they_are_renamed_or_recorded(tmp_path, monkeyp
     outputs.flush()
     assert synced == [4]
     outputs.close()
+
+
+@pytest.mark.parametrize("option, value, flag", [("--lang", "zz", "--lang"), ("--encoding", "nope", "--encoding"),
+                                                 ("--threshold", "nan", "--threshold"),
+                                                 ("--threshold", "1.5", "--threshold"),
+                                                 ("--max-batch-tokens", "0", "--max-batch-tokens")])
+def test_bad_option_values_are_usage_errors_naming_the_flag(tmp_path, capsys, option, value, flag):
+    src = jsonl(tmp_path / "d.jsonl", TEXTS[:1])
+    try:
+        code = main(["redact", str(src), "-o", str(tmp_path / "o.jsonl"), option, value,
+                     "--model", str(tmp_path / "not-loaded")])
+    except SystemExit as exc:  # argparse's own usage error
+        code = exc.code
+    assert code == 2
+    assert flag in capsys.readouterr().err
+    assert not (tmp_path / "o.jsonl").exists()
+
+
+def test_a_max_batch_tokens_too_small_for_the_model_names_that_option(tmp_path, capsys, checkpoint):
+    src = jsonl(tmp_path / "d.jsonl", TEXTS[:1])
+    assert main(["redact", str(src), "-o", str(tmp_path / "o.jsonl"), "--max-batch-tokens", "5",
+                 "--model", str(checkpoint)]) == 2
+    err = capsys.readouterr().err
+    assert "max_batch_tokens" in err and "--max-batch-tokens" in err and "max_tokens " not in err
+
+
+def test_seeds_are_strings_007_is_not_7(tmp_path, capsys, checkpoint):
+    pytest.importorskip("faker")
+    src = jsonl(tmp_path / "d.jsonl", TEXTS)
+    outs = []
+    for seed in ("7", "007", "7"):
+        out = tmp_path / f"o{len(outs)}.jsonl"
+        assert main(["redact", str(src), "-o", str(out), "--style", "surrogate", "--seed", seed, "-q",
+                     "--model", str(checkpoint)]) == 0
+        outs.append(out.read_text())
+    assert outs[0] == outs[2] != outs[1]
+
+
+@pytest.mark.parametrize("argv", [["-v", "info"], ["info", "-v"], ["-q", "info", "-v"]])
+def test_verbosity_flags_work_before_and_after_the_command(argv, monkeypatch):
+    seen = {}
+    monkeypatch.setattr("spacy_privfilter.cli.parser._dispatch", lambda args: seen.update(vars(args)) or 0)
+    assert main(argv) == 0
+    assert (seen["quiet"], seen["verbose"]) == (argv.count("-q"), argv.count("-v"))
+    assert "quiet_top" not in seen

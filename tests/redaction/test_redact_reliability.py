@@ -101,3 +101,11 @@ def test_restore_from_placeholders_in_text_edited_afterwards():
     removed = redact_text(text, spans, style="remove", keep_mapping=True)
     with pytest.raises(ValueError, match="removed"):
         restore("anything", removed.redactions, edited=True)
+
+
+@pytest.mark.parametrize("tag_format", ["[{LABEL:>99999999}]", "[{label:.1}]", "[{n:05d}]", "[{LABEL!r}]"])
+def test_tag_format_refuses_width_precision_and_conversion(tag_format):
+    from spacy_privfilter.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="format spec"):
+        RedactionConfig(tag_format=tag_format)
