@@ -97,9 +97,18 @@ class ModelStorage:
         return srsly.msgpack_dumps({"cfg": cfg, "files": files})
 
     def from_bytes(self, bytes_data: bytes, *, exclude: Iterable[str] = tuple()) -> "ModelStorage":
-        data = srsly.msgpack_loads(bytes_data)
+        try:
+            data = srsly.msgpack_loads(bytes_data)
+        except Exception as exc:  # msgpack raises several types for damaged input
+            raise CheckpointError(f"saved component '{self.name}': the bytes are not a serialized component "
+                                  f"({type(exc).__name__})") from None
+        if not isinstance(data, dict):
+            raise CheckpointError(f"saved component '{self.name}': the bytes hold a {type(data).__name__}, not the "
+                                  "expected {'cfg': ..., 'files': ...} object")
         cfg = self._read_cfg(data.get("cfg", {}))
         files = data.get("files") or {}
+        if not isinstance(files, dict) or not all(isinstance(v, bytes) for v in files.values()):
+            raise CheckpointError(f"saved component '{self.name}': field 'files' must map file names to bytes")
         if cfg["save_model"] == "copy":
             # Backends read files, so the bytes go to a private folder that lives as long as this component.
             tmpdir = tempfile.TemporaryDirectory(prefix="spacy_privfilter_")
@@ -111,9 +120,19 @@ class ModelStorage:
         return self
 
     def _read_cfg(self, cfg: Dict[str, Any]) -> Dict[str, Any]:
+        if not isinstance(cfg, dict):
+            raise CheckpointError(f"saved component '{self.name}': field 'cfg' must be an object; got "
+                                  f"{type(cfg).__name__}")
         if cfg.get("version") != SERIALIZATION_VERSION or cfg.get("save_model") not in ("copy", "reference"):
             raise CheckpointError(f"saved component '{self.name}' has an unknown format (version "
-                                  f"{cfg.get('version')!r}); expected version {SERIALIZATION_VERSION}")
+                                  f"{str(cfg.get('version'))[:20]!r}); expected version {SERIALIZATION_VERSION}")
+        for field, ok in (("model", isinstance(cfg.get("model"), str)),
+                          ("revision", isinstance(cfg.get("revision"), (str, type(None)))),
+                          ("files", isinstance(cfg.get("files", []), list)
+                           and all(isinstance(n, str) for n in cfg.get("files", [])))):
+            if not ok:
+                raise CheckpointError(f"saved component '{self.name}': field '{field}' of its cfg has the wrong "
+                                      "type; save the pipeline again")
         self._source = (cfg["model"], cfg.get("revision"))
         return cfg
 

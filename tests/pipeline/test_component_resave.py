@@ -70,3 +70,16 @@ def test_a_symlink_out_of_the_model_folder_is_not_copied_into_a_saved_pipeline(t
     (folder / "config.json").symlink_to(folder / "real-config.json")
     save(folder, tmp_path / "pipe2")
     assert (tmp_path / "pipe2" / "privacy_filter" / "model" / "config.json").is_file()
+
+
+@pytest.mark.parametrize("blob", [b"\xc1garbage", [1, 2], {"cfg": 5},
+                                  {"cfg": {"version": 1, "save_model": "reference", "model": 7}},
+                                  {"cfg": {"version": 1, "save_model": "copy", "model": "m", "files": []},
+                                   "files": {"config.json": "not bytes"}}])
+def test_a_damaged_from_bytes_blob_is_a_checkpoint_error(blob):
+    import srsly
+
+    data = blob if isinstance(blob, bytes) else srsly.msgpack_dumps(blob)
+    component = spacy.blank("en").add_pipe("privacy_filter")
+    with pytest.raises(CheckpointError, match="saved component 'privacy_filter'"):
+        component.from_bytes(data)
