@@ -2,7 +2,7 @@
 
 Usage:
     python examples/scrub_clinical_note.py                          # built-in note, numbered tags
-    python examples/scrub_clinical_note.py --style surrogate --seed my-secret
+    PRIVFILTER_SURROGATE_SEED=my-secret python examples/scrub_clinical_note.py --style surrogate
     python examples/scrub_clinical_note.py note.txt --style mask --keep-last 4
     python examples/scrub_clinical_note.py --model ./privacy-filter-nemotron --backend torch --restore
 
@@ -29,12 +29,15 @@ or clarence.cobb@example.com. Follow-up with Dr. Hines on 09/04/2026.
 """
 
 
-def build_nlp(model: str = DEFAULT_MODEL, *, backend: str = "auto", device: str = "auto",
+def build_nlp(model: str = DEFAULT_MODEL, *, backend: str = "auto", device: str = "auto", seed: str | None = None,
               **redactor_config) -> spacy.language.Language:
-    """A blank English pipeline with the detector and the redactor (no import of spacy_privfilter needed)."""
+    """A blank English pipeline with the detector and the redactor (no import of spacy_privfilter needed).
+
+    The seed is a secret, so it is set in code rather than in the config (which config.cfg would keep in clear).
+    """
     nlp = spacy.blank("en")
     nlp.add_pipe("privacy_filter", config={"model": model, "backend": backend, "device": device})
-    nlp.add_pipe("privacy_redactor", config=redactor_config)
+    nlp.add_pipe("privacy_redactor", config=redactor_config).use_secrets(seed=seed)
     return nlp
 
 
@@ -54,7 +57,8 @@ def main(argv=None) -> int:
     parser.add_argument("--style", default="tag", choices=["tag", "mask", "hash", "surrogate", "remove"])
     parser.add_argument("--tag-format", default="[{LABEL}_{n}]")
     parser.add_argument("--keep-last", type=int, default=0)
-    parser.add_argument("--seed", help="surrogate key: same value, same surrogate across notes")
+    parser.add_argument("--seed", help="surrogate key: same value, same surrogate across notes (default: "
+                                       "$PRIVFILTER_SURROGATE_SEED)")
     parser.add_argument("--restore", action="store_true", help="keep the mapping and show that it undoes the redaction")
     args = parser.parse_args(argv)
 

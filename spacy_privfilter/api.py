@@ -5,11 +5,14 @@ spaCy (and the model runtime) load on the first call, never at ``import spacy_pr
 from __future__ import annotations
 
 import functools
+import logging
 from typing import TYPE_CHECKING, Any, Iterable, Union, overload
 
 from .backends.base import Backend
 from .detector import DEFAULT_MODEL
 from .redaction.values import Style
+
+log = logging.getLogger("spacy_privfilter")
 
 if TYPE_CHECKING:
     from spacy.language import Language
@@ -42,6 +45,7 @@ def redact(text_or_texts: Union[str, Iterable[str]], *, model: str = DEFAULT_MOD
     ``doc.spans[spans_key]``, e.g. through ``privacy_filter``). The redaction itself is done here with
     ``style``, the secrets ``hash_key`` / ``seed`` (used for this call only, never kept or cached) and
     ``options`` (any other ``privacy_redactor`` setting: label_styles, tag_format, keep_last, ...).
+    An input that ``nlp``'s error handler skipped gives None in its place, so results stay aligned with inputs.
     """
     from .pipeline.privacy_redactor import PrivacyRedactor
 
@@ -51,8 +55,16 @@ def redact(text_or_texts: Union[str, Iterable[str]], *, model: str = DEFAULT_MOD
     redactor = PrivacyRedactor(None, style=style, spans_key=spans_key, hash_key=hash_key, seed=seed, **options)
     if nlp is None:
         nlp = _pipeline(str(model), backend, device, spans_key)
-    out = [redactor(doc)._.redacted_text for doc in nlp.pipe(texts, batch_size=batch_size)]
-    return out[0] if single else out
+    # Results are placed by input index: a non-raising error handler (nlp.set_error_handler) drops failed docs
+    # from nlp.pipe, and a dropped input gives None (never its unredacted text) instead of shifting every later
+    # result onto the wrong input.
+    out: list[str | None] = [None] * len(texts)
+    for doc, index in nlp.pipe(zip(texts, range(len(texts))), as_tuples=True, batch_size=batch_size):
+        out[index] = redactor(doc)._.redacted_text
+    failed = out.count(None)
+    if failed:
+        log.warning("redact(): %d of %d input(s) failed in the pipeline and give None", failed, len(texts))
+    return out[0] if single else out  # type: ignore[return-value]
 
 
 @functools.lru_cache(maxsize=PIPELINE_CACHE_SIZE)

@@ -140,8 +140,9 @@ def normalize_id2label(id2label: Sequence[str] | Mapping[Any, str]) -> tuple[str
             raise LabelSchemeError(
                 f"id2label ids must run 0..{len(ids) - 1} without gaps; got {len(ids)} ids")
         labels = [v for _, v in items]
-    elif isinstance(id2label, (str, bytes)):
-        raise LabelSchemeError("id2label must be a sequence or mapping of label names, not a single string")
+    elif isinstance(id2label, (str, bytes)) or not isinstance(id2label, (list, tuple)):
+        raise LabelSchemeError('id2label must be an object {"0": "O", ...} or a list of label names; got '
+                               f"{type(id2label).__name__}")
     else:
         labels = list(id2label)
     bad = [i for i, v in enumerate(labels) if not isinstance(v, str)]

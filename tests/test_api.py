@@ -10,7 +10,7 @@ import pytest
 import spacy_privfilter
 from component_fakes import FixedDetector, span_at
 from spacy_privfilter.api import _pipeline, redact
-from spacy_privfilter.detector import Detector
+from spacy_privfilter.pipeline import privacy_filter
 from spacy_privfilter.redaction.values import hash_value
 
 TEXT = "Call Jane at 555-201-7731."
@@ -20,7 +20,7 @@ TEXT = "Call Jane at 555-201-7731."
 def fake_model(monkeypatch):
     """Every privacy_filter pipeline loads a fixed detector; the pipeline cache starts empty."""
     spans = {TEXT: [span_at(TEXT, "Jane", "first_name"), span_at(TEXT, "555-201-7731", "phone_number")]}
-    monkeypatch.setattr(Detector, "from_pretrained", lambda model, **options: FixedDetector(spans))
+    monkeypatch.setattr(privacy_filter, "load_detector", lambda model, **options: FixedDetector(spans))
     _pipeline.cache_clear()
     yield
     _pipeline.cache_clear()
@@ -42,10 +42,10 @@ def test_one_function_no_module_of_that_name():
 
 def test_secrets_apply_per_call_and_are_never_cache_keys(fake_model):
     assert not {"hash_key", "seed"} & set(inspect.signature(_pipeline.__wrapped__).parameters)
-    first = redact(TEXT, model="some/model", style="hash", hash_key="key-one")
-    second = redact(TEXT, model="some/model", style="hash", hash_key="key-two")
-    assert first == f"Call {hash_value('Jane', key=b'key-one')} at {hash_value('555-201-7731', key=b'key-one')}."
-    assert second == f"Call {hash_value('Jane', key=b'key-two')} at {hash_value('555-201-7731', key=b'key-two')}."
+    first = redact(TEXT, model="some/model", style="hash", hash_key="key-one-of-sixteen-bytes")
+    second = redact(TEXT, model="some/model", style="hash", hash_key="key-two-of-sixteen-bytes")
+    assert first == f"Call {hash_value('Jane', key=b'key-one-of-sixteen-bytes')} at {hash_value('555-201-7731', key=b'key-one-of-sixteen-bytes')}."
+    assert second == f"Call {hash_value('Jane', key=b'key-two-of-sixteen-bytes')} at {hash_value('555-201-7731', key=b'key-two-of-sixteen-bytes')}."
     seeded = [redact(TEXT, model="some/model", style="surrogate", seed=seed) for seed in (1, 1, 2)]
     assert seeded[0] == seeded[1] != seeded[2] and "Jane" not in seeded[0]
     info = _pipeline.cache_info()

@@ -102,7 +102,7 @@ def _cast(field: str, value: Any) -> Any:
     try:
         return kind(value)
     except (TypeError, ValueError) as exc:
-        raise CheckpointError(f"config.json value for {field} must be {kind.__name__}; got {type(value).__name__}") \
+        raise CheckpointError(f"config.json: field {field!r} must be {kind.__name__}; got {type(value).__name__}") \
             from exc
 
 

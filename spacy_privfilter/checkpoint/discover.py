@@ -57,8 +57,8 @@ def inspect_checkpoint(path: str | Path) -> CheckpointInfo:
     fmt = "mlx" if is_mlx else _hf_or_opf(raw, names, folder)
     if fmt == "opf":
         raw = {**raw, "model_type": OPF_MODEL_TYPE}
-    quant = _quantization(fmt, raw, manifest, names, folder)
-    config = read_config(raw, id2label=_id2label(folder, raw))
+    quant = _typed(lambda d: _quantization(fmt, d, manifest, names, folder), raw, folder)
+    config = _typed(lambda d: read_config(d, id2label=_id2label(folder, raw)), raw, folder)
     if fmt != "hf" and "classifier_bias" not in raw and "unembedding_bias" not in raw:
         # No flag (OpenMed's runtime would default to false): let the weights say whether the head has a bias.
         config = config.with_updates(classifier_bias="unembedding.bias" in names)
@@ -66,6 +66,39 @@ def inspect_checkpoint(path: str | Path) -> CheckpointInfo:
         raise CheckpointError(f"checkpoint '{folder.name}' has no id2label (neither in config.json nor in "
                               "id2label.json); the label names are needed to decode spans")
     return CheckpointInfo(folder, fmt, config, quant, weight_files, _viterbi_biases(folder, raw))
+
+
+class _Reads(dict):
+    """A dict that remembers the last key read, so a conversion that fails can name its field."""
+
+    last: Any = None
+
+    def __getitem__(self, key: Any) -> Any:
+        self.last = key
+        return super().__getitem__(key)
+
+    def get(self, key: Any, default: Any = None) -> Any:
+        self.last = key
+        return super().get(key, default)
+
+
+def _typed(parse: Any, raw: Mapping[str, Any], folder: Path) -> Any:
+    """``parse(raw)``, with a wrong type or value in config.json (``"hidden_size": "big"``, a list where a number
+    belongs, a number too large) raised as a CheckpointError naming the file and the field, never the value."""
+    reads = _Reads(raw)
+    try:
+        return parse(reads)
+    except (TypeError, ValueError, KeyError, OverflowError, AttributeError) as exc:
+        if isinstance(exc, CheckpointError):
+            if f"'{folder.name}'" in str(exc):
+                raise
+            # A parser error that names the field but not the checkpoint: say which folder's config it is.
+            raise CheckpointError(f"{str(exc).replace('config.json:', f'config.json in {folder.name!r}:', 1)}"
+                                  ) from None
+        field = exc.args[0] if isinstance(exc, KeyError) and exc.args else reads.last
+        problem = "is missing" if isinstance(exc, KeyError) else f"has the wrong type or value ({type(exc).__name__})"
+        raise CheckpointError(f"config.json in '{folder.name}': field {field!r} {problem}; the checkpoint "
+                              "config is damaged or not a Privacy Filter config") from None
 
 
 def _hf_or_opf(raw: Mapping[str, Any], names: set[str], folder: Path) -> CheckpointFormat:

@@ -33,6 +33,8 @@ def list_model_files(folder: str | os.PathLike) -> list[Path]:
     found = {folder / name for name in MODEL_FILE_NAMES if (folder / name).is_file()}
     for pattern in MODEL_FILE_GLOBS:
         found.update(p for p in folder.glob(pattern) if p.is_file())
+    for path in found:
+        check_link(folder, path)
     names = {p.name for p in found}
     missing = [n for n in ("config.json",) if n not in names]
     if not any(n.endswith(".safetensors") for n in names):
@@ -53,6 +55,22 @@ def _gguf_files(path: Path) -> list[Path] | None:
         return None
     extra = (gguf.parent / name for name in ("viterbi_calibration.json", TOKENIZER_FILE))
     return sorted([gguf, *(p for p in extra if p.is_file())], key=lambda p: p.name)
+
+
+def check_link(folder: Path, path: Path) -> None:
+    """Refuse a symlink that leads out of the model folder: a saved pipeline would carry whatever it points at
+    (a key, a password file) to everyone it is shared with. The Hugging Face cache's own links
+    (``snapshots/<rev>/x -> ../../blobs/<hash>``) stay inside the repo's cache folder and are followed.
+    """
+    if not path.is_symlink():
+        return
+    folder = folder.resolve()
+    roots = [folder] + ([folder.parent.parent] if folder.parent.name == "snapshots" else [])
+    real = path.resolve()
+    if not any(real == root or root in real.parents for root in roots):
+        raise CheckpointError(f"model file '{path.name}' in '{folder}' is a symbolic link to a file outside the "
+                              "model folder; refusing to copy it into a saved pipeline. Fix: replace the link with "
+                              "the real file, or set save_model='reference'")
 
 
 def copy_model_files(src: str | os.PathLike, dst: str | os.PathLike) -> list[str]:

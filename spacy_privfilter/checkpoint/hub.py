@@ -68,15 +68,18 @@ def resolve_model_path(model: str | os.PathLike, *, revision: str | None = None,
     try:
         folder = Path(snapshot_download(text, revision=revision, cache_dir=cache, local_files_only=offline,
                                         allow_patterns=list(HUB_ALLOW_PATTERNS)))
+    except hub_errors.GatedRepoError as exc:
+        raise ModelNotFoundError(f"{where} is gated: authentication needed. Accept its terms on the Hub, then log in "
+                                 "(hf auth login) or set HF_TOKEN") from exc
     except hub_errors.RepositoryNotFoundError as exc:
-        raise ModelNotFoundError(f"{where} does not exist or is private (no access with the current token)") from exc
+        raise ModelNotFoundError(f"{where} was not found: it does not exist, or it is private and the current token "
+                                 "(HF_TOKEN / hf auth login) has no access") from exc
     except hub_errors.RevisionNotFoundError as exc:
         raise ModelNotFoundError(f"{where}: the revision does not exist") from exc
     except hub_errors.LocalEntryNotFoundError as exc:
-        raise ModelNotFoundError(
-            f"{where} is not in the local Hub cache{f' ({cache})' if cache else ''} and downloads are disabled "
-            f"({'HF_HUB_OFFLINE is set' if local_files_only is None else 'local_files_only=True'}); "
-            "download it once while online, or pass a local folder") from exc
+        raise ModelNotFoundError(f"{where} is not in the local Hub cache{f' ({cache})' if cache else ''} and "
+                                 f"{_why_not_fetched(exc, local_files_only, offline)}; download it once while "
+                                 "online, or pass a local folder") from exc
     except hub_errors.EntryNotFoundError as exc:
         raise ModelNotFoundError(f"{where}: a required file is missing ({exc.__class__.__name__})") from exc
     except (hub_errors.HfHubHTTPError, OSError, ValueError) as exc:
@@ -97,6 +100,24 @@ def resolve_model_path(model: str | os.PathLike, *, revision: str | None = None,
         raise ModelNotFoundError(f"{where} has no safetensors weight file ('model.safetensors' or "
                                  "'weights.safetensors'); only safetensors weights are loaded")
     return folder
+
+
+def _why_not_fetched(exc: BaseException, local_files_only: bool | None, offline: bool) -> str:
+    """Why the Hub was not asked: offline mode (which switch), or no connection (the underlying error's type)."""
+    if local_files_only:
+        return "downloads are disabled (local_files_only=True)"
+    if offline:
+        return "downloads are disabled (HF_HUB_OFFLINE is set)"
+    try:
+        from huggingface_hub import constants
+
+        if constants.HF_HUB_OFFLINE:  # read by huggingface_hub when it was first imported
+            return "downloads are disabled (HF_HUB_OFFLINE was set when huggingface_hub was imported)"
+    except ImportError:
+        pass
+    cause = exc.__cause__ or exc.__context__
+    return (f"the Hub could not be reached ({type(cause).__name__ if cause else 'no connection'}: no network, a "
+            "proxy or firewall, or the Hub is down)")
 
 
 def _missing_shards(folder: Path) -> list[str]:

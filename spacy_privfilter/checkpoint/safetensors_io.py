@@ -7,6 +7,7 @@ has to sit in memory at once.
 from __future__ import annotations
 
 import json
+import math
 import os
 import struct
 from dataclasses import dataclass
@@ -114,27 +115,53 @@ def read_header(path: str | os.PathLike) -> SafetensorsHeader:
         raise CheckpointError(f"cannot read weight file '{path.name}': {exc.strerror or exc}") from exc
     try:
         header = json.loads(raw.decode("utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError):
+    except (UnicodeDecodeError, ValueError, RecursionError):  # ValueError: also JSON numbers of 4,300+ digits
         raise _corrupt(path, "header is not valid JSON") from None
     if not isinstance(header, dict):
         raise _corrupt(path, "header is not a JSON object")
     metadata = header.pop("__metadata__", None) or {}
+    if not isinstance(metadata, dict) or not all(isinstance(v, str) for v in metadata.values()):
+        raise _corrupt(path, "header field '__metadata__' must map names to strings")
     data_start = 8 + header_len
-    tensors: dict[str, TensorEntry] = {}
-    for name, spec in header.items():
-        try:
-            dtype, shape, (start, end) = spec["dtype"], tuple(int(d) for d in spec["shape"]), spec["data_offsets"]
-        except (KeyError, TypeError, ValueError):
-            raise _corrupt(path, f"bad header entry for tensor '{name}'") from None
-        if dtype not in ITEM_SIZE:
-            raise CheckpointError(f"weight file '{path.name}': tensor '{name}' has unsupported dtype {dtype}")
-        if end - start != int(np.prod(shape, dtype=np.int64)) * ITEM_SIZE[dtype] or start < 0:
-            raise _corrupt(path, f"tensor '{name}' has inconsistent offsets")
-        tensors[name] = TensorEntry(dtype, shape, int(start), int(end))
+    tensors = {name: _entry(path, name, spec, size - data_start) for name, spec in header.items()}
+    _check_disjoint(path, tensors)
     data_len = max((t.end for t in tensors.values()), default=0)
     if data_start + data_len > size:
         raise _corrupt(path, f"expected {data_start + data_len} bytes, found {size}")
     return SafetensorsHeader(path, tensors, dict(metadata), data_start)
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _entry(path: Path, name: str, spec: Any, data_size: int) -> TensorEntry:
+    """One header entry, every field type- and range-checked (a crafted header must not crash the reader)."""
+    if not isinstance(spec, dict) or not {"dtype", "shape", "data_offsets"} <= set(spec):
+        raise _corrupt(path, f"bad header entry for tensor '{name}' (needs dtype, shape and data_offsets)")
+    dtype, shape, offsets = spec["dtype"], spec["shape"], spec["data_offsets"]
+    if not isinstance(dtype, str):
+        raise _corrupt(path, f"tensor '{name}': field 'dtype' must be a string")
+    if dtype not in ITEM_SIZE:
+        raise CheckpointError(f"weight file '{path.name}': tensor '{name}' has unsupported dtype {dtype[:20]!r}")
+    if not isinstance(shape, list) or not all(_is_int(d) and d >= 0 for d in shape):
+        raise _corrupt(path, f"tensor '{name}': field 'shape' must be a list of integers >= 0")
+    if not isinstance(offsets, list) or len(offsets) != 2 or not all(_is_int(o) for o in offsets):
+        raise _corrupt(path, f"tensor '{name}': field 'data_offsets' must be two integers [start, end]")
+    start, end = offsets
+    nbytes = math.prod(shape) * ITEM_SIZE[dtype]  # Python ints: huge dimensions cannot overflow
+    if not 0 <= start <= end <= data_size or end - start != nbytes:
+        raise _corrupt(path, f"tensor '{name}' has inconsistent offsets (shape {len(shape)}-d, "
+                             f"{nbytes} bytes expected)")
+    return TensorEntry(dtype, tuple(shape), start, end)
+
+
+def _check_disjoint(path: Path, tensors: Mapping[str, TensorEntry]) -> None:
+    """Two tensors sharing bytes would alias each other's data."""
+    spans = sorted((t.start, t.end, name) for name, t in tensors.items() if t.end > t.start)
+    for (_, end_a, name_a), (start_b, _, name_b) in zip(spans, spans[1:]):
+        if start_b < end_a:
+            raise _corrupt(path, f"tensors '{name_a}' and '{name_b}' overlap in the data section")
 
 
 def read_numpy(header: SafetensorsHeader, name: str) -> np.ndarray:

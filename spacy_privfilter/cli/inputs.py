@@ -9,6 +9,7 @@ what ``--resume`` relies on to skip work already written.
 from __future__ import annotations
 
 import fnmatch
+import hashlib
 import json
 import logging
 import os
@@ -106,35 +107,99 @@ def walk(folder: Path, glob: str) -> list[Path]:
     return sorted(found, key=lambda p: p.relative_to(folder).parts)
 
 
+class StdinDigest:
+    """sha256 of the stdin bytes read so far: what ``--resume`` compares, as stdin has no size or mtime.
+
+    Args:
+        expected: the digest an interrupted run saved for the positions it finished; ``verify()`` compares.
+    """
+
+    def __init__(self, expected: str | None = None) -> None:
+        self._hash = hashlib.sha256()
+        self.expected = expected
+
+    def update(self, data: bytes) -> None:
+        self._hash.update(data)
+
+    def hexdigest(self) -> str:
+        """The digest to record: the expected one until verified (a refused resume keeps the saved state)."""
+        return self.expected if self.expected is not None else self._hash.hexdigest()
+
+    def verify(self) -> None:
+        if self.expected is not None and self._hash.hexdigest() != self.expected:
+            raise UsageError("cannot resume: stdin differs from what the interrupted run read; "
+                             "run without --resume to start over")
+        self.expected = None
+
+
 def iter_items(sources: Sequence[Source], *, text_key: str = "text", encoding: str = "utf-8",
-               skip: int = 0) -> Iterator[Item]:
+               skip: int = 0, stdin_digest: StdinDigest | None = None, max_bytes: int | None = None
+               ) -> Iterator[Item]:
     """Yield one ``Item`` per input position, lazily; the first ``skip`` positions are passed over unread.
 
-    Text files are passed over without being opened; JSONL lines are counted but not parsed.
+    Text files are passed over without being opened; JSONL lines are counted but not parsed. Stdin bytes
+    (skipped or not) go into ``stdin_digest``, which is verified when the skipping ends, before any item.
+    A whole-text input over ``max_bytes`` is an error item, found from its size before anything is read.
     """
+    digest = stdin_digest or StdinDigest()
+    if not skip:
+        digest.verify()
     for source in sources:
         if source.kind == "text":
+            data = None
+            if source.path is None:
+                data = sys.stdin.buffer.read(-1 if max_bytes is None else max_bytes + 1)
+                digest.update(data)
             if skip:
                 skip -= 1
+                if not skip:
+                    digest.verify()
                 continue
-            yield _read_text(source, encoding)
+            yield _read_text(source, encoding, data, max_bytes)
             continue
         handle, error = _open(source)
         if handle is None:
             if skip:
                 skip -= 1
+                if not skip:
+                    digest.verify()
             else:
                 yield Item(source, None, error=error)
             continue
         try:
             for number, raw in enumerate(handle, 1):
+                if source.path is None:
+                    digest.update(raw)
                 if skip:
                     skip -= 1
+                    if not skip:
+                        digest.verify()
                     continue
-                yield _parse_line(source, number, raw, text_key, encoding)
+                yield parse_line_safely(source, number, raw, text_key, encoding)
         finally:
             if handle is not sys.stdin.buffer:
                 handle.close()
+    if skip:
+        raise UsageError(f"cannot resume: the inputs now have {skip} position(s) fewer than the interrupted run "
+                         f"finished; run without --resume to start over")
+
+
+def input_identity(sources: Sequence[Source]) -> list[list[Any]]:
+    """``[name, size, mtime_ns]`` per input file (``None``s when missing; stdin is checked by content).
+
+    A resume compares these, so an input edited, appended to, added or removed since the run is refused.
+    """
+    out: list[list[Any]] = []
+    for source in sources:
+        if source.path is None:
+            out.append(["-", None, None])
+            continue
+        try:
+            stat = source.path.stat()
+            out.append([str(source.path.resolve()), stat.st_size, stat.st_mtime_ns])
+        except OSError:
+            out.append([str(source.path), None, None])
+    return out
 
 
 def count_positions(sources: Sequence[Source]) -> int | None:
@@ -176,15 +241,28 @@ def json_error(exc: json.JSONDecodeError) -> str:
     return f"invalid JSON ({exc.msg.removesuffix(' at')}, column {exc.colno})"
 
 
-def _read_text(source: Source, encoding: str) -> Item:
-    handle, error = _open(source)
-    if handle is None:
-        return Item(source, None, error=error)
-    if source.path is None:
-        data = handle.read()
+def _read_text(source: Source, encoding: str, stdin_data: bytes | None = None, max_bytes: int | None = None
+               ) -> Item:
+    too_big = f"{source.display}: more than {max_bytes} bytes, longer than spaCy's nlp.max_length allows; split it " \
+              f"into smaller documents; skipped"
+    if stdin_data is not None:
+        data = stdin_data
+        if max_bytes is not None and len(data) > max_bytes:
+            return Item(source, None, error=too_big)
     else:
-        with handle:
+        try:
+            if max_bytes is not None and source.path is not None and source.path.stat().st_size > max_bytes:
+                return Item(source, None, error=too_big)
+        except OSError:
+            pass  # _open reports it
+        handle, error = _open(source)
+        if handle is None:
+            return Item(source, None, error=error)
+        if source.path is None:
             data = handle.read()
+        else:
+            with handle:
+                data = handle.read()
     if b"\x00" in data[:BINARY_SNIFF_BYTES] and not encoding.lower().startswith("utf-16"):
         return Item(source, None, error=f"{source.display}: looks like a binary file (contains NUL bytes); skipped")
     try:
@@ -194,6 +272,25 @@ def _read_text(source: Source, encoding: str) -> Item:
         return Item(source, line, error=f"{source.display}:{line}: not valid {encoding} "
                                         f"(byte offset {exc.start}); pass --encoding if the file uses another one")
     return Item(source, None, text=text)
+
+
+def parse_line_safely(source: Source, number: int, raw: bytes, text_key: str, encoding: str) -> Item:
+    """``_parse_line``, with any failure on one line turned into that line's error item (never a stopped run)."""
+    try:
+        return _parse_line(source, number, raw, text_key, encoding)
+    except (ValueError, RecursionError, MemoryError) as exc:
+        # json.loads: integers over sys.get_int_max_str_digits() digits raise ValueError, deep nesting
+        # RecursionError. Their messages may quote the input, so only the kind is shown.
+        return Item(source, number, error=f"{source.display}:{number}: {unreadable_json(exc)}; line skipped")
+
+
+def unreadable_json(exc: BaseException) -> str:
+    """What went wrong in a JSON line that the parser could not finish, without quoting it."""
+    if isinstance(exc, RecursionError):
+        return "unreadable JSON (nested too deeply)"
+    if isinstance(exc, MemoryError):
+        return "unreadable JSON (too large to hold in memory)"
+    return f"unreadable JSON ({type(exc).__name__}, e.g. a number with more digits than Python reads)"
 
 
 def _parse_line(source: Source, number: int, raw: bytes, text_key: str, encoding: str) -> Item:
@@ -219,8 +316,8 @@ def _parse_line(source: Source, number: int, raw: bytes, text_key: str, encoding
     text = record.get(text_key)
     if not isinstance(text, str):
         found = "missing" if text_key not in record else f"a {type(text).__name__}, not a string"
-        keys = ", ".join(sorted(map(str, record))[:10])
-        return Item(source, number, error=f"{where}: key {text_key!r} is {found} (keys: {keys}); "
-                                          f"use --text-key; line skipped")
+        # The record's other keys are not listed: in some exports the keys themselves are personal data.
+        return Item(source, number, error=f"{where}: key {text_key!r} is {found} (the record has {len(record)} "
+                                          f"key(s)); use --text-key; line skipped")
     return Item(source, number, text=valid_unicode(text, where), record=record)
 

@@ -32,7 +32,23 @@ def write_atomic(path: Path, data: bytes) -> None:
     with open(tmp, "wb") as handle:
         handle.write(data)
         handle.flush()
+        os.fsync(handle.fileno())  # the data is on disk before the name points at it (no empty file after a crash)
     os.replace(tmp, path)
+    fsync_folder(path.parent)
+
+
+def fsync_folder(folder: Path) -> None:
+    """Make a rename inside ``folder`` durable (POSIX; a no-op where folders cannot be opened)."""
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
 
 
 def encode(text: str) -> bytes:
@@ -111,6 +127,20 @@ class Outputs:
             sys.stdout.buffer.flush()
         elif self._stream is not None:
             self._stream.flush()
+            # On disk before the progress file that records these sizes is saved.
+            os.fsync(self._stream.fileno())
+
+    def finish_empty(self, sources: Any) -> None:
+        """Write an empty output for each line source that gave no record, so no stale file from an earlier
+        run stays behind looking like this run's result."""
+        if self.target is None:
+            return
+        for source in sources:
+            key = source.dest if self.as_dir else "."
+            if source.kind != "text" and key not in self.sizes:
+                path = self.target / source.dest if self.as_dir else self.target
+                write_atomic(path, b"")
+                self.sizes[key] = 0
 
     def close(self) -> None:
         if self._stream is not None:
@@ -126,9 +156,12 @@ class Progress:
         fingerprint: what identifies the run (command and inputs); a resume with other inputs is refused.
     """
 
-    def __init__(self, path: Path | None, fingerprint: Mapping[str, Any]) -> None:
+    def __init__(self, path: Path | None, fingerprint: Mapping[str, Any], identity: Any = None,
+                 stdin_digest: Any = None) -> None:
         self.path = path
         self.fingerprint = dict(fingerprint)
+        self.identity = identity  # [name, size, mtime_ns] per input (see inputs.input_identity)
+        self.stdin_digest = stdin_digest  # inputs.StdinDigest: sha256 of the stdin read so far
 
     def load(self) -> dict[str, Any] | None:
         """The saved state, checked against this run; None when there is no progress file."""
@@ -143,14 +176,30 @@ class Progress:
         if state.get("fingerprint") != self.fingerprint:
             raise UsageError(f"progress file {self.path} belongs to a run with other inputs or options; "
                              f"run without --resume to start over")
-        return {"done": done, "sizes": sizes}
+        if self.identity is not None and state.get("identity") != self.identity:
+            raise UsageError(f"cannot resume: {changed_input(state.get('identity'), self.identity)} changed since "
+                             f"the interrupted run (progress file {self.path}); run without --resume to start over")
+        return {"done": done, "sizes": sizes, "stdin_sha256": state.get("stdin_sha256")}
 
     def save(self, done: int, sizes: Mapping[str, int]) -> None:
         if self.path is None:
             return
-        state = {"version": PROGRESS_VERSION, "fingerprint": self.fingerprint, "done": done, "sizes": dict(sizes)}
+        state = {"version": PROGRESS_VERSION, "fingerprint": self.fingerprint, "done": done, "sizes": dict(sizes),
+                 "identity": self.identity,
+                 "stdin_sha256": self.stdin_digest.hexdigest() if self.stdin_digest is not None else None}
         write_atomic(self.path, json.dumps(state).encode("utf-8"))
 
     def remove(self) -> None:
         if self.path is not None and self.path.exists():
             self.path.unlink()
+
+
+def changed_input(saved: Any, current: Any) -> str:
+    """Names the first input that differs between two ``input_identity`` lists (for the refusal message)."""
+    saved = saved if isinstance(saved, list) else []
+    for old, new in zip(saved, current):
+        if old != new:
+            return f"input {new[0]}"
+    if len(saved) != len(current):
+        return f"the set of inputs ({len(saved)} file(s) then, {len(current)} now)"
+    return "an input"

@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import re
 import sys
 from typing import Callable, Sequence
 
@@ -41,8 +42,8 @@ examples:
   spacy-privfilter redact export.jsonl -o clean.jsonl --text-key body --batch-size 64
   spacy-privfilter redact big.jsonl -o clean.jsonl --resume        continue an interrupted run
   cat notes.txt | spacy-privfilter redact - --format lines --style mask --keep-last 4
-  PRIVFILTER_HASH_KEY=secret spacy-privfilter redact notes/ -o out/ --style hash
-  spacy-privfilter redact notes/ -o out/ --label-style email=hash --label-style date=surrogate --seed 7
+  PRIVFILTER_HASH_KEY="$(cat key.txt)" spacy-privfilter redact notes/ -o out/ --style hash   (16+ bytes)
+  PRIVFILTER_SURROGATE_SEED=... spacy-privfilter redact notes/ -o out/ --label-style date=surrogate
 
 Text files become text files; JSONL records keep every key, with the text key replaced.
 Without -o the result goes to stdout (one input only). A folder or several inputs need -o FOLDER.
@@ -69,10 +70,55 @@ format that `detect` writes, one line per gold line, in the same order.
 """
 
 
-def _add_common(p: argparse.ArgumentParser) -> None:
+def _add_common(p: argparse.ArgumentParser, suffix: str = "") -> None:
+    """-q/-v; the main parser's copies (``suffix`` "_top") are added to the subcommand's in ``main``, so that
+    both ``spacy-privfilter -v redact ...`` and ``spacy-privfilter redact ... -v`` work."""
     g = p.add_argument_group("output detail")
-    g.add_argument("-q", "--quiet", action="count", default=0, help="only errors (no progress bar, no summary)")
-    g.add_argument("-v", "--verbose", action="count", default=0, help="more detail (-vv for debug)")
+    g.add_argument("-q", "--quiet", action="count", default=0, dest=f"quiet{suffix}",
+                   help="only errors (no progress bar, no summary)")
+    g.add_argument("-v", "--verbose", action="count", default=0, dest=f"verbose{suffix}",
+                   help="more detail (-vv for debug)")
+
+
+# -- value checks: a bad value is a usage error (exit 2) that names its flag, before any model is loaded --------
+def unit_float(text: str) -> float:
+    """A number in [0, 1] (nan and inf are not)."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number from 0 to 1; got {text!r}") from None
+    if not 0.0 <= value <= 1.0:  # also false for nan
+        raise argparse.ArgumentTypeError(f"expected a number from 0 to 1; got {text!r}")
+    return value
+
+
+def positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number >= 1; got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a whole number >= 1; got {text!r}")
+    return value
+
+
+def encoding_name(text: str) -> str:
+    import codecs
+
+    try:
+        codecs.lookup(text)
+    except LookupError:
+        raise argparse.ArgumentTypeError(f"unknown text encoding {text!r}; e.g. utf-8, utf-16, latin-1, "
+                                         f"cp1252") from None
+    return text
+
+
+def option_hint(message: str, args: argparse.Namespace) -> str:
+    """`` (option --x-y)`` for the first quoted setting name in ``message`` that is also a command-line option."""
+    for name in re.findall(r"'([a-z_]+)'", message):
+        if name in vars(args) and name not in ("command", "inputs"):
+            return f" (option --{name.replace('_', '-')})"
+    return ""
 
 
 def _add_model(p: argparse.ArgumentParser) -> None:
@@ -83,11 +129,11 @@ def _add_model(p: argparse.ArgumentParser) -> None:
     g.add_argument("--backend", choices=BACKENDS, default="auto", help="runtime (default: auto)")
     g.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps (default: auto)")
     g.add_argument("--dtype", choices=DTYPES, default="auto")
-    g.add_argument("--threshold", type=float, help="drop spans scoring below this (0-1)")
+    g.add_argument("--threshold", type=unit_float, help="drop spans scoring below this (0-1)")
     g.add_argument("--label-threshold", action="append", default=[], metavar="LABEL=SCORE",
                    help="per-label threshold (repeatable)")
     g.add_argument("--labels", help="comma-separated labels to keep (default: all)")
-    g.add_argument("--max-batch-tokens", type=int, help="tokens per model call")
+    g.add_argument("--max-batch-tokens", type=positive_int, help="tokens per model call")
     g.add_argument("--alignment-mode", choices=ALIGNMENT_MODES,
                    help="how detected spans snap to spaCy tokens (default: expand)")
     g.add_argument("--batch-size", type=int, default=32, help="documents per batch (default: %(default)s)")
@@ -113,7 +159,7 @@ def _add_inputs(p: argparse.ArgumentParser) -> None:
                         "document per line")
     g.add_argument("--text-key", default="text", help="JSONL key holding the text (default: %(default)s)")
     g.add_argument("--glob", default="*", help="file-name pattern inside folders (default: all files)")
-    g.add_argument("--encoding", default="utf-8", help="input encoding (default: %(default)s)")
+    g.add_argument("--encoding", type=encoding_name, default="utf-8", help="input encoding (default: %(default)s)")
     g.add_argument("--resume", action="store_true", help="continue an interrupted run into the same -o")
 
 
@@ -124,6 +170,7 @@ def build_parser() -> argparse.ArgumentParser:
                                      description="Find and scrub personal data (PII/PHI) with the OpenAI Privacy "
                                                  "Filter model family in spaCy.")
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    _add_common(parser, "_top")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
 
     p = sub.add_parser("redact", help="write redacted copies of files, folders, JSONL or stdin",
@@ -141,7 +188,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="environment variable holding the hash style key (default: PRIVFILTER_HASH_KEY)")
     g.add_argument("--hash-length", type=int, help="hash style: hex characters kept (8-64, default: 16)")
     g.add_argument("--locale", help="surrogate style Faker locale (default: en_US)")
-    g.add_argument("--seed", help="surrogate style seed: same value, same surrogate across documents")
+    g.add_argument("--seed", help="surrogate style seed: same value, same surrogate across documents (a string: "
+                                  "'007' and '7' differ); prefer --seed-env, as a command line is visible to others")
+    g.add_argument("--seed-env", metavar="VAR",
+                   help="environment variable holding the surrogate seed (default: PRIVFILTER_SURROGATE_SEED)")
     g.add_argument("--with-redactions", action="store_true",
                    help="JSONL: add a 'redactions' key with offsets, labels and replacements")
     g.add_argument("--keep-mapping", action="store_true",
@@ -231,6 +281,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; returns the exit code (the console script exits with it)."""
     parser = build_parser()
     args = parser.parse_args(argv)
+    args.quiet += args.__dict__.pop("quiet_top")
+    args.verbose += args.__dict__.pop("verbose_top")
     restore_logging = setup_logging(args.quiet, args.verbose)
     try:
         return _dispatch(args)
@@ -250,7 +302,7 @@ def _dispatch(args: argparse.Namespace) -> int:
         print(f"spacy-privfilter {args.command}: error: {exc}", file=sys.stderr)
         return EXIT_USAGE
     except ConfigError as exc:
-        log.error("%s", exc)
+        log.error("%s%s", exc, option_hint(str(exc), args))
         return EXIT_USAGE
     except PrivFilterError as exc:
         log.error("%s", exc)

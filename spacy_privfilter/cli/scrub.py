@@ -7,13 +7,13 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from .inputs import Item, Source, UsageError, count_positions, discover, iter_items
+from .inputs import Item, Source, StdinDigest, UsageError, count_positions, discover, input_identity, iter_items
 from .outputs import Outputs, Progress, json_line, progress_path
 from .stream import RunStats, progress_bar, run, summary
 
 log = logging.getLogger("spacy_privfilter.cli")
 EXIT_OK, EXIT_INPUT = 0, 1
-NOT_FINGERPRINTED = ("resume", "quiet", "verbose", "batch_size", "max_batch_tokens", "device", "output")
+NOT_FINGERPRINTED = ("resume", "quiet", "verbose", "batch_size", "max_batch_tokens", "device", "output", "seed")
 
 
 def parse_pairs(pairs: list[str], option: str, convert: Any = str) -> dict[str, Any]:
@@ -52,15 +52,16 @@ def filter_config(args: argparse.Namespace) -> dict[str, Any]:
 def redactor_config(args: argparse.Namespace) -> dict[str, Any]:
     """``privacy_redactor`` config from the redaction options; unset options keep the factory defaults."""
     config: dict[str, Any] = {}
-    for option in ("style", "tag_format", "mask_char", "keep_last", "hash_key_env", "hash_length", "locale"):
+    for option in ("style", "tag_format", "mask_char", "keep_last", "hash_key_env", "hash_length", "locale",
+                   "seed_env"):
         if getattr(args, option) is not None:
             config[option] = getattr(args, option)
     if args.label_style:
         config["label_styles"] = parse_pairs(args.label_style, "--label-style")
     if args.keep_mapping:
         config["keep_mapping"] = True
-    if args.seed is not None:
-        config["seed"] = int(args.seed) if args.seed.lstrip("-").isdigit() else args.seed
+    # --seed is a secret, so it never enters the config (config.cfg, error messages): see build_nlp. It is kept
+    # as the string typed, so "007" and "7" are different seeds.
     return config
 
 
@@ -69,15 +70,20 @@ def build_nlp(args: argparse.Namespace, *, redact: bool, detector: Any = None) -
 
     ``detector``: an already loaded model to reuse (when the pipeline is renewed), instead of loading it.
     """
-    from ..pipeline.build import blank_pipeline
+    from ..pipeline.build import blank_pipeline, has_language
 
     if args.batch_size < 1:
         raise UsageError(f"--batch-size must be at least 1; got {args.batch_size}")
+    if not has_language(args.lang):
+        raise UsageError(f"--lang {args.lang!r} is not a spaCy language code; e.g. xx (any language), en, de, "
+                         f"fr, es")
     nlp = blank_pipeline(args.lang, filter_config=filter_config(args))
     component = nlp.get_pipe("privacy_filter")
     add_patterns_pipe(nlp, args)
     if redact:
-        nlp.add_pipe("privacy_redactor", config=redactor_config(args))
+        redactor = nlp.add_pipe("privacy_redactor", config=redactor_config(args))
+        if args.seed is not None:
+            redactor.use_secrets(seed=args.seed)
     if detector is not None:
         component.detector = detector
         return nlp
@@ -157,17 +163,29 @@ def plan_outputs(args: argparse.Namespace, sources: list[Source], *, single_stre
     if as_dir:
         if target.exists() and not target.is_dir():
             raise UsageError(f"-o {target} must be a folder for a folder or several inputs")
-        target_abs = target.resolve()
-        for arg in args.inputs:
-            if arg != "-" and Path(arg).is_dir() and Path(arg).resolve() in (target_abs, *target_abs.parents):
-                raise UsageError(f"-o {target} is inside the input folder {arg}; choose another folder")
         dests = [s.dest for s in sources]
         dupes = sorted({d for d in dests if dests.count(d) > 1})
         if dupes:
             raise UsageError(f"several inputs would write the same output file(s): {', '.join(dupes[:5])}")
-    elif any(s.path is not None and s.path.resolve() == target.resolve() for s in sources):
-        raise UsageError(f"-o {target} is also an input")
+    check_no_overlap(target, args.inputs, sources)
     return target, as_dir
+
+
+def check_no_overlap(target: Path, inputs: list[str], sources: list[Source]) -> None:
+    """Refuse an output that is, contains or lies inside an input (symlinks resolved), file or folder.
+
+    A writer that reaches an input truncates it while it is still being read, or overwrites it later.
+    """
+    out = target.resolve()
+    paths = [(arg, Path(arg).resolve()) for arg in inputs if arg != "-"]
+    paths += [(s.display, s.path.resolve()) for s in sources if s.path is not None]
+    for shown, path in paths:
+        if out == path:
+            raise UsageError(f"-o {target} is also an input ({shown}); choose another output")
+        if path in out.parents:
+            raise UsageError(f"-o {target} is inside the input folder {shown}; choose another output")
+        if out in path.parents:
+            raise UsageError(f"-o {target} contains the input {shown}; choose another output")
 
 
 def _execute(args: argparse.Namespace, *, command: str, redact: bool) -> int:
@@ -177,16 +195,21 @@ def _execute(args: argparse.Namespace, *, command: str, redact: bool) -> int:
         raise UsageError("a folder or several inputs need -o FOLDER")
     # Everything that shapes the output: resuming with other inputs or options would mix two runs in one file.
     fingerprint = {key: value for key, value in sorted(vars(args).items()) if key not in NOT_FINGERPRINTED}
+    fingerprint["seed"] = getattr(args, "seed", None) is not None  # whether one was given, never its value
     fingerprint["inputs"] = [str(Path(a).resolve()) if a != "-" else "-" for a in args.inputs]
-    progress = Progress(progress_path(target, as_dir) if target is not None else None, fingerprint)
+    stdin_digest = StdinDigest()
+    progress = Progress(progress_path(target, as_dir) if target is not None else None, fingerprint,
+                        identity=input_identity(sources), stdin_digest=stdin_digest)
     done, sizes = 0, {}
     if args.resume:
         state = progress.load()
         if state is None and target is not None and target.exists():
+            check_unchanged_since(target, sources)
             log.warning("nothing to resume: %s has no progress file (its run finished)", target)
             return EXIT_OK
         if state is not None:
             done, sizes = state["done"], state["sizes"]
+            stdin_digest.expected = state["stdin_sha256"]
             log.info("resuming after %d input position(s)", done)
     if not sources:
         log.warning("no input files found (folder empty, or nothing matches --glob %r)", args.glob)
@@ -194,13 +217,16 @@ def _execute(args: argparse.Namespace, *, command: str, redact: bool) -> int:
     outputs = Outputs(target, as_dir=as_dir, sizes=sizes)
     write = _redact_writer(args, outputs) if redact else \
         _detect_writer(args, outputs, spans_key_of(nlp), with_sources="privacy_patterns" in nlp.pipe_names)
-    items = iter_items(sources, text_key=args.text_key, encoding=args.encoding, skip=done)
+    # A text file over 4 bytes per character allowed cannot fit nlp.max_length: refuse it before reading it.
+    items = iter_items(sources, text_key=args.text_key, encoding=args.encoding, skip=done, stdin_digest=stdin_digest,
+                       max_bytes=4 * nlp.max_length if getattr(nlp, "max_length", 0) else None)
     show_bar = not args.quiet and sys.stderr.isatty()
     bar = progress_bar(total=count_positions(sources), enabled=show_bar, initial=done)
     stats = RunStats()
     try:
         run(nlp, items, outputs, progress, write=write, batch_size=args.batch_size, done=done, bar=bar, stats=stats,
             renew=renewer(args, nlp, redact=redact))
+        outputs.finish_empty(sources)
     finally:
         if bar is not None:
             bar.close()
@@ -209,6 +235,26 @@ def _execute(args: argparse.Namespace, *, command: str, redact: bool) -> int:
     if not args.quiet:
         print(summary("redacted" if redact else "scanned", stats), file=sys.stderr)
     return EXIT_INPUT if stats.errors else EXIT_OK
+
+
+def check_unchanged_since(target: Path, sources: list[Source]) -> None:
+    """A finished run keeps no progress file; refuse a resume when an input is newer than its output.
+
+    An input appended to, edited or added after the run would otherwise never be processed.
+    """
+    files = [p for p in target.rglob("*") if p.is_file()] if target.is_dir() else [target]
+    written = max((p.stat().st_mtime_ns for p in files), default=0)
+    for source in sources:
+        if source.path is None:
+            raise UsageError("nothing to resume, and stdin cannot be compared with a finished run's output; "
+                             "run without --resume")
+        try:
+            newer = source.path.stat().st_mtime_ns > written
+        except OSError:
+            continue
+        if newer:
+            raise UsageError(f"cannot resume: input {source.display} changed after {target} was written (its run "
+                             f"had finished); run without --resume to redo it")
 
 
 def _redact_writer(args: argparse.Namespace, outputs: Outputs) -> Any:

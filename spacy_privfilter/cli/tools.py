@@ -12,7 +12,7 @@ from itertools import islice
 from pathlib import Path
 from typing import Any, Iterator
 
-from .inputs import UsageError, json_error, valid_unicode
+from .inputs import UsageError, json_error, unreadable_json, valid_unicode
 from ..backends.devices import available_devices
 from ..evaluate import Evaluation, annotated_labels, span_problem
 
@@ -40,6 +40,8 @@ def read_jsonl(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
                 raise InputError(f"{path}:{number}: not valid utf-8 (byte {exc.start} of the line)") from exc
             except json.JSONDecodeError as exc:
                 raise InputError(f"{path}:{number}: {json_error(exc)}") from exc
+            except (ValueError, RecursionError, MemoryError) as exc:  # huge integers, deep nesting
+                raise InputError(f"{path}:{number}: {unreadable_json(exc)}") from None
             if not isinstance(record, dict):
                 raise InputError(f"{path}:{number}: expected a JSON object, got {type(record).__name__}")
             yield number, record

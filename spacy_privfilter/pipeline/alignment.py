@@ -4,6 +4,7 @@ Pure functions over a ``Doc``; the component wires them. Nothing here logs or wa
 """
 from __future__ import annotations
 
+import bisect
 import warnings
 from typing import Iterable, Sequence
 
@@ -48,6 +49,19 @@ def align_spans(doc: Doc, char_spans: Sequence[CharSpan], labels: Sequence[str],
             scores.append(float(char_span.score))
     spans, scores = _merge_same_label(doc, spans, scores)
     return spans, scores, unaligned
+
+
+def uncovered_spans(spans: Sequence[Span], char_spans: Sequence[CharSpan], labels: Sequence[str]) -> list[list]:
+    """``[start, end, label, score]`` of each character span that no aligned span covers whole (plain values,
+    so they survive ``DocBin``). ``spans`` are sorted by position, as ``align_spans`` returns them."""
+    starts = [span.start_char for span in spans]
+    reach = list(np.maximum.accumulate([span.end_char for span in spans])) if spans else []
+    out = []
+    for char_span, label in zip(char_spans, labels):
+        i = bisect.bisect_right(starts, char_span.start) - 1  # spans starting at or before it
+        if char_span.end > char_span.start and (i < 0 or reach[i] < char_span.end):
+            out.append([char_span.start, char_span.end, label, float(char_span.score)])
+    return out
 
 
 def _merge_same_label(doc: Doc, spans: list[Span], scores: list[float]) -> tuple[list[Span], list[float]]:

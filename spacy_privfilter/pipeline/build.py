@@ -7,6 +7,15 @@ import spacy
 from spacy.language import Language
 
 
+def has_language(lang: str) -> bool:
+    """Whether spaCy knows the language code ``lang`` (``xx`` is any language)."""
+    try:
+        spacy.util.get_lang_class(lang)
+    except ImportError:
+        return False
+    return True
+
+
 def blank(lang: str = "xx") -> Language:
     """``spacy.blank(lang)``: the one place outside the components where spaCy is imported for callers."""
     return spacy.blank(lang)

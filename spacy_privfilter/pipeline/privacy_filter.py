@@ -17,12 +17,13 @@ from spacy.tokens import Doc, SpanGroup
 from spacy.training import Example
 from spacy.util import minibatch
 
-from .alignment import align_spans, merge_ents, warn_unaligned
+from .alignment import align_spans, merge_ents, uncovered_spans, warn_unaligned
 from ..detector import DEFAULT_MODEL
 from ..checkpoint.files import TOKENIZER_FILE
 from .storage import ModelStorage
 from .settings import AlignmentMode, EntsPolicy, FilterSettings, SaveModel
 from ..backends.base import Backend, DType
+from ..errors import ConfigError
 from .colors import register_mapped_colors
 from .runtime import check_device, declare_requirements, resolve_device, shared_backend
 from ..spans import CharSpan
@@ -176,10 +177,17 @@ class PrivacyFilter(ModelStorage, Pipe):
         backend = select_backend(s.backend)
         device = resolve_device(s.device, backend)
         check_device(device, backend, component=self.name)
-        return load_detector(model, revision=revision, backend=backend, device=device, dtype=s.dtype,
-                             tokenizer=tokenizer, max_tokens=min(DETECTOR_MAX_TOKENS, s.max_batch_tokens),
-                             max_batch_tokens=s.max_batch_tokens,
-                             biases=dict(s.viterbi_biases) if s.viterbi_biases else None)
+        try:
+            return load_detector(model, revision=revision, backend=backend, device=device, dtype=s.dtype,
+                                 tokenizer=tokenizer, max_tokens=min(DETECTOR_MAX_TOKENS, s.max_batch_tokens),
+                                 max_batch_tokens=s.max_batch_tokens,
+                                 biases=dict(s.viterbi_biases) if s.viterbi_biases else None)
+        except ConfigError as exc:
+            if not str(exc).startswith("max_tokens "):
+                raise
+            # max_tokens is derived from max_batch_tokens here: name the setting the user actually chose.
+            raise ConfigError(f"privacy_filter: 'max_batch_tokens' is too small for this model: "
+                              f"{str(exc).replace('max_tokens', 'max_batch_tokens', 1)}") from None
 
     def _with_filter(self, detector):
         """The detector applying this component's labels and thresholds (the Detector filters, not us)."""
@@ -257,6 +265,9 @@ class PrivacyFilter(ModelStorage, Pipe):
             group.attrs["scores"] = np.asarray(scores, dtype=np.float32)
             group.attrs["sources"] = [MODEL_SOURCE] * len(spans)  # parallel, like scores (privacy_patterns)
             group.attrs["unaligned"] = len(unaligned)
+            # Detected character spans that the aligned spans do not fully cover (strict/contract alignment drops
+            # or shrinks spans): the redactor hides these characters too, so no detected PII stays visible.
+            group.attrs["uncovered"] = uncovered_spans(spans, found, labels)
             doc.spans[s.spans_key] = group
             if unaligned:
                 warn_unaligned(unaligned, alignment_mode=s.alignment_mode, spans_key=s.spans_key)

@@ -8,8 +8,9 @@ Styles (global, or per label through ``label_styles``):
     tag        ``tag_format`` with fields ``{label}``, ``{LABEL}`` (upper case) and ``{n}`` (1, 2, ... per label; the
                same value gets the same number within a document), e.g. ``"[{LABEL}]"``, ``"<{label}>"``,
                ``"[{LABEL}_{n}]"``.
-    mask       ``mask_char`` repeated, length kept; values without letters (phone, card, SSN, date) keep their
-               separators; ``keep_last`` keeps the last N letters/digits when the value has more than N.
+    mask       ``mask_char`` repeated, length kept, every character masked; numbers in a written format (phone,
+               card, SSN, date) keep their separators; ``keep_last`` keeps the last N letters/digits when the value
+               has more than N.
     hash       keyed HMAC-SHA256 of the normalised value (case-folded, whitespace collapsed), truncated hex;
                stable across documents and runs for the same key. There is no unkeyed fallback.
     surrogate  realistic fake values (``surrogates.py``, needs Faker).
@@ -26,6 +27,7 @@ from typing import Any, Iterable, Mapping, NamedTuple, Sequence
 
 from ..errors import ConfigError
 from ..spans import CharSpan
+from .secrets import check_key_strength
 from .values import (DEFAULT_HASH_KEY_ENV, STYLES, Style, hash_value, mask_value, normalize_value,
                      resolve_hash_key)
 
@@ -45,6 +47,12 @@ def _check_tag_format(tag_format: str) -> bool:
     bad = [name for name in fields if name not in TAG_FIELDS]
     if bad:
         raise ConfigError(f"tag_format has unknown field(s) {bad}; valid fields: {', '.join(TAG_FIELDS)}")
+    # A width or precision ("{LABEL:>9999999}", "{LABEL:.2}") could blow a tag up or cut it to nothing.
+    specs = [name for _, name, spec, conversion in string.Formatter().parse(tag_format)
+             if name is not None and (spec or conversion)]
+    if specs:
+        raise ConfigError(f"tag_format field(s) {specs} have a format spec or conversion (':...' or '!...'); only "
+                          f"plain fields are allowed, e.g. '[{{LABEL}}_{{n}}]'")
     return "n" in fields
 
 
@@ -73,7 +81,7 @@ class RedactionConfig:
     keep_last: int = 0
     hash_length: int = 16
     locale: str = "en_US"
-    seed: int | str | None = None
+    seed: int | str | None = field(default=None, repr=False)  # a secret: never shown
     keep_mapping: bool = False
 
     def __post_init__(self) -> None:
@@ -152,11 +160,23 @@ def _merge_group(group: list[CharSpan]) -> CharSpan:
 
 
 class Redaction(NamedTuple):
-    """What ``Redactor.redact`` returns. ``mapping`` is None unless ``keep_mapping``."""
+    """What ``Redactor.redact`` returns. ``mapping`` is None unless ``keep_mapping`` (see ``lossless_mapping``)."""
 
     redacted_text: str
     redactions: list[dict]
-    mapping: dict[str, str] | None
+    mapping: dict[str, str | None] | None
+
+
+def lossless_mapping(redactions: Iterable[Mapping[str, Any]]) -> dict[str, str | None]:
+    """``{replacement: original}`` from records with originals. A replacement that stands for two different
+    originals (a plain tag, a mask of the same length) maps to None, so nothing is silently restored wrongly:
+    ``restore`` refuses it, and the records (which keep every original with its offsets) still restore exactly."""
+    mapping: dict[str, str | None] = {}
+    for record in redactions:
+        replacement, original = record["replacement"], record["original"]
+        if replacement:
+            mapping[replacement] = original if mapping.get(replacement, original) == original else None
+    return mapping
 
 
 class Redactor:
@@ -175,6 +195,8 @@ class Redactor:
             raise ConfigError(f"style 'hash' needs a key: pass hash_key or set the environment variable named by "
                               f"hash_key_env (default {DEFAULT_HASH_KEY_ENV}); an unkeyed hash is not offered "
                               f"because common values can be recovered from it")
+        if "hash" in self.config.styles_used:
+            check_key_strength(self._hash_key)
         self._surrogates = None
         if "surrogate" in self.config.styles_used:
             from .surrogates import SurrogateFactory  # Faker is optional; imported only when asked for
@@ -202,15 +224,15 @@ class Redactor:
                 record["original"] = text[span.start:span.end]
             redactions.append(record)
             shift += len(replacement) - (span.end - span.start)
-        mapping = None
-        if self.config.keep_mapping:
-            mapping = {r["replacement"]: r["original"] for r in redactions if r["replacement"]}
+        mapping = lossless_mapping(redactions) if self.config.keep_mapping else None
         return Redaction(redacted_text, redactions, mapping)
 
     def _replacements(self, text: str, merged: Sequence[CharSpan]) -> list[str]:
         """One replacement per merged span, computed left to right so tag numbers follow reading order."""
         numbers: dict[str, dict[str, int]] = {}
-        session = self._surrogates.new_document() if self._surrogates is not None else None
+        session = None
+        if self._surrogates is not None:  # every value of the document: none may reappear inside a surrogate
+            session = self._surrogates.new_document(text[s.start:s.end] for s in merged)
         out = []
         for span in merged:
             value = text[span.start:span.end]
@@ -240,33 +262,66 @@ def redact_text(text: str, spans: Iterable[Any], *, hash_key: str | bytes | None
     return redactor.redact(text, spans)
 
 
-def restore(redacted_text: str, mapping: Sequence[Mapping[str, Any]] | Mapping[str, str]) -> str:
+def restore(redacted_text: str, mapping: Sequence[Mapping[str, Any]] | Mapping[str, str | None], *,
+            edited: bool = False) -> str:
     """Undo a redaction made with ``keep_mapping=True``.
 
     Args:
-        redacted_text: the redacted text, unchanged.
+        redacted_text: the redacted text; unchanged, or (with ``edited``) changed afterwards.
         mapping: either the redaction records (``doc._.redactions`` / ``Redaction.redactions``), which restore the
-            original exactly for every style, or a ``{replacement: original}`` dict, which is applied by string
-            substitution and is exact only when each replacement is unique and appears nowhere else in the text
-            (numbered tags, hashes, surrogates; not plain tags, masks or removals).
+            original exactly for every style, or a ``{replacement: original}`` dict (``doc._.redaction_mapping``),
+            which is applied by string substitution and is exact only when each replacement is unique and appears
+            nowhere else in the text (numbered tags, hashes, surrogates; not plain tags, masks or removals).
+        edited: the text was changed after redaction (e.g. an LLM rewrote it around the placeholders): every
+            occurrence of a replacement is restored, wherever it now is. Records are then used like a dict.
+
+    Raises:
+        ValueError: a record has no original; the records do not match an unedited text; or (dict / edited) a
+            replacement that occurs in the text stands for more than one original, or a removed value (empty
+            replacement) cannot be placed. Messages give counts and indices, never text.
     """
-    if isinstance(mapping, Mapping):
-        keys = sorted((k for k in mapping if k), key=len, reverse=True)
-        if not keys:
-            return redacted_text
-        pattern = re.compile("|".join(re.escape(k) for k in keys))
-        return pattern.sub(lambda m: mapping[m.group(0)], redacted_text)
+    if isinstance(mapping, Mapping) or edited:
+        if not isinstance(mapping, Mapping):
+            records = list(mapping)
+            _check_originals(records)
+            removed = sum(1 for r in records if not r["replacement"])
+            if removed:
+                raise ValueError(f"{removed} value(s) were removed (empty replacement); there is no placeholder to "
+                                 f"restore them from in edited text")
+            mapping = lossless_mapping(records)
+        return _substitute(redacted_text, mapping)
+    records = sorted(mapping, key=lambda r: r["redacted_start"])
+    _check_originals(records)
     pieces: list[str] = []
     cursor = 0
-    for i, record in enumerate(sorted(mapping, key=lambda r: r["redacted_start"])):
-        if "original" not in record:
-            raise ValueError(f"redaction record {i} has no 'original'; redact with keep_mapping=True to restore")
+    for i, record in enumerate(records):
         start, end = int(record["redacted_start"]), int(record["redacted_end"])
         if start < cursor or redacted_text[start:end] != record["replacement"]:
             raise ValueError(f"redaction record {i} does not match the text at offsets ({start}, {end}); "
-                             f"the redacted text was changed after redaction")
+                             f"the redacted text was changed after redaction (pass edited=True to restore "
+                             f"from the placeholders)")
         pieces.append(redacted_text[cursor:start])
         pieces.append(record["original"])
         cursor = end
     pieces.append(redacted_text[cursor:])
     return "".join(pieces)
+
+
+def _check_originals(records: Sequence[Mapping[str, Any]]) -> None:
+    for i, record in enumerate(records):
+        if "original" not in record:
+            raise ValueError(f"redaction record {i} has no 'original'; redact with keep_mapping=True to restore")
+
+
+def _substitute(text: str, mapping: Mapping[str, str | None]) -> str:
+    """Replace every occurrence of a replacement (longest first) by its original; refuse ambiguous ones."""
+    keys = sorted((k for k in mapping if k), key=len, reverse=True)
+    if not keys:
+        return text
+    pattern = re.compile("|".join(re.escape(k) for k in keys))
+    ambiguous = sum(1 for k in {m.group(0) for m in pattern.finditer(text)} if mapping[k] is None)
+    if ambiguous:
+        raise ValueError(f"{ambiguous} replacement(s) in the text each stand for more than one original value, so "
+                         f"they cannot be restored by substitution; use numbered tags (tag_format "
+                         f"'[{{LABEL}}_{{n}}]'), hashes or surrogates, or restore the unedited text from the records")
+    return pattern.sub(lambda m: mapping[m.group(0)], text)

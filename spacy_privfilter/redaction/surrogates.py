@@ -3,7 +3,12 @@
 Guarantees, for one document (one ``DocumentSurrogates``):
 - the same value (case-folded, whitespace collapsed) of the same class always gets the same surrogate, and two
   different values never share one (so a surrogate can be mapped back);
-- a surrogate never contains its original value (case-insensitive);
+- a surrogate never contains its original value (case-insensitive), and never contains, as a word, any PII value
+  of the document or any part of one (a whitespace-separated piece of 2+ characters, other than the structural
+  words in ``STRUCTURAL_WORDS``; dates and times, which move by the document's shift, are held to the whole-value
+  rule only). A candidate that breaks a rule is redrawn: ``ATTEMPTS`` draws from the class generator, then
+  ``ATTEMPTS`` shape-keeping draws (random letters and digits in the original's layout), then the class tag
+  (``[PERSON]``), which contains nothing of the original;
 - format is kept where it matters: emails stay emails, phone/card/ID numbers keep their digit and separator
   shape, dates and times keep their written form and move by one ``DateShift`` per document.
 With a ``seed`` every choice is derived from HMAC(seed, class, value), so the same value gets the same surrogate
@@ -19,14 +24,22 @@ import hmac
 import os
 import re
 import string
-from typing import Any, Callable
+import threading
+from typing import Any, Callable, Iterable
 
 from .._compat import require
 from .date_shift import DateShift
 from ..errors import ConfigError
 from .values import normalize_value
 
-ATTEMPTS = 8
+ATTEMPTS = 16
+# Words that carry the shape of a value, not who it is: sharing them is not a leak ("Cook County" -> "Lee County").
+STRUCTURAL_WORDS = frozenset({"county", "street", "st", "avenue", "ave", "road", "rd", "drive", "dr", "lane", "ln",
+                              "boulevard", "blvd", "court", "ct", "suite", "apt", "mr", "mrs", "ms", "mx", "inc",
+                              "llc", "ltd", "co", "corp", "and", "the", "of"})
+# Classes whose surrogate is the original moved by the document's date shift: month names and years stay.
+SHIFTED = frozenset({"date", "date_of_birth", "date_time", "time", "day_of_week"})
+_WORD = re.compile(r"\w+")
 
 CHOICES = {
     "blood_type": ("A+", "A-", "B+", "B-", "AB+", "AB-", "O+", "O-"),
@@ -224,23 +237,40 @@ class SurrogateFactory:
         except AttributeError as exc:
             raise ConfigError(f"locale {locale!r} is not a Faker locale; examples: en_US, en_GB, de_DE, fr_FR") from exc
         self.max_shift_days = max_shift_days
+        self.locale = locale
+        self._local = threading.local()
+        self._owner = threading.current_thread()
         self._seed_key = None
         if seed is not None:
             self._seed_key = hashlib.sha256(b"spacy-privfilter surrogates\x00" + str(seed).encode("utf-8")).digest()
 
-    def new_document(self) -> "DocumentSurrogates":
-        return DocumentSurrogates(self.fake, self._seed_key or os.urandom(32), max_shift_days=self.max_shift_days)
+    def new_document(self, values: Iterable[str] = ()) -> "DocumentSurrogates":
+        """Surrogate state for one document; ``values``: every PII value in it (none may reappear in a surrogate).
+
+        Each thread gets its own Faker: generation reseeds it per value, which two threads sharing one would undo.
+        """
+        fake = getattr(self._local, "fake", None)
+        if fake is None:
+            from faker import Faker
+
+            fake = self._local.fake = self.fake if threading.current_thread() is self._owner else Faker(self.locale)
+        return DocumentSurrogates(fake, self._seed_key or os.urandom(32), max_shift_days=self.max_shift_days,
+                                  values=values)
 
 
 class DocumentSurrogates:
     """Surrogates for one document: a memo (value -> surrogate), the set in use, and the document's date shift."""
 
-    def __init__(self, fake: Any, key: bytes, *, max_shift_days: int = 365) -> None:
+    def __init__(self, fake: Any, key: bytes, *, max_shift_days: int = 365, values: Iterable[str] = ()) -> None:
         self.fake = fake
         self.key = key
         self.date_shift = DateShift.from_key(key, max_days=max_shift_days)
         self._memo: dict[tuple[str, str], str] = {}
         self._owner: dict[str, tuple[str, str]] = {}  # surrogate (case-folded) -> the value it stands for
+        norms = {normalize_value(v) for v in values}
+        self._whole = {" ".join(_WORD.findall(n)) for n in norms} - {""}  # each value as a run of words
+        self._parts = {p for n in norms for p in (piece.strip(string.punctuation) for piece in n.split())
+                       if len(p) >= 2 and p not in STRUCTURAL_WORDS}
 
     def surrogate(self, label: str, value: str) -> str:
         """The surrogate for ``value`` of class ``label`` (same input, same output within this document)."""
@@ -253,9 +283,16 @@ class DocumentSurrogates:
             self._owner[normalize_value(base)] = (name, norm)
         return _like_case(value, base)
 
-    def _acceptable(self, candidate: str, norm: str) -> bool:
+    def _acceptable(self, candidate: str, norm: str, name: str = "generic") -> bool:
         folded = normalize_value(candidate)
-        return bool(folded) and norm not in folded and folded not in self._owner
+        if not folded or norm in folded or folded in self._owner:
+            return False
+        words = f" {' '.join(_WORD.findall(folded))} "
+        if any(f" {whole} " in words for whole in self._whole):
+            return False
+        if name in SHIFTED:
+            return True
+        return not any(re.search(rf"(?<!\w){re.escape(part)}(?!\w)", folded) for part in self._parts)
 
     def _generate(self, name: str, value: str, norm: str) -> str:
         generator = GENERATORS[name]
@@ -264,10 +301,10 @@ class DocumentSurrogates:
             digest = hmac.new(self.key, message, hashlib.sha256).digest()
             self.fake.seed_instance(int.from_bytes(digest[:8], "big"))
             candidate = generator(self.fake, value, self)
-            if self._acceptable(candidate, norm):
+            if self._acceptable(candidate, norm, name):
                 return candidate
         for attempt in range(ATTEMPTS):  # the class generator keeps colliding (tiny choice lists): keep the shape
             candidate = reshape(value, self.fake.random) if any(ch.isalnum() for ch in value) else ""
-            if self._acceptable(candidate, norm):
+            if self._acceptable(candidate, norm, "generic"):
                 return candidate
         return f"[{name.upper()}]"  # a value with no letters or digits: nothing realistic to imitate

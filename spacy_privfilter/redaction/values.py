@@ -7,6 +7,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import os
+import re
 from typing import Literal, get_args
 
 from ..errors import ConfigError
@@ -48,9 +49,15 @@ def hash_value(value: str, *, key: bytes, length: int = 16) -> str:
     return digest  # not reached in practice: 64 digests that all contain the value
 
 
+# Numbers written with separators (phone, card, SSN, date, time): the separators say only which format it is.
+_NUMBER_FORMAT = re.compile(r"[\d\s\-./()+:]*\d[\d\s\-./()+:]*")
+
+
 def mask_value(value: str, *, mask_char: str = "*", keep_last: int = 0) -> str:
-    """Mask ``value`` keeping its length; values without letters keep their separators (``***-***-1234``)."""
-    keep_separators = not any(ch.isalpha() for ch in value)
+    """Mask every character of ``value``, keeping its length; only numbers in a known written format (digits
+    with ``- . / ( ) + :`` and spaces: phone, card, SSN, date) keep their separators (``***-***-1234``).
+    A value with no letters or digits at all (a password of symbols, an emoji) is masked whole."""
+    keep_separators = _NUMBER_FORMAT.fullmatch(value) is not None
     maskable = [i for i, ch in enumerate(value) if ch.isalnum() or not keep_separators]
     alnum = [i for i in maskable if value[i].isalnum()]
     visible = set(alnum[-keep_last:]) if 0 < keep_last < len(alnum) else set()

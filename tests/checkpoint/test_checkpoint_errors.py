@@ -271,7 +271,7 @@ def test_hub_errors_become_model_not_found(tmp_path, monkeypatch):
         raise errors.RepositoryNotFoundError("404", response=response)
 
     monkeypatch.setattr(huggingface_hub, "snapshot_download", fake_download)
-    with pytest.raises(ModelNotFoundError, match="'nobody/missing' does not exist or is private"):
+    with pytest.raises(ModelNotFoundError, match="'nobody/missing' was not found"):
         resolve_model_path("nobody/missing", local_files_only=False, cache_dir=tmp_path)
     # Only the files a checkpoint needs are requested.
     patterns = calls[0]["allow_patterns"]

@@ -159,7 +159,8 @@ def test_resume_drops_a_half_written_batch(tmp_path):
 def test_resume_refuses_other_inputs(tmp_path):
     progress = Progress(tmp_path / "p.json", {"inputs": ["a"]})
     progress.save(3, {".": 10})
-    assert Progress(tmp_path / "p.json", {"inputs": ["a"]}).load() == {"done": 3, "sizes": {".": 10}}
+    assert Progress(tmp_path / "p.json", {"inputs": ["a"]}).load() == {"done": 3, "sizes": {".": 10},
+                                                                       "stdin_sha256": None}
     with pytest.raises(UsageError):
         Progress(tmp_path / "p.json", {"inputs": ["b"]}).load()
 

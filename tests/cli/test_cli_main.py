@@ -70,7 +70,7 @@ def test_missing_model_is_a_clear_error(tmp_path, capsys):
 
 
 def test_redaction_options_reach_the_redactor(tmp_path, monkeypatch, checkpoint, detector):
-    monkeypatch.setenv("MY_HASH_KEY", "k3y")
+    monkeypatch.setenv("MY_HASH_KEY", "k3y-0123456789abcdef")
     data = tmp_path / "d.jsonl"
     data.write_text("".join(json.dumps({"id": i, "body": t}) + "\n" for i, t in enumerate(TEXTS)))
     out = tmp_path / "o.jsonl"

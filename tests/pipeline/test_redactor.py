@@ -2,6 +2,7 @@
 import os
 import subprocess
 import sys
+from unittest import mock
 
 import numpy as np
 import pytest
@@ -45,10 +46,14 @@ def pii_finder(doc: Doc) -> Doc:
     return doc
 
 
-def finder_nlp(**redactor_config) -> Language:
+def finder_nlp(hash_key=None, seed=None, **redactor_config) -> Language:
+    """Secrets come from environment variables: a pipeline config refuses them (config.cfg keeps it in clear)."""
     nlp = spacy.blank("en")
     nlp.add_pipe("test_pii_finder")
-    nlp.add_pipe("privacy_redactor", config=redactor_config)
+    secrets = {name: str(value) for name, value in (("TEST_HASH_KEY", hash_key), ("TEST_SEED", seed)) if value}
+    with mock.patch.dict(os.environ, secrets):
+        nlp.add_pipe("privacy_redactor", config={"hash_key_env": "TEST_HASH_KEY", "seed_env": "TEST_SEED",
+                                                 **redactor_config})
     return nlp
 
 
@@ -88,7 +93,7 @@ def test_component_writes_text_records_and_no_mapping():
 
 @pytest.mark.parametrize("style", ["tag", "mask", "hash", "surrogate", "remove"])
 def test_no_original_kept_on_the_doc_without_keep_mapping(style):
-    nlp = finder_nlp(style=style, hash_key="k", seed=5)
+    nlp = finder_nlp(style=style, hash_key="k" * 16, seed=5)
     doc = nlp(TEXT)
     stored = list(all_values(list(doc.user_data.items())))
     assert stored  # the extensions are there...
@@ -133,7 +138,7 @@ def test_error_handler_sees_a_doc_without_spans():
 
 
 def test_n_process_gives_the_same_results():
-    nlp = finder_nlp(style="hash", hash_key="k")
+    nlp = finder_nlp(style="hash", hash_key="k" * 16)
     texts = [TEXT, "nothing here", "Jane only", TEXT.upper()]
     single = [(d._.redacted_text, d._.redactions) for d in nlp.pipe(texts)]
     multi = [(d._.redacted_text, [dict(r) for r in d._.redactions]) for d in nlp.pipe(texts, n_process=2,
@@ -183,7 +188,7 @@ def test_hash_without_key_is_refused(monkeypatch):
     monkeypatch.delenv("PRIVFILTER_HASH_KEY", raising=False)
     with pytest.raises(ConfigError, match="hash_key_env"):
         spacy.blank("en").add_pipe("privacy_redactor", config={"style": "hash"})
-    monkeypatch.setenv("MY_KEY", "secret")
+    monkeypatch.setenv("MY_KEY", "secret-0123456789")
     nlp = spacy.blank("en")
     redactor = nlp.add_pipe("privacy_redactor", config={"style": "hash", "hash_key_env": "MY_KEY"})
     assert redactor(gold_doc(nlp))._.redactions[0]["replacement"] != "Jane"

@@ -110,11 +110,12 @@ def test_hash_refuses_to_run_without_key(monkeypatch):
         redact_text(TEXT, SPANS, style="hash")
     with pytest.raises(ConfigError, match="needs a key"):
         redact_text(TEXT, SPANS, label_styles={"email": "hash"})
-    monkeypatch.setenv("PRIVFILTER_HASH_KEY", "from-env")
-    assert redact_text(TEXT, SPANS, style="hash").redactions[0]["replacement"] == hash_value("John", key=b"from-env")
-    monkeypatch.setenv("OTHER_KEY", "other")
+    monkeypatch.setenv("PRIVFILTER_HASH_KEY", "from-env-0123456789")
+    assert redact_text(TEXT, SPANS, style="hash").redactions[0]["replacement"] == \
+        hash_value("John", key=b"from-env-0123456789")
+    monkeypatch.setenv("OTHER_KEY", "other-key-0123456789")
     assert redact_text(TEXT, SPANS, style="hash", hash_key_env="OTHER_KEY").redactions[0]["replacement"] == \
-        hash_value("John", key=b"other")
+        hash_value("John", key=b"other-key-0123456789")
 
 
 def test_remove_and_label_styles():
@@ -134,7 +135,7 @@ def test_config_errors_name_the_key(options, key):
 
 @pytest.mark.parametrize("style", ["tag", "mask", "hash", "surrogate", "remove"])
 def test_restore_from_records_is_exact(style):
-    result = redact_text(TEXT, SPANS, style=style, hash_key="k", keep_mapping=True)
+    result = redact_text(TEXT, SPANS, style=style, hash_key="k" * 16, keep_mapping=True)
     assert result.redacted_text != TEXT
     assert restore(result.redacted_text, result.redactions) == TEXT
 
@@ -157,7 +158,7 @@ def test_restore_rejects_edited_text_and_missing_originals():
 
 def test_without_keep_mapping_no_original_in_output():
     for style in ("tag", "mask", "hash", "surrogate", "remove"):
-        result = redact_text(TEXT, SPANS, style=style, hash_key="k", seed=3)
+        result = redact_text(TEXT, SPANS, style=style, hash_key="k" * 16, seed=3)
         dumped = repr(result.redactions) + repr(result.mapping)
         for _, start, end in SPANS:
             assert TEXT[start:end] not in dumped
@@ -193,7 +194,7 @@ def text_and_spans(draw):
 @given(case=text_and_spans())
 def test_random_spans_offsets_valid_and_every_span_covered(style, case):
     text, spans = case
-    result = redact_text(text, spans, style=style, hash_key="k", tag_format="[{LABEL}_{n}]", keep_mapping=True)
+    result = redact_text(text, spans, style=style, hash_key="k" * 16, tag_format="[{LABEL}_{n}]", keep_mapping=True)
     records = result.redactions
     redacted = result.redacted_text
     cursor = redacted_cursor = 0

@@ -4,6 +4,7 @@ No model: the gold spans are what a perfect detector would give, so anything tha
 fault. Docs are built once; each style is one pass over ~2,900 records.
 """
 import json
+import re
 from collections import defaultdict
 
 import pytest
@@ -171,7 +172,7 @@ def test_hash_is_stable_across_docs_and_changes_with_the_key(corpus, results):
             value = normalize_value(record["text"][r["start"]:r["end"]])
             assert first.setdefault(value, r["replacement"]) == r["replacement"]
     other = {}
-    for record, (_, redactions, _) in zip(records, run(docs, style="hash", hash_key="another-key")):
+    for record, (_, redactions, _) in zip(records, run(docs, style="hash", hash_key="another-key-0123456789")):
         for r in redactions:
             other[normalize_value(record["text"][r["start"]:r["end"]])] = r["replacement"]
     assert len(first) > 4000
@@ -203,3 +204,38 @@ def test_unseeded_surrogates_differ_between_docs(corpus):
     second = [out[0] for out in run(docs[:300], style="surrogate")]
     with_spans = sum(1 for r in records[:300] if r["spans"])
     assert sum(a != b for a, b in zip(first, second)) >= 0.95 * with_spans
+
+
+def word_leaks(text, redactions, spans):
+    """Gold values of the doc (whole, or a whitespace-separated part of 3+ characters) standing as words in a
+    surrogate. Parts are not checked in dates and times, which keep their month names and years by design."""
+    from spacy_privfilter.redaction.surrogates import SHIFTED, STRUCTURAL_WORDS, surrogate_class
+
+    values = {normalize_value(text[s["start"]:s["end"]]) for s in spans}
+    wholes = {v for v in values if len(v) >= 3}
+    parts = {p.strip(".,;:!?()[]{}\"'") for v in values for p in v.split()}
+    parts = {p for p in parts if len(p) >= 3 and p not in STRUCTURAL_WORDS}
+    leaks = []
+    for r in redactions:
+        folded = normalize_value(r["replacement"])
+        found = [v for v in wholes | (set() if surrogate_class(r["label"]) in SHIFTED else parts)
+                 if re.search(rf"(?<!\w){re.escape(v)}(?!\w)", folded)]
+        leaks += [(r["start"], r["end"], r["label"]) for _ in found[:1]]
+    return leaks
+
+
+@pytest.mark.parametrize("variant", ["surrogate", "surrogate_seeded"])
+def test_no_value_of_the_document_stands_as_a_word_in_a_surrogate(corpus, results, variant):
+    records, _ = corpus
+    leaks = []
+    for record, (_, redactions, _) in zip(records, results(variant)):
+        leaks += [(record["id"], *leak) for leak in word_leaks(record["text"], redactions, record["spans"])]
+    assert leaks == []
+
+
+def test_word_leak_finder_finds_a_kept_surname():
+    text = "John Smith met Ann."
+    spans = [{"start": 0, "end": 10, "label": "person"}, {"start": 15, "end": 18, "label": "first_name"}]
+    assert word_leaks(text, [{"start": 0, "end": 10, "label": "person", "replacement": "Mark Smith"}], spans)
+    assert word_leaks(text, [{"start": 15, "end": 18, "label": "first_name", "replacement": "Ann"}], spans)
+    assert not word_leaks(text, [{"start": 0, "end": 10, "label": "person", "replacement": "Mark Smithers"}], spans)
