@@ -80,6 +80,21 @@ def forward_logits(model: PrivacyFilterModel, input_ids: torch.Tensor, attention
     return model.score(x)
 
 
+def train_step(model: PrivacyFilterModel, optimizer: torch.optim.Optimizer, params: list[torch.nn.Parameter],
+               input_ids: torch.Tensor, tags: torch.Tensor, *, body_grad: bool, checkpointing: bool,
+               bf16: bool) -> float:
+    """One optimiser step on a batch: input_ids int64 [B, T]; tags int64 [B, T] (``IGNORE`` on padding).
+    Returns the mean token cross-entropy."""
+    with torch.autocast(input_ids.device.type, dtype=torch.bfloat16, enabled=bf16):
+        logits = forward_logits(model, input_ids, tags != IGNORE, body_grad=body_grad, checkpointing=checkpointing)
+    loss = F.cross_entropy(logits.float().reshape(-1, logits.shape[-1]), tags.reshape(-1), ignore_index=IGNORE)
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    torch.nn.utils.clip_grad_norm_(params, 1.0)
+    optimizer.step()
+    return float(loss.detach())
+
+
 def train(model: str | os.PathLike, docs: Sequence[LabelledDoc], output: str | os.PathLike, *,
           config: TrainConfig = TrainConfig(), revision: str | None = None, device: str = "auto",
           dtype: str = "auto", tokenizer: Tokenizer | str | os.PathLike | None = None,
@@ -115,7 +130,6 @@ def train(model: str | os.PathLike, docs: Sequence[LabelledDoc], output: str | o
     log.info("training %s: %d parameters in %d chunk(s) of <= %d tokens; %d dev document(s)", config.mode,
              sum(p.numel() for p in params), len(chunks), config.max_tokens, len(dev_docs))
     optimizer = torch.optim.AdamW(params, lr=config.lr, weight_decay=0.0)
-    device_type = net.score.weight.device.type
     bf16 = config.precision == "bfloat16" or (config.precision == "auto" and body_dtype == torch.bfloat16)
     rng = np.random.default_rng(config.seed)
     history: list[dict[str, float]] = []
@@ -127,16 +141,9 @@ def train(model: str | os.PathLike, docs: Sequence[LabelledDoc], output: str | o
         losses = []
         net.train()
         for batch in bar:
-            ids, mask, tags = _collate([chunks[i] for i in batch], net.config.pad_token_id, net.score.weight.device)
-            with torch.autocast(device_type, dtype=torch.bfloat16, enabled=bf16):
-                logits = forward_logits(net, ids, mask, body_grad=config.mode != "head",
-                                        checkpointing=config.gradient_checkpointing)
-            loss = F.cross_entropy(logits.float().reshape(-1, logits.shape[-1]), tags.reshape(-1), ignore_index=IGNORE)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(params, 1.0)
-            optimizer.step()
-            losses.append(float(loss.detach()))
+            ids, tags = _collate([chunks[i] for i in batch], net.config.pad_token_id, net.score.weight.device)
+            losses.append(train_step(net, optimizer, params, ids, tags, body_grad=config.mode != "head",
+                                     checkpointing=config.gradient_checkpointing, bf16=bf16))
             if hasattr(bar, "set_postfix"):
                 bar.set_postfix(loss=f"{losses[-1]:.4f}")
         record = {"epoch": epoch, "loss": float(np.mean(losses)) if losses else float("nan")}
@@ -179,14 +186,13 @@ def dev_counts(model: PrivacyFilterModel, tokenizer: Tokenizer, docs: Sequence[L
 
 
 def _collate(chunks: list[tuple[np.ndarray, np.ndarray]], pad_id: int,
-             device: torch.device) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+             device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
     seq = max(len(ids) for ids, _ in chunks)
     ids = np.full((len(chunks), seq), pad_id, dtype=np.int64)
     tags = np.full((len(chunks), seq), IGNORE, dtype=np.int64)
     for row, (chunk_ids, chunk_tags) in enumerate(chunks):
         ids[row, :len(chunk_ids)], tags[row, :len(chunk_tags)] = chunk_ids, chunk_tags
-    return (torch.as_tensor(ids, device=device), torch.as_tensor(tags != IGNORE, device=device),
-            torch.as_tensor(tags, device=device))
+    return torch.as_tensor(ids, device=device), torch.as_tensor(tags, device=device)
 
 
 def _progress(batches: list[Any], enabled: bool, description: str):

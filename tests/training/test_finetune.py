@@ -7,6 +7,7 @@ import torch
 
 from spacy_privfilter.backends import load_backend
 from spacy_privfilter.backends.torch_backend import TorchBackend
+from spacy_privfilter.checkpoint.convert import convert
 from spacy_privfilter.checkpoint.discover import inspect_checkpoint
 from spacy_privfilter.detector import Detector
 from spacy_privfilter.errors import ConfigError
@@ -60,8 +61,9 @@ def test_lora_learns_what_the_head_alone_cannot(plain_model, lora_run, tmp_path)
     assert _held_out_f1(lora_run.path) >= 0.95
 
 
-def test_saved_checkpoint_gives_the_trained_logits_in_every_runtime(lora_run) -> None:
-    """Adapters merged at save: torch, MLX and the spaCy component all reproduce the in-memory model."""
+def test_saved_checkpoint_gives_the_trained_logits_in_every_runtime(lora_run, tmp_path) -> None:
+    """Adapters merged at save: torch, MLX (also after conversion) and the spaCy component all reproduce the
+    in-memory model."""
     ids = np.stack([TOKENIZER.encode(d.text).input_ids[:8] for d in HELD_OUT[:4]])
     mask = np.ones_like(ids, dtype=bool)
     trained = TorchBackend(lora_run.model, lora_run.model.config).logits(ids, mask)
@@ -70,6 +72,10 @@ def test_saved_checkpoint_gives_the_trained_logits_in_every_runtime(lora_run) ->
     pytest.importorskip("mlx.core")
     mlx_loaded = load_backend(str(lora_run.path), backend="mlx").logits(ids, mask)
     np.testing.assert_allclose(np.asarray(mlx_loaded), trained, atol=1e-4, rtol=1e-4)
+    converted = convert(lora_run.path, tmp_path / "mlx", to="mlx-bf16")
+    bf16 = np.asarray(load_backend(str(converted), backend="mlx").logits(ids, mask))
+    assert np.abs(bf16 - trained).max() < 0.5  # bf16 weights: close, not equal
+    assert (bf16.argmax(-1) == trained.argmax(-1)).mean() >= 0.95
     spacy = pytest.importorskip("spacy")
     nlp = spacy.blank("en")
     component = nlp.add_pipe("privacy_filter", config={"model": str(lora_run.path), "backend": "torch",
