@@ -16,10 +16,10 @@ from .targets import token_targets
 
 
 def train(*args: Any, **kwargs: Any) -> Any:
-    """Fine-tune a checkpoint; see ``spacy_privfilter.training.finetune.train`` (needs torch)."""
+    """Fine-tune a checkpoint; see ``spacy_privfilter.training.torch_train.train`` (needs torch)."""
     from .._compat import require
     require("torch", "fine-tuning")
-    from .finetune import train as run
+    from .torch_train import train as run
     return run(*args, **kwargs)
 
 

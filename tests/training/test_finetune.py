@@ -12,8 +12,8 @@ from spacy_privfilter.checkpoint.discover import inspect_checkpoint
 from spacy_privfilter.detector import Detector
 from spacy_privfilter.errors import ConfigError
 from spacy_privfilter.training import TrainConfig, read_operating_point, train
-from spacy_privfilter.training.finetune import dev_counts, forward_logits, load_for_training
-from spacy_privfilter.training.lora import prepare_model
+from spacy_privfilter.training.torch_train import dev_counts, forward_logits, load_for_training
+from spacy_privfilter.training.torch_lora import prepare_model
 
 from .synthetic import make_docs, small_tokenizer
 

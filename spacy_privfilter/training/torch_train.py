@@ -29,7 +29,7 @@ from ..labels import LabelScheme
 from ..tokens import Tokenizer, get_tokenizer
 from .calibrate import CalibrationReport, cache_logits, calibrate, score_spans, span_counts, total
 from .data import LabelledDoc, check_classes, data_classes, split_examples
-from .lora import MergedStateDict, extend_classifier, prepare_model
+from .torch_lora import MergedStateDict, extend_classifier, prepare_model
 from .options import TrainConfig
 from .operating_point import write_operating_point
 from .targets import chunk_doc, encode_docs
