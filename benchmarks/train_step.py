@@ -19,8 +19,8 @@ import torch
 def main() -> None:
     from spacy_privfilter.backends.torch_backend import build_model, cpu_runs_fast
     from spacy_privfilter.testing import RandomStateDict, full_config
-    from spacy_privfilter.training.finetune import IGNORE, train_step
-    from spacy_privfilter.training.lora import prepare_model
+    from spacy_privfilter.training.torch_train import IGNORE, train_step
+    from spacy_privfilter.training.torch_lora import prepare_model
 
     parser = argparse.ArgumentParser()
     parser.add_argument("--mode", choices=("head", "lora", "full"), required=True)
@@ -48,17 +48,20 @@ def main() -> None:
     tags = torch.randint(0, config.num_labels, (args.batch, args.seq), generator=rng)
     tags[-1, args.seq // 2:] = IGNORE  # some padding, as real batches have
     ids[-1, args.seq // 2:] = config.pad_token_id
-    times, losses = [], []
+    times, cpu_times, losses = [], [], []
     for _ in range(args.steps + 1):  # the first step also allocates the optimiser state: not timed
-        start = time.perf_counter()
+        start, cpu_start = time.perf_counter(), time.process_time()
         losses.append(train_step(model, optimizer, params, ids, tags, body_grad=args.mode != "head",
                                  checkpointing=not args.no_checkpointing, bf16=dtype == torch.bfloat16))
         times.append(time.perf_counter() - start)
+        cpu_times.append(time.process_time() - cpu_start)
     print(json.dumps({"mode": args.mode, "dtype": str(dtype).replace("torch.", ""), "batch": args.batch,
                       "seq": args.seq, "threads": torch.get_num_threads(),
                       "trainable_parameters": sum(p.numel() for p in params),
                       "build_s": round(built_s, 1), "model_rss_gib": round(model_rss, 2),
                       "seconds_per_step": round(sum(times[1:]) / args.steps, 2), "first_step_s": round(times[0], 2),
+                      # CPU seconds (all threads): less sensitive than wall time to other jobs on the machine
+                      "cpu_seconds_per_step": round(sum(cpu_times[1:]) / args.steps, 2),
                       "peak_rss_gib": round(_status_gib("VmHWM"), 2), "losses": [round(x, 3) for x in losses]}))
 
 
