@@ -16,7 +16,9 @@ DEFAULT_LEARNING_RATES = {"head": 1e-3, "lora": 2e-4, "full": 2e-5}
 class TrainConfig:
     """What and how to train. ``learning_rate`` None picks a default per mode (head 1e-3, lora 2e-4, full 2e-5);
     ``precision`` auto uses bf16 autocast when the model runs in bf16; ``save_dtype`` float32 keeps small
-    merged adapter updates that bf16 rounding would erase."""
+    merged adapter updates that bf16 rounding would erase; ``cache_features`` (head mode) keeps the frozen
+    model's output per training token (4 x hidden size bytes: 2.5 KB for the full model) so that only the
+    first epoch runs the model."""
 
     mode: TrainMode = "lora"
     epochs: int = 3
@@ -33,6 +35,7 @@ class TrainConfig:
     seed: int = 0
     calibrate: bool = True
     save_dtype: SaveDtype = "float32"
+    cache_features: bool = True
 
     def __post_init__(self) -> None:
         for name, choices in (("mode", get_args(TrainMode)), ("precision", get_args(Precision)),

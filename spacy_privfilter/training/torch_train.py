@@ -62,12 +62,10 @@ def load_for_training(model: str | os.PathLike, *, revision: str | None = None, 
     return net, info
 
 
-def forward_logits(model: PrivacyFilterModel, input_ids: torch.Tensor, attention_mask: torch.Tensor, *,
-                   body_grad: bool, checkpointing: bool) -> torch.Tensor:
-    """``PrivacyFilterModel.forward`` with the body optionally frozen (no graph kept) or checkpointed per block.
-
-    input_ids int64 [B, T], attention_mask bool [B, T] -> logits [B, T, C].
-    """
+def body_features(model: PrivacyFilterModel, input_ids: torch.Tensor, attention_mask: torch.Tensor, *,
+                  body_grad: bool, checkpointing: bool) -> torch.Tensor:
+    """``PrivacyFilterModel.forward`` up to the classifier, with the body optionally frozen (no graph kept) or
+    checkpointed per block. input_ids int64 [B, T], attention_mask bool [B, T] -> float32 [B, T, D]."""
     real_rows = None if bool(attention_mask.all()) else attention_mask.reshape(-1).nonzero().squeeze(1)
     with torch.set_grad_enabled(body_grad and torch.is_grad_enabled()):
         x = model.embed_tokens(input_ids).float()
@@ -76,17 +74,27 @@ def forward_logits(model: PrivacyFilterModel, input_ids: torch.Tensor, attention
                 x = checkpoint(layer, x, attention_mask, real_rows, use_reentrant=False)
             else:
                 x = layer(x, attention_mask, real_rows)
-        x = model.norm(x)
-    return model.score(x)
+        return model.norm(x)
+
+
+def forward_logits(model: PrivacyFilterModel, input_ids: torch.Tensor, attention_mask: torch.Tensor, *,
+                   body_grad: bool, checkpointing: bool) -> torch.Tensor:
+    """Logits [B, T, C] through ``body_features`` and the classifier."""
+    return model.score(body_features(model, input_ids, attention_mask, body_grad=body_grad,
+                                     checkpointing=checkpointing))
 
 
 def train_step(model: PrivacyFilterModel, optimizer: torch.optim.Optimizer, params: list[torch.nn.Parameter],
                input_ids: torch.Tensor, tags: torch.Tensor, *, body_grad: bool, checkpointing: bool,
-               bf16: bool) -> float:
-    """One optimiser step on a batch: input_ids int64 [B, T]; tags int64 [B, T] (``IGNORE`` on padding).
-    Returns the mean token cross-entropy."""
+               bf16: bool, features: torch.Tensor | None = None) -> float:
+    """One optimiser step on a batch: input_ids int64 [B, T]; tags int64 [B, T] (``IGNORE`` on padding);
+    ``features`` [B, T, D]: the frozen body's output when already known (head mode). Returns the mean loss."""
     with torch.autocast(input_ids.device.type, dtype=torch.bfloat16, enabled=bf16):
-        logits = forward_logits(model, input_ids, tags != IGNORE, body_grad=body_grad, checkpointing=checkpointing)
+        if features is None:
+            logits = forward_logits(model, input_ids, tags != IGNORE, body_grad=body_grad,
+                                    checkpointing=checkpointing)
+        else:
+            logits = model.score(features)
     loss = F.cross_entropy(logits.float().reshape(-1, logits.shape[-1]), tags.reshape(-1), ignore_index=IGNORE)
     optimizer.zero_grad(set_to_none=True)
     loss.backward()
@@ -134,6 +142,9 @@ def train(model: str | os.PathLike, docs: Sequence[LabelledDoc], output: str | o
     rng = np.random.default_rng(config.seed)
     history: list[dict[str, float]] = []
     best_f1, best_epoch, best_state = -1.0, 0, None
+    # Head mode: the body is frozen, so its output per chunk (4 bytes x hidden size per token) is computed in the
+    # first epoch only; later epochs train the classifier without running the model.
+    cache: dict[int, torch.Tensor] | None = {} if config.mode == "head" and config.cache_features else None
     for epoch in range(1, config.epochs + 1):
         order = rng.permutation(len(chunks))
         batches = [order[i:i + config.batch_size] for i in range(0, len(order), config.batch_size)]
@@ -142,8 +153,9 @@ def train(model: str | os.PathLike, docs: Sequence[LabelledDoc], output: str | o
         net.train()
         for batch in bar:
             ids, tags = _collate([chunks[i] for i in batch], net.config.pad_token_id, net.score.weight.device)
+            features = None if cache is None else _cached_features(net, batch, ids, tags, cache, bf16=bf16)
             losses.append(train_step(net, optimizer, params, ids, tags, body_grad=config.mode != "head",
-                                     checkpointing=config.gradient_checkpointing, bf16=bf16))
+                                     checkpointing=config.gradient_checkpointing, bf16=bf16, features=features))
             if hasattr(bar, "set_postfix"):
                 bar.set_postfix(loss=f"{losses[-1]:.4f}")
         record = {"epoch": epoch, "loss": float(np.mean(losses)) if losses else float("nan")}
@@ -193,6 +205,21 @@ def _collate(chunks: list[tuple[np.ndarray, np.ndarray]], pad_id: int,
     for row, (chunk_ids, chunk_tags) in enumerate(chunks):
         ids[row, :len(chunk_ids)], tags[row, :len(chunk_tags)] = chunk_ids, chunk_tags
     return torch.as_tensor(ids, device=device), torch.as_tensor(tags, device=device)
+
+
+def _cached_features(model: PrivacyFilterModel, batch: np.ndarray, input_ids: torch.Tensor, tags: torch.Tensor,
+                     cache: dict[int, torch.Tensor], *, bf16: bool) -> torch.Tensor:
+    """Body features [B, T, D] of a batch of chunks, from ``cache`` (filled by running the body when missing)."""
+    lengths = (tags != IGNORE).sum(1).tolist()
+    if any(int(i) not in cache for i in batch):
+        with torch.no_grad(), torch.autocast(input_ids.device.type, dtype=torch.bfloat16, enabled=bf16):
+            out = body_features(model, input_ids, tags != IGNORE, body_grad=False, checkpointing=False)
+        for row, i in enumerate(batch):
+            cache[int(i)] = out[row, :lengths[row]].float().clone()
+    features = torch.zeros(*input_ids.shape, model.config.hidden_size, device=input_ids.device)
+    for row, i in enumerate(batch):
+        features[row, :lengths[row]] = cache[int(i)]
+    return features
 
 
 def _progress(batches: list[Any], enabled: bool, description: str):

@@ -132,3 +132,10 @@ def test_output_folder_must_be_new(identity_model, tmp_path) -> None:
         train(identity_model, make_docs(10, seed=0), tmp_path / "taken", config=_config("head"), device="cpu",
               tokenizer=TOKENIZER)
     assert (tmp_path / "taken" / "keep.txt").read_text() == "x"
+
+
+def test_head_feature_cache_changes_nothing_but_speed(identity_model, head_run, tmp_path) -> None:
+    uncached = train(identity_model, make_docs(160, seed=0), tmp_path / "out",
+                     config=_config("head", cache_features=False, calibrate=False), device="cpu", tokenizer=TOKENIZER)
+    np.testing.assert_allclose([r["loss"] for r in uncached.history], [r["loss"] for r in head_run.history],
+                               rtol=1e-5)
