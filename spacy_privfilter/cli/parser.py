@@ -245,6 +245,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("info", help="versions, backends, devices and cache locations", formatter_class=fmt)
     p.add_argument("--json", action="store_true", help="print as JSON")
     _add_common(p)
+
+    from .adapt import add_commands  # calibrate, train
+    add_commands(sub, _add_common)
     return parser
 
 
@@ -296,6 +299,9 @@ def _dispatch(args: argparse.Namespace) -> int:
         if args.command in ("redact", "detect"):
             from .scrub import run_detect, run_redact
             return (run_redact if args.command == "redact" else run_detect)(args)
+        from . import adapt
+        if args.command in adapt.COMMANDS:
+            return getattr(adapt, f"run_{args.command}")(args)
         from . import tools as cli_tools
         return getattr(cli_tools, f"run_{args.command}")(args)
     except UsageError as exc:

@@ -48,6 +48,7 @@ DEFAULT_CONFIG: Dict[str, Any] = {
     "alignment_mode": "expand",
     "max_batch_tokens": 16384,
     "save_model": "copy",
+    "calibration": None,
 }
 
 
@@ -76,6 +77,7 @@ def make_privacy_filter(
     alignment_mode: AlignmentMode,
     max_batch_tokens: int,
     save_model: SaveModel,
+    calibration: Optional[str] = None,
 ) -> "PrivacyFilter":
     """Build a ``privacy_filter`` component.
 
@@ -97,7 +99,15 @@ def make_privacy_filter(
         max_batch_tokens: most model tokens per forward pass (caps memory; long docs are windowed).
         save_model: ``copy`` stores the model files in the saved pipeline (offline load); ``reference`` only
             stores the model name.
+        calibration: a ``viterbi_calibration.json`` (``spacy-privfilter calibrate``); its biases apply when
+            ``viterbi_biases`` is null and its label thresholds for classes ``label_thresholds`` leaves out.
     """
+    if calibration is not None:
+        from ..training.operating_point import read_operating_point
+
+        point = read_operating_point(calibration)
+        viterbi_biases = viterbi_biases or point.biases.as_dict()
+        label_thresholds = {**point.label_thresholds, **label_thresholds}
     settings = FilterSettings(
         model=model, revision=revision, backend=backend, device=device, dtype=dtype, spans_key=spans_key,
         set_ents=set_ents, ents_policy=ents_policy, labels=labels, label_map=label_map, threshold=threshold,
