@@ -9,9 +9,11 @@ import argparse
 import logging
 import os
 import sys
-from typing import Callable, Sequence
+from typing import Callable, Sequence, get_args
 
 from .inputs import FORMATS, UsageError
+from ..scale.engines import ENGINES
+from ..scale.fields import OnError, OnMissing
 from ..errors import ConfigError, PrivFilterError
 
 EXIT_OK, EXIT_INPUT, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
@@ -97,7 +99,15 @@ def _add_inputs(p: argparse.ArgumentParser) -> None:
     g.add_argument("--format", choices=FORMATS, default="auto",
                    help="auto: .jsonl/.ndjson files are JSONL, others (and stdin) are whole texts; lines: one "
                         "document per line")
-    g.add_argument("--text-key", default="text", help="JSONL key holding the text (default: %(default)s)")
+    g.add_argument("--text-key", action="append", metavar="KEY",
+                   help="field holding text (default: text); repeat for several fields; note.body reads into "
+                        "nested objects; a field may hold a string or a list of strings")
+    g.add_argument("--on-missing", choices=get_args(OnMissing), default="error",
+                   help="a text field missing, null or not a string: error (the record fails, see --on-error) or "
+                        "skip (the field is written out as it is) (default: %(default)s)")
+    g.add_argument("--on-error", choices=get_args(OnError), default="row",
+                   help="a record that cannot be read or scrubbed: row (reported by file, line/row and field, left "
+                        "out of the output, exit code 1) or job (the run stops) (default: %(default)s)")
     g.add_argument("--glob", default="*", help="file-name pattern inside folders (default: all files)")
     g.add_argument("--encoding", default="utf-8", help="input encoding (default: %(default)s)")
     g.add_argument("--resume", action="store_true", help="continue an interrupted run into the same -o")
@@ -129,10 +139,15 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--locale", help="surrogate style Faker locale (default: en_US)")
     g.add_argument("--seed", help="surrogate style seed: same value, same surrogate across documents")
     g.add_argument("--with-redactions", action="store_true",
-                   help="JSONL: add a 'redactions' key with offsets, labels and replacements")
+                   help="JSONL and tables: add a 'redactions' key/column with offsets, labels and replacements")
     g.add_argument("--keep-mapping", action="store_true",
                    help="with --with-redactions: also record each original value, so that redact.restore can "
                         "undo the redaction (the output then contains the personal data)")
+    g = p.add_argument_group("engine (scale out over tables: JSONL, CSV, Parquet)")
+    g.add_argument("--engine", choices=ENGINES, default="local",
+                   help="local: this process; spark, ray, dask: a local engine of --workers workers, one model "
+                        "each (Ray joins $RAY_ADDRESS, Dask $DASK_SCHEDULER_ADDRESS when set) (default: local)")
+    g.add_argument("--workers", type=int, default=1, help="engine workers (default: %(default)s)")
     _add_model(p)
     _add_common(p)
 
@@ -214,6 +229,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; returns the exit code (the console script exits with it)."""
     parser = build_parser()
     args = parser.parse_args(argv)
+    if args.command in ("redact", "detect") and args.text_key is None:  # an append action's default is appended to
+        args.text_key = ["text"]
     restore_logging = setup_logging(args.quiet, args.verbose)
     try:
         return _dispatch(args)

@@ -5,11 +5,15 @@ import argparse
 import logging
 import sys
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterable, Iterator
 
-from .inputs import Item, Source, UsageError, count_positions, discover, iter_items
+from .inputs import TABLE_KINDS, Item, Source, UsageError, count_positions, discover, iter_items
 from .outputs import Outputs, Progress, json_line, progress_path
 from .stream import RunStats, progress_bar, run, summary
+from .tables import RowError, engine_spec, run_tables
+from ..scale.core import doc_spans, spans_key_of
+from ..scale.engines import start_engine
+from ..scale.fields import by_key, drop, parse_keys, scrubbed_record
 
 log = logging.getLogger("spacy_privfilter.cli")
 EXIT_OK, EXIT_INPUT = 0, 1
@@ -92,24 +96,6 @@ def renewer(args: argparse.Namespace, nlp: Any, *, redact: bool) -> Any:
     return lambda: build_nlp(args, redact=redact, detector=detector)
 
 
-def doc_spans(doc: Any, spans_key: str) -> list[dict[str, Any]]:
-    """The spans the pipeline put in ``doc.spans[spans_key]`` as ``{start, end, label, score}`` dicts.
-
-    Offsets are the character offsets of the token-aligned spaCy spans (what the Python API exposes and
-    what the redactor hides), see ``--alignment-mode``.
-    """
-    group = doc.spans[spans_key] if spans_key in doc.spans else []
-    scores = list(group.attrs.get("scores", [])) if len(group) else []
-    if len(scores) != len(group):
-        scores = [None] * len(group)
-    return [{"start": span.start_char, "end": span.end_char, "label": span.label_,
-             "score": None if score is None else round(float(score), 6)} for span, score in zip(group, scores)]
-
-
-def spans_key_of(nlp: Any) -> str:
-    return str(nlp.get_pipe_config("privacy_filter").get("spans_key") or "pii")
-
-
 def plan_outputs(args: argparse.Namespace, sources: list[Source], *, single_stream: bool) -> tuple[Path | None, bool]:
     """Decide where results go: ``(target, as_dir)``; target None is stdout."""
     to_stdout = args.output in (None, "-")
@@ -141,10 +127,16 @@ def plan_outputs(args: argparse.Namespace, sources: list[Source], *, single_stre
 
 
 def _execute(args: argparse.Namespace, *, command: str, redact: bool) -> int:
+    try:
+        parse_keys(args.text_key)
+    except ValueError as exc:
+        raise UsageError(f"--text-key: {exc}") from exc
     sources = discover(args.inputs, fmt=args.format, glob=args.glob)
     target, as_dir = plan_outputs(args, sources, single_stream=not redact)
     if redact and not as_dir and target is None and len(sources) != 1:
         raise UsageError("a folder or several inputs need -o FOLDER")
+    table_sources = split_table_sources(args, sources, redact=redact)
+    sources = [s for s in sources if s not in table_sources]  # the rest is streamed, as before
     # Everything that shapes the output: resuming with other inputs or options would mix two runs in one file.
     fingerprint = {key: value for key, value in sorted(vars(args).items()) if key not in NOT_FINGERPRINTED}
     fingerprint["inputs"] = [str(Path(a).resolve()) if a != "-" else "-" for a in args.inputs]
@@ -158,15 +150,30 @@ def _execute(args: argparse.Namespace, *, command: str, redact: bool) -> int:
         if state is not None:
             done, sizes = state["done"], state["sizes"]
             log.info("resuming after %d input position(s)", done)
-    if not sources:
+    if not sources and not table_sources:
         log.warning("no input files found (folder empty, or nothing matches --glob %r)", args.glob)
+    stats = RunStats()
+    if table_sources:
+        engine = start_engine(getattr(args, "engine", "local"), getattr(args, "workers", 1))
+        try:
+            spec = engine_spec(args, filter_config(args), redactor_config(args))
+            run_tables(args, table_sources, target, as_dir, engine, spec, stats)
+        finally:
+            engine.close()
+        if not sources:
+            progress.remove()
+            if not args.quiet:
+                print(summary("redacted", stats), file=sys.stderr)
+            return EXIT_INPUT if stats.errors else EXIT_OK
     nlp = build_nlp(args, redact=redact)
     outputs = Outputs(target, as_dir=as_dir, sizes=sizes)
     write = _redact_writer(args, outputs) if redact else _detect_writer(args, outputs, spans_key_of(nlp))
-    items = iter_items(sources, text_key=args.text_key, encoding=args.encoding, skip=done)
+    items = iter_items(sources, text_key=args.text_key, encoding=args.encoding, skip=done,
+                       on_missing=args.on_missing)
+    if args.on_error == "job":
+        items = stop_at_error(items)
     show_bar = not args.quiet and sys.stderr.isatty()
     bar = progress_bar(total=count_positions(sources), enabled=show_bar, initial=done)
-    stats = RunStats()
     try:
         run(nlp, items, outputs, progress, write=write, batch_size=args.batch_size, done=done, bar=bar, stats=stats,
             renew=renewer(args, nlp, redact=redact))
@@ -180,40 +187,68 @@ def _execute(args: argparse.Namespace, *, command: str, redact: bool) -> int:
     return EXIT_INPUT if stats.errors else EXIT_OK
 
 
+def split_table_sources(args: argparse.Namespace, sources: list[Source], *, redact: bool) -> list[Source]:
+    """The sources that go through an engine as tables: CSV/Parquet always, every source with --engine."""
+    engine = getattr(args, "engine", "local")
+    if getattr(args, "workers", 1) < 1:
+        raise UsageError(f"--workers must be at least 1; got {args.workers}")
+    tables = [s for s in sources if s.kind in TABLE_KINDS or engine != "local"]
+    if tables and not redact:
+        raise UsageError("detect reads text and JSONL; scrub CSV/Parquet with redact (--with-redactions keeps the "
+                         "offsets and labels)")
+    unfit = [s.display for s in tables if s.path is None or s.kind not in ("jsonl", *TABLE_KINDS)]
+    if unfit:
+        raise UsageError(f"--engine {engine} reads JSONL, CSV and Parquet files (not stdin or text); got: "
+                         f"{', '.join(unfit[:5])}")
+    return tables
+
+
+def stop_at_error(items: Iterable[Item]) -> Iterator[Item]:
+    """``items``, raising at the first one that cannot be processed (``--on-error job``)."""
+    for item in items:
+        if item.error is not None:
+            raise RowError(f"{item.error}; stopped (--on-error job)")
+        yield item
+
+
 def _redact_writer(args: argparse.Namespace, outputs: Outputs) -> Any:
-    def write(item: Item, doc: Any) -> int:
-        redactions = list(doc._.redactions or [])
+    paths = parse_keys(args.text_key)
+
+    def write(item: Item, docs: list[Any]) -> int:
+        redactions = [[dict(r) for r in doc._.redactions or []] for doc in docs]
         if item.record is not None:
-            record = dict(item.record)
-            record[args.text_key] = doc._.redacted_text
-            if args.with_redactions:
-                record["redactions"] = [dict(r) for r in redactions]
-            outputs.write_line(item, json_line(record))
+            outputs.write_line(item, json_line(scrubbed_record(
+                item.record, paths, item.slots, [doc._.redacted_text for doc in docs],
+                redactions if args.with_redactions else None)))
         elif item.line is not None:
-            outputs.write_line(item, doc._.redacted_text.replace("\n", " ") + "\n")
+            outputs.write_line(item, docs[0]._.redacted_text.replace("\n", " ") + "\n")
         else:
-            outputs.write_document(item, doc._.redacted_text)
-        return len(redactions)
+            outputs.write_document(item, docs[0]._.redacted_text)
+        return sum(map(len, redactions))
     return write
 
 
 def _detect_writer(args: argparse.Namespace, outputs: Outputs, spans_key: str) -> Any:
-    def write(item: Item, doc: Any) -> int:
-        spans = doc_spans(doc, spans_key)
+    paths = parse_keys(args.text_key)
+
+    def write(item: Item, docs: list[Any]) -> int:
+        spans = [doc_spans(doc, spans_key) for doc in docs]
         if args.with_text:
-            for span in spans:
-                span["text"] = doc.text[span["start"]:span["end"]]
+            for doc, doc_spans_ in zip(docs, spans):
+                for span in doc_spans_:
+                    span["text"] = doc.text[span["start"]:span["end"]]
         if item.record is not None:
-            record = {k: v for k, v in item.record.items() if k != args.text_key or args.with_text}
+            record = dict(item.record) if args.with_text else drop(item.record, paths)
+            record["spans"] = by_key(paths, item.slots, spans)
         else:
             record = {"file": item.source.display}
             if item.line is not None:
                 record["line"] = item.line
             if args.with_text:
-                record["text"] = doc.text
-        record["spans"] = spans
+                record["text"] = docs[0].text
+            record["spans"] = spans[0]
         outputs.write_line(item, json_line(record))
-        return len(spans)
+        return sum(map(len, spans))
     return write
 
 
