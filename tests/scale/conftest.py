@@ -56,3 +56,19 @@ def expected_rows(nlp, rows: list[dict], keys=("subject", "body")) -> list[dict]
         for row, text in zip(out, redacted(nlp, [row[key] for row in rows])):
             row[key] = text
     return out
+
+
+@pytest.fixture(scope="session")
+def local_outputs(tmp_path_factory, checkpoint):
+    """A folder of JSONL/Parquet/CSV inputs and the bytes ``--engine local`` writes for it."""
+    pytest.importorskip("pyarrow")
+    from engine_checks import redact_folder, write_inputs
+
+    root = tmp_path_factory.mktemp("scale-cli")
+    src = write_inputs(root / "in")
+    return src, redact_folder(src, root / "local", checkpoint, "local")
+
+
+@pytest.fixture(scope="module")
+def fault_dir(tmp_path_factory):
+    return tmp_path_factory.mktemp("faults")
