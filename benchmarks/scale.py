@@ -37,8 +37,8 @@ class WorkerPeak(threading.Thread):
         while not self._done.wait(0.2):
             for proc in me.children(recursive=True):
                 try:
-                    cmd = " ".join(proc.cmdline())
-                    if "python" in cmd or cmd.startswith("ray::"):
+                    # Python workers and Ray actors ("ray::..."); not the JVM or Ray's own daemons
+                    if proc.name().startswith("python") or " ".join(proc.cmdline()).startswith("ray::"):
                         self.peak_mb = max(self.peak_mb, proc.memory_info().rss / 2**20)
                 except (psutil.Error, OSError):
                     continue

@@ -46,7 +46,8 @@ class Pending:
     finish: Callable[[Any], None]
 
 
-def engine_spec(args: argparse.Namespace, filter_config: dict[str, Any], redactor_config: dict[str, Any]) -> PipelineSpec:
+def engine_spec(args: argparse.Namespace, filter_config: dict[str, Any],
+                redactor_config: dict[str, Any]) -> PipelineSpec:
     """The pipeline the workers build: the command line's options, the seed moved into the environment."""
     redactor_config = dict(redactor_config)
     seed = redactor_config.pop("seed", None)

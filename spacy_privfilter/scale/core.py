@@ -52,7 +52,9 @@ class TableJob:
     row_id_column: str | None = None
 
     def __post_init__(self) -> None:
-        parse_keys(self.text_keys)
+        keys = (self.text_keys,) if isinstance(self.text_keys, str) else tuple(self.text_keys)
+        object.__setattr__(self, "text_keys", keys)  # a list or one name is accepted too
+        parse_keys(keys)
         if self.redactions_column and not self.pipeline.redact:
             raise ValueError("redactions_column needs a redacting pipeline (redactor_config is None)")
 

@@ -60,6 +60,7 @@ class Engine:
             os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
             self.session = (SparkSession.builder.master(f"local[{workers},2]").appName("spacy-privfilter")
                             .config("spark.ui.enabled", "false")
+                            .config("spark.ui.showConsoleProgress", "false")
                             .config("spark.sql.execution.arrow.pyspark.enabled", "true")
                             .config("spark.sql.execution.arrow.maxRecordsPerBatch", "256")
                             .getOrCreate())

@@ -1,7 +1,8 @@
-"""The checks every engine must pass, shared by test_spark.py, test_ray.py and test_dask.py.
+"""The checks every engine must pass (see test_engines.py).
 
-Each engine module starts one real session (module-scoped) with the fault hook's folder in its environment, then
-calls these: equality with local ``nlp.pipe``, the CLI's byte-identical outputs, and a worker killed mid-job.
+Each engine gets one real session (module-scoped, parametrised) with the fault hook's folder in its environment,
+then calls these: equality with local ``nlp.pipe``, the CLI's byte-identical outputs, and a worker killed
+mid-job.
 """
 from __future__ import annotations
 
@@ -26,6 +27,7 @@ def session(module_name: str, fault_dir: Path, workers: int = 2):
     """Yields a started engine whose worker processes see the fault hook's folder (set before they are spawned,
     removed again afterwards, so that no other test runs with the hook on)."""
     module = pytest.importorskip(f"spacy_privfilter.scale.{module_name}")
+    fault_dir.mkdir(parents=True, exist_ok=True)
     os.environ[FAULT_DIR_ENV] = str(fault_dir)
     try:
         engine = module.Engine(workers)
