@@ -136,6 +136,7 @@ def main(argv: list[str] | None = None) -> None:
     stem.with_suffix(".json").write_text(json.dumps({"meta": meta, "results": results}, indent=2) + "\n")
     lines = [f"# Scaling out ({args.size} random checkpoint, {meta['cores']} cores)", "",
              f"- Date: {meta['date']}; {args.rows} rows x 2 text columns, {tokens:,} tokens; one run each",
+             "- One run per figure on whatever else the machine is doing: compare ratios within one run only.",
              "- vs nlp.pipe: speed relative to the first row (in-process nlp.pipe, 1 torch thread)", "",
              "| engine | workers | threads | rows/s | tokens/s | vs nlp.pipe | peak worker RSS MiB |",
              "|---|---|---|---|---|---|---|"]
