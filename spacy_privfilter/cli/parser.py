@@ -39,11 +39,14 @@ examples:
   spacy-privfilter redact notes/ -o scrubbed/ --glob '*.txt'
   spacy-privfilter redact export.jsonl -o clean.jsonl --text-key body --batch-size 64
   spacy-privfilter redact big.jsonl -o clean.jsonl --resume        continue an interrupted run
+  spacy-privfilter redact mail.jsonl -o clean.jsonl --text-key subject --text-key note.body
+  spacy-privfilter redact lake/ -o clean/ --text-key body --engine ray --workers 4   CSV/Parquet/JSONL folder
   cat notes.txt | spacy-privfilter redact - --format lines --style mask --keep-last 4
   PRIVFILTER_HASH_KEY=secret spacy-privfilter redact notes/ -o out/ --style hash
   spacy-privfilter redact notes/ -o out/ --label-style email=hash --label-style date=surrogate --seed 7
 
-Text files become text files; JSONL records keep every key, with the text key replaced.
+Text files become text files; JSONL records keep every key and CSV/Parquet rows every column, with the text
+fields replaced.
 Without -o the result goes to stdout (one input only). A folder or several inputs need -o FOLDER.
 """
 
