@@ -70,10 +70,14 @@ def check_killed_worker(engine, checkpoint, nlp, fault_dir: Path, count: int = 6
 
 
 def write_inputs(folder: Path, count: int = 50) -> Path:
+    """JSONL, Parquet and CSV of the same rows; JSONL and Parquet each hold one malformed row (a broken JSON line,
+    a null subject) that every engine alike reports and leaves out. (CSV writes the null as an empty string.)"""
     rows = make_rows(count, seed=3)
     folder.mkdir(parents=True, exist_ok=True)
-    (folder / "a.jsonl").write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows),
-                                    encoding="utf-8")
+    lines = [json.dumps(r, ensure_ascii=False) + "\n" for r in rows]
+    lines.insert(7, '{"id": -1, "subject": "broken\n')
+    (folder / "a.jsonl").write_text("".join(lines), encoding="utf-8")
+    rows[11] = {**rows[11], "subject": None}
     table = pa.Table.from_pylist(rows)
     pq.write_table(table, folder / "b.parquet")
     pcsv.write_csv(table.drop(["note"]), folder / "c.csv")
@@ -84,7 +88,7 @@ def redact_folder(src: Path, out: Path, checkpoint, engine: str) -> dict[str, by
     code = main(["redact", str(src), "-o", str(out), "--model", str(checkpoint), "-q", "--engine", engine,
                  "--workers", "2", "--batch-size", "16", "--with-redactions",
                  "--text-key", "subject", "--text-key", "body"])
-    assert code == 0
+    assert code == 1  # the malformed rows are reported, the rest is written
     return {p.name: p.read_bytes() for p in sorted(out.iterdir())}
 
 
@@ -93,3 +97,4 @@ def check_cli_byte_identical(engine_name: str, tmp_path: Path, checkpoint, local
     got = redact_folder(src, tmp_path / engine_name, checkpoint, engine_name)
     assert sorted(got) == ["a.jsonl", "b.parquet", "c.csv"]
     assert got == reference
+    assert got["a.jsonl"].count(b"\n") == 50 and pq.read_table(tmp_path / engine_name / "b.parquet").num_rows == 49
