@@ -2,6 +2,9 @@
 tests): equal to local nlp.pipe, byte-identical CLI outputs, and a worker killed mid-job that costs no row."""
 from __future__ import annotations
 
+import os
+import shutil
+
 import pytest
 
 import engine_checks as checks
@@ -13,6 +16,8 @@ FRAMEWORK = {"spark": "pyspark", "ray": "ray.data", "dask": "distributed"}
 @pytest.fixture(scope="module", params=sorted(FRAMEWORK))
 def engine(request, fault_dir):
     pytest.importorskip(FRAMEWORK[request.param])
+    if request.param == "spark" and not (shutil.which("java") or os.environ.get("JAVA_HOME")):
+        pytest.skip("Spark needs Java 17+")
     yield from checks.session(request.param, fault_dir / request.param)
 
 
