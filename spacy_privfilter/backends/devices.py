@@ -37,3 +37,11 @@ def missing_torch_device(device: str) -> str | None:
     if device == "mps" and not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
         return "device 'mps' is not available on this machine"
     return None
+
+
+def set_torch_threads(threads: int) -> None:
+    """torch's intra-op thread count, when torch is installed (a worker's share of the machine's cores)."""
+    if has_torch():
+        import torch
+
+        torch.set_num_threads(threads)

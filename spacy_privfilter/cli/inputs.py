@@ -19,9 +19,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, BinaryIO, Iterator, Literal, Sequence, get_args
 
-Format = Literal["auto", "text", "jsonl", "lines"]
+from ..scale.fields import FieldError, OnMissing, Slot, extract, parse_keys
+
+Format = Literal["auto", "text", "jsonl", "lines", "csv", "parquet"]
 FORMATS: tuple[str, ...] = get_args(Format)
 JSONL_SUFFIXES = (".jsonl", ".ndjson")
+TABLE_SUFFIXES = {".csv": "csv", ".parquet": "parquet", ".pq": "parquet"}
+TABLE_KINDS = ("csv", "parquet")
 BINARY_SNIFF_BYTES = 8192
 _LONE_SURROGATE = re.compile("[\ud800-\udfff]")
 log = logging.getLogger("spacy_privfilter.cli")
@@ -37,8 +41,8 @@ class Source:
 
     Attributes:
         path: the file to read; None for stdin.
-        kind: "text" (the whole file is one document), "jsonl" (one JSON object per line) or "lines"
-            (one document per line).
+        kind: "text" (the whole file is one document), "jsonl" (one JSON object per line), "lines"
+            (one document per line), or a table ("csv", "parquet"; one record per row).
         dest: output name relative to the output folder (used when writing a mirrored tree).
         display: the name used in messages.
     """
@@ -51,13 +55,25 @@ class Source:
 
 @dataclass(frozen=True)
 class Item:
-    """One input position: a document to process, a blank line to pass over, or an error to report."""
+    """One input position: a document to process, a blank line to pass over, or an error to report.
+
+    A JSONL record carries its documents in ``texts`` (one per string of its text fields, see ``slots``).
+    """
 
     source: Source
     line: int | None
     text: str | None = None
     record: dict[str, Any] | None = None
     error: str | None = None
+    slots: tuple[Slot, ...] = ()
+    texts: tuple[str, ...] = ()
+
+    @property
+    def documents(self) -> tuple[str, ...]:
+        """The texts to run through the pipeline for this position."""
+        if self.record is not None:
+            return self.texts
+        return () if self.text is None else (self.text,)
 
     @property
     def where(self) -> str:
@@ -69,6 +85,8 @@ def source_kind(path: Path | None, fmt: str) -> str:
         return fmt
     if path is not None and path.suffix.lower() in JSONL_SUFFIXES:
         return "jsonl"
+    if path is not None and path.suffix.lower() in TABLE_SUFFIXES:
+        return TABLE_SUFFIXES[path.suffix.lower()]
     return "text"
 
 
@@ -132,15 +150,17 @@ class StdinDigest:
         self.expected = None
 
 
-def iter_items(sources: Sequence[Source], *, text_key: str = "text", encoding: str = "utf-8",
-               skip: int = 0, stdin_digest: StdinDigest | None = None, max_bytes: int | None = None
-               ) -> Iterator[Item]:
+def iter_items(sources: Sequence[Source], *, text_key: str | Sequence[str] = "text", encoding: str = "utf-8",
+               skip: int = 0, stdin_digest: StdinDigest | None = None, max_bytes: int | None = None,
+               on_missing: OnMissing = "error") -> Iterator[Item]:
     """Yield one ``Item`` per input position, lazily; the first ``skip`` positions are passed over unread.
 
     Text files are passed over without being opened; JSONL lines are counted but not parsed. Stdin bytes
     (skipped or not) go into ``stdin_digest``, which is verified when the skipping ends, before any item.
     A whole-text input over ``max_bytes`` is an error item, found from its size before anything is read.
+    ``text_key``: one or several field paths (``note.body``) of JSONL records, each a string or a list of strings.
     """
+    paths = parse_keys(text_key)
     digest = stdin_digest or StdinDigest()
     if not skip:
         digest.verify()
@@ -175,7 +195,7 @@ def iter_items(sources: Sequence[Source], *, text_key: str = "text", encoding: s
                     if not skip:
                         digest.verify()
                     continue
-                yield parse_line_safely(source, number, raw, text_key, encoding)
+                yield parse_line_safely(source, number, raw, paths, encoding, on_missing)
         finally:
             if handle is not sys.stdin.buffer:
                 handle.close()
@@ -274,10 +294,11 @@ def _read_text(source: Source, encoding: str, stdin_data: bytes | None = None, m
     return Item(source, None, text=text)
 
 
-def parse_line_safely(source: Source, number: int, raw: bytes, text_key: str, encoding: str) -> Item:
+def parse_line_safely(source: Source, number: int, raw: bytes, paths: Sequence[Sequence[str]], encoding: str,
+                      on_missing: OnMissing = "error") -> Item:
     """``_parse_line``, with any failure on one line turned into that line's error item (never a stopped run)."""
     try:
-        return _parse_line(source, number, raw, text_key, encoding)
+        return _parse_line(source, number, raw, paths, encoding, on_missing)
     except (ValueError, RecursionError, MemoryError) as exc:
         # json.loads: integers over sys.get_int_max_str_digits() digits raise ValueError, deep nesting
         # RecursionError. Their messages may quote the input, so only the kind is shown.
@@ -293,7 +314,8 @@ def unreadable_json(exc: BaseException) -> str:
     return f"unreadable JSON ({type(exc).__name__}, e.g. a number with more digits than Python reads)"
 
 
-def _parse_line(source: Source, number: int, raw: bytes, text_key: str, encoding: str) -> Item:
+def _parse_line(source: Source, number: int, raw: bytes, paths: Sequence[Sequence[str]], encoding: str,
+                on_missing: OnMissing) -> Item:
     where = f"{source.display}:{number}"
     if b"\x00" in raw:
         return Item(source, number, error=f"{where}: contains NUL bytes (binary data?); line skipped")
@@ -313,11 +335,12 @@ def _parse_line(source: Source, number: int, raw: bytes, text_key: str, encoding
     if not isinstance(record, dict):
         return Item(source, number, error=f"{where}: expected a JSON object, got {type(record).__name__}; "
                                           f"line skipped")
-    text = record.get(text_key)
-    if not isinstance(text, str):
-        found = "missing" if text_key not in record else f"a {type(text).__name__}, not a string"
-        # The record's other keys are not listed: in some exports the keys themselves are personal data.
-        return Item(source, number, error=f"{where}: key {text_key!r} is {found} (the record has {len(record)} "
-                                          f"key(s)); use --text-key; line skipped")
-    return Item(source, number, text=valid_unicode(text, where), record=record)
+    try:
+        slots, texts = extract(record, paths, on_missing=on_missing)
+    except FieldError as exc:
+        # The record's keys are not listed: in some exports the keys themselves are personal data.
+        return Item(source, number, error=f"{where}: {exc} (the record has {len(record)} key(s)); use --text-key, "
+                                          f"or --on-missing skip to leave such fields as they are; line skipped")
+    return Item(source, number, record=record, slots=tuple(slots),
+                texts=tuple(valid_unicode(text, where) for text in texts))
 

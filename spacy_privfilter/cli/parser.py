@@ -10,9 +10,11 @@ import logging
 import os
 import re
 import sys
-from typing import Callable, Sequence
+from typing import Callable, Sequence, get_args
 
 from .inputs import FORMATS, UsageError
+from ..scale.engines import ENGINES
+from ..scale.fields import OnError, OnMissing
 from ..errors import ConfigError, PrivFilterError
 from ..backends.base import BACKENDS, DTYPES
 from ..checkpoint.convert import CONVERT_FORMATS
@@ -41,11 +43,14 @@ examples:
   spacy-privfilter redact notes/ -o scrubbed/ --glob '*.txt'
   spacy-privfilter redact export.jsonl -o clean.jsonl --text-key body --batch-size 64
   spacy-privfilter redact big.jsonl -o clean.jsonl --resume        continue an interrupted run
+  spacy-privfilter redact mail.jsonl -o clean.jsonl --text-key subject --text-key note.body
+  spacy-privfilter redact lake/ -o clean/ --text-key body --engine ray --workers 4   CSV/Parquet/JSONL folder
   cat notes.txt | spacy-privfilter redact - --format lines --style mask --keep-last 4
   PRIVFILTER_HASH_KEY="$(cat key.txt)" spacy-privfilter redact notes/ -o out/ --style hash   (16+ bytes)
   PRIVFILTER_SURROGATE_SEED=... spacy-privfilter redact notes/ -o out/ --label-style date=surrogate
 
-Text files become text files; JSONL records keep every key, with the text key replaced.
+Text files become text files; JSONL records keep every key and CSV/Parquet rows every column, with the text
+fields replaced.
 Without -o the result goes to stdout (one input only). A folder or several inputs need -o FOLDER.
 """
 
@@ -157,7 +162,15 @@ def _add_inputs(p: argparse.ArgumentParser) -> None:
     g.add_argument("--format", choices=FORMATS, default="auto",
                    help="auto: .jsonl/.ndjson files are JSONL, others (and stdin) are whole texts; lines: one "
                         "document per line")
-    g.add_argument("--text-key", default="text", help="JSONL key holding the text (default: %(default)s)")
+    g.add_argument("--text-key", action="append", metavar="KEY",
+                   help="field holding text (default: text); repeat for several fields; note.body reads into "
+                        "nested objects; a field may hold a string or a list of strings")
+    g.add_argument("--on-missing", choices=get_args(OnMissing), default="error",
+                   help="a text field missing, null or not a string: error (the record fails, see --on-error) or "
+                        "skip (the field is written out as it is) (default: %(default)s)")
+    g.add_argument("--on-error", choices=get_args(OnError), default="row",
+                   help="a record that cannot be read or scrubbed: row (reported by file, line/row and field, left "
+                        "out of the output, exit code 1) or job (the run stops) (default: %(default)s)")
     g.add_argument("--glob", default="*", help="file-name pattern inside folders (default: all files)")
     g.add_argument("--encoding", type=encoding_name, default="utf-8", help="input encoding (default: %(default)s)")
     g.add_argument("--resume", action="store_true", help="continue an interrupted run into the same -o")
@@ -193,10 +206,15 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--seed-env", metavar="VAR",
                    help="environment variable holding the surrogate seed (default: PRIVFILTER_SURROGATE_SEED)")
     g.add_argument("--with-redactions", action="store_true",
-                   help="JSONL: add a 'redactions' key with offsets, labels and replacements")
+                   help="JSONL and tables: add a 'redactions' key/column with offsets, labels and replacements")
     g.add_argument("--keep-mapping", action="store_true",
                    help="with --with-redactions: also record each original value, so that "
                         "spacy_privfilter.restore can undo the redaction (the output then contains the personal data)")
+    g = p.add_argument_group("engine (scale out over tables: JSONL, CSV, Parquet)")
+    g.add_argument("--engine", choices=ENGINES, default="local",
+                   help="local: this process; spark, ray, dask: a local engine of --workers workers, one model "
+                        "each (Ray joins $RAY_ADDRESS, Dask $DASK_SCHEDULER_ADDRESS when set) (default: local)")
+    g.add_argument("--workers", type=int, default=1, help="engine workers (default: %(default)s)")
     _add_model(p)
     _add_recognizers(p)
     _add_common(p)
@@ -286,6 +304,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     args.quiet += args.__dict__.pop("quiet_top")
     args.verbose += args.__dict__.pop("verbose_top")
+    if args.command in ("redact", "detect") and args.text_key is None:  # an append action's default is appended to
+        args.text_key = ["text"]
     restore_logging = setup_logging(args.quiet, args.verbose)
     try:
         return _dispatch(args)

@@ -5,11 +5,16 @@ import argparse
 import logging
 import sys
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterable, Iterator
 
-from .inputs import Item, Source, StdinDigest, UsageError, count_positions, discover, input_identity, iter_items
+from .inputs import (TABLE_KINDS, Item, Source, StdinDigest, UsageError, count_positions, discover,
+                     input_identity, iter_items)
 from .outputs import Outputs, Progress, json_line, progress_path
 from .stream import RunStats, progress_bar, run, summary
+from .tables import RowError, engine_spec, run_tables
+from ..scale.core import doc_spans, spans_key_of
+from ..scale.engines import start_engine
+from ..scale.fields import by_key, drop, parse_keys, scrubbed_record
 
 log = logging.getLogger("spacy_privfilter.cli")
 EXIT_OK, EXIT_INPUT = 0, 1
@@ -121,31 +126,6 @@ def renewer(args: argparse.Namespace, nlp: Any, *, redact: bool) -> Any:
     return lambda: build_nlp(args, redact=redact, detector=detector)
 
 
-def doc_spans(doc: Any, spans_key: str, *, with_sources: bool = False) -> list[dict[str, Any]]:
-    """The spans the pipeline put in ``doc.spans[spans_key]`` as ``{start, end, label, score}`` dicts.
-
-    Offsets are the character offsets of the token-aligned spaCy spans (what the Python API exposes and
-    what the redactor hides), see ``--alignment-mode``. ``with_sources`` adds each span's ``source``
-    (``model``, ``pattern:<id>``, ``deny``, ``external``).
-    """
-    from ..pipeline.span_groups import span_scores, span_sources
-
-    if spans_key not in doc.spans:
-        return []
-    group = doc.spans[spans_key]
-    spans = [{"start": span.start_char, "end": span.end_char, "label": span.label_,
-              "score": None if score is None else round(score, 6)}
-             for span, score in zip(group, span_scores(group, fill=None))]
-    if with_sources:
-        for span, source in zip(spans, span_sources(group)):
-            span["source"] = source
-    return spans
-
-
-def spans_key_of(nlp: Any) -> str:
-    return str(nlp.get_pipe_config("privacy_filter").get("spans_key") or "pii")
-
-
 def plan_outputs(args: argparse.Namespace, sources: list[Source], *, single_stream: bool) -> tuple[Path | None, bool]:
     """Decide where results go: ``(target, as_dir)``; target None is stdout."""
     to_stdout = args.output in (None, "-")
@@ -189,10 +169,16 @@ def check_no_overlap(target: Path, inputs: list[str], sources: list[Source]) -> 
 
 
 def _execute(args: argparse.Namespace, *, command: str, redact: bool) -> int:
+    try:
+        parse_keys(args.text_key)
+    except ValueError as exc:
+        raise UsageError(f"--text-key: {exc}") from exc
     sources = discover(args.inputs, fmt=args.format, glob=args.glob)
     target, as_dir = plan_outputs(args, sources, single_stream=not redact)
     if redact and not as_dir and target is None and len(sources) != 1:
         raise UsageError("a folder or several inputs need -o FOLDER")
+    table_sources = split_table_sources(args, sources, redact=redact)
+    sources = [s for s in sources if s not in table_sources]  # the rest is streamed, as before
     # Everything that shapes the output: resuming with other inputs or options would mix two runs in one file.
     fingerprint = {key: value for key, value in sorted(vars(args).items()) if key not in NOT_FINGERPRINTED}
     fingerprint["seed"] = getattr(args, "seed", None) is not None  # whether one was given, never its value
@@ -211,18 +197,33 @@ def _execute(args: argparse.Namespace, *, command: str, redact: bool) -> int:
             done, sizes = state["done"], state["sizes"]
             stdin_digest.expected = state["stdin_sha256"]
             log.info("resuming after %d input position(s)", done)
-    if not sources:
+    if not sources and not table_sources:
         log.warning("no input files found (folder empty, or nothing matches --glob %r)", args.glob)
+    stats = RunStats()
+    if table_sources:
+        engine = start_engine(getattr(args, "engine", "local"), getattr(args, "workers", 1))
+        try:
+            spec = engine_spec(args, filter_config(args), redactor_config(args))
+            run_tables(args, table_sources, target, as_dir, engine, spec, stats)
+        finally:
+            engine.close()
+        if not sources:
+            progress.remove()
+            if not args.quiet:
+                print(summary("redacted", stats), file=sys.stderr)
+            return EXIT_INPUT if stats.errors else EXIT_OK
     nlp = build_nlp(args, redact=redact)
     outputs = Outputs(target, as_dir=as_dir, sizes=sizes)
     write = _redact_writer(args, outputs) if redact else \
         _detect_writer(args, outputs, spans_key_of(nlp), with_sources="privacy_patterns" in nlp.pipe_names)
     # A text file over 4 bytes per character allowed cannot fit nlp.max_length: refuse it before reading it.
     items = iter_items(sources, text_key=args.text_key, encoding=args.encoding, skip=done, stdin_digest=stdin_digest,
-                       max_bytes=4 * nlp.max_length if getattr(nlp, "max_length", 0) else None)
+                       max_bytes=4 * nlp.max_length if getattr(nlp, "max_length", 0) else None,
+                       on_missing=args.on_missing)
+    if args.on_error == "job":
+        items = stop_at_error(items)
     show_bar = not args.quiet and sys.stderr.isatty()
     bar = progress_bar(total=count_positions(sources), enabled=show_bar, initial=done)
-    stats = RunStats()
     try:
         run(nlp, items, outputs, progress, write=write, batch_size=args.batch_size, done=done, bar=bar, stats=stats,
             renew=renewer(args, nlp, redact=redact))
@@ -257,40 +258,68 @@ def check_unchanged_since(target: Path, sources: list[Source]) -> None:
                              f"had finished); run without --resume to redo it")
 
 
+def split_table_sources(args: argparse.Namespace, sources: list[Source], *, redact: bool) -> list[Source]:
+    """The sources that go through an engine as tables: CSV/Parquet always, every source with --engine."""
+    engine = getattr(args, "engine", "local")
+    if getattr(args, "workers", 1) < 1:
+        raise UsageError(f"--workers must be at least 1; got {args.workers}")
+    tables = [s for s in sources if s.kind in TABLE_KINDS or engine != "local"]
+    if tables and not redact:
+        raise UsageError("detect reads text and JSONL; scrub CSV/Parquet with redact (--with-redactions keeps the "
+                         "offsets and labels)")
+    unfit = [s.display for s in tables if s.path is None or s.kind not in ("jsonl", *TABLE_KINDS)]
+    if unfit:
+        raise UsageError(f"--engine {engine} reads JSONL, CSV and Parquet files (not stdin or text); got: "
+                         f"{', '.join(unfit[:5])}")
+    return tables
+
+
+def stop_at_error(items: Iterable[Item]) -> Iterator[Item]:
+    """``items``, raising at the first one that cannot be processed (``--on-error job``)."""
+    for item in items:
+        if item.error is not None:
+            raise RowError(f"{item.error}; stopped (--on-error job)")
+        yield item
+
+
 def _redact_writer(args: argparse.Namespace, outputs: Outputs) -> Any:
-    def write(item: Item, doc: Any) -> int:
-        redactions = list(doc._.redactions or [])
+    paths = parse_keys(args.text_key)
+
+    def write(item: Item, docs: list[Any]) -> int:
+        redactions = [[dict(r) for r in doc._.redactions or []] for doc in docs]
         if item.record is not None:
-            record = dict(item.record)
-            record[args.text_key] = doc._.redacted_text
-            if args.with_redactions:
-                record["redactions"] = [dict(r) for r in redactions]
-            outputs.write_line(item, json_line(record))
+            outputs.write_line(item, json_line(scrubbed_record(
+                item.record, paths, item.slots, [doc._.redacted_text for doc in docs],
+                redactions if args.with_redactions else None)))
         elif item.line is not None:
-            outputs.write_line(item, doc._.redacted_text.replace("\n", " ") + "\n")
+            outputs.write_line(item, docs[0]._.redacted_text.replace("\n", " ") + "\n")
         else:
-            outputs.write_document(item, doc._.redacted_text)
-        return len(redactions)
+            outputs.write_document(item, docs[0]._.redacted_text)
+        return sum(map(len, redactions))
     return write
 
 
 def _detect_writer(args: argparse.Namespace, outputs: Outputs, spans_key: str, *, with_sources: bool) -> Any:
-    def write(item: Item, doc: Any) -> int:
-        spans = doc_spans(doc, spans_key, with_sources=with_sources)
+    paths = parse_keys(args.text_key)
+
+    def write(item: Item, docs: list[Any]) -> int:
+        spans = [doc_spans(doc, spans_key, with_sources=with_sources) for doc in docs]
         if args.with_text:
-            for span in spans:
-                span["text"] = doc.text[span["start"]:span["end"]]
+            for doc, doc_spans_ in zip(docs, spans):
+                for span in doc_spans_:
+                    span["text"] = doc.text[span["start"]:span["end"]]
         if item.record is not None:
-            record = {k: v for k, v in item.record.items() if k != args.text_key or args.with_text}
+            record = dict(item.record) if args.with_text else drop(item.record, paths)
+            record["spans"] = by_key(paths, item.slots, spans)
         else:
             record = {"file": item.source.display}
             if item.line is not None:
                 record["line"] = item.line
             if args.with_text:
-                record["text"] = doc.text
-        record["spans"] = spans
+                record["text"] = docs[0].text
+            record["spans"] = spans[0]
         outputs.write_line(item, json_line(record))
-        return len(spans)
+        return sum(map(len, spans))
     return write
 
 

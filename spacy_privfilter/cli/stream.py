@@ -60,7 +60,8 @@ def progress_bar(*, total: int | None, enabled: bool, initial: int = 0) -> Any:
 def run(nlp: Any, items: Iterable[Item], outputs: Outputs, progress: Progress, *,
         write: Callable[[Item, Any], int], batch_size: int, done: int = 0, bar: Any = None,
         stats: RunStats | None = None, renew: Callable[[], Any] | None = None) -> RunStats:
-    """Process ``items`` in batches; ``write(item, doc)`` writes one result and returns its span count.
+    """Process ``items`` in batches; ``write(item, docs)`` writes one result (``docs``: one per document of the
+    item, see ``Item.documents``) and returns its span count.
 
     Error items are reported (file and line, never text) and counted; nothing is written for them.
     ``done`` is the number of positions an earlier, interrupted run finished (resume). ``renew()`` returns a
@@ -70,14 +71,14 @@ def run(nlp: Any, items: Iterable[Item], outputs: Outputs, progress: Progress, *
     progress.save(done, outputs.sizes)
     for batch in batched(items, batch_size):
         batch = [_within_limit(item, getattr(nlp, "max_length", 0)) for item in batch]
-        docs = iter(nlp.pipe([item.text for item in batch if item.text is not None], batch_size=batch_size))
+        docs = iter(nlp.pipe([text for item in batch for text in item.documents], batch_size=batch_size))
         for item in batch:
             if item.error is not None:
                 stats.errors += 1
                 stats.error_messages.append(item.error)
                 log.error("%s", item.error)
-            elif item.text is not None:
-                stats.spans += write(item, next(docs))
+            elif item.text is not None or item.record is not None:
+                stats.spans += write(item, [next(docs) for _ in item.documents])
                 stats.docs += 1
         outputs.flush()
         done += len(batch)
@@ -94,8 +95,9 @@ def run(nlp: Any, items: Iterable[Item], outputs: Outputs, progress: Progress, *
 
 def _within_limit(item: Item, max_length: int) -> Item:
     """``item``, or an error item when its text is longer than spaCy accepts (which would stop the whole run)."""
-    if max_length and item.text is not None and len(item.text) > max_length:
-        return Item(item.source, item.line, error=f"{item.where}: {len(item.text)} characters, more than spaCy's "
+    longest = max(map(len, item.documents), default=0)
+    if max_length and longest > max_length:
+        return Item(item.source, item.line, error=f"{item.where}: {longest} characters, more than spaCy's "
                                                   f"nlp.max_length of {max_length}; split it into smaller documents; "
                                                   f"skipped")
     return item

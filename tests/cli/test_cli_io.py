@@ -72,7 +72,7 @@ def test_bad_inputs_name_file_and_line_never_text(tmp_path):
     sources = discover([str(good), str(tmp_path / "missing.txt"), str(binary), str(latin), str(data)])
     items = list(iter_items(sources))
     errors = [i.error for i in items if i.error]
-    assert [i.text for i in items if i.text is not None] == [f"Dear {SECRET}", SECRET, "last"]
+    assert [t for i in items for t in i.documents] == [f"Dear {SECRET}", SECRET, "last"]
     assert len(errors) == 7
     expected = ["missing.txt: no such file", "image.txt: looks like a binary", "latin.txt:2: not valid utf-8",
                 "data.jsonl:3: invalid JSON", "data.jsonl:4: expected a JSON object",
@@ -87,7 +87,7 @@ def test_bad_inputs_name_file_and_line_never_text(tmp_path):
 def test_skip_passes_over_positions_without_reading(tmp_path):
     data = tmp_path / "d.jsonl"
     data.write_text("".join(json.dumps({"text": str(i)}) + "\n" for i in range(5)))
-    texts = [i.text for i in iter_items(discover([str(tmp_path / "gone.txt"), str(data)]), skip=3)]
+    texts = [t for i in iter_items(discover([str(tmp_path / "gone.txt"), str(data)]), skip=3) for t in i.documents]
     assert texts == ["2", "3", "4"]  # position 1 was the missing file: skipped, not reported again
 
 
@@ -98,11 +98,11 @@ def _redact_run(sources, target, *, as_dir, nlp, resume=False, batch_size=3):
     done, sizes = (state["done"], state["sizes"]) if state else (0, {})
     outputs = Outputs(target, as_dir=as_dir, sizes=sizes)
 
-    def write(item, doc):
+    def write(item, docs):
         if item.record is not None:
-            outputs.write_line(item, json_line({**item.record, "text": doc}))
+            outputs.write_line(item, json_line({**item.record, "text": docs[0]}))
         else:
-            outputs.write_document(item, doc)
+            outputs.write_document(item, docs[0])
         return 0
 
     items = iter_items(sources, skip=done)
