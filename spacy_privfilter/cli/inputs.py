@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, BinaryIO, Iterator, Literal, Sequence, get_args
 
+from ..jsonl import json_error, unreadable_json
 from ..scale.fields import FieldError, OnMissing, Slot, extract, parse_keys
 
 Format = Literal["auto", "text", "jsonl", "lines", "csv", "parquet"]
@@ -256,11 +257,6 @@ def valid_unicode(text: str, where: str) -> str:
     return text
 
 
-def json_error(exc: json.JSONDecodeError) -> str:
-    """``invalid JSON (reason, column N)``; json's own messages may end in " at" before the position."""
-    return f"invalid JSON ({exc.msg.removesuffix(' at')}, column {exc.colno})"
-
-
 def _read_text(source: Source, encoding: str, stdin_data: bytes | None = None, max_bytes: int | None = None
                ) -> Item:
     too_big = f"{source.display}: more than {max_bytes} bytes, longer than spaCy's nlp.max_length allows; split it " \
@@ -303,15 +299,6 @@ def parse_line_safely(source: Source, number: int, raw: bytes, paths: Sequence[S
         # json.loads: integers over sys.get_int_max_str_digits() digits raise ValueError, deep nesting
         # RecursionError. Their messages may quote the input, so only the kind is shown.
         return Item(source, number, error=f"{source.display}:{number}: {unreadable_json(exc)}; line skipped")
-
-
-def unreadable_json(exc: BaseException) -> str:
-    """What went wrong in a JSON line that the parser could not finish, without quoting it."""
-    if isinstance(exc, RecursionError):
-        return "unreadable JSON (nested too deeply)"
-    if isinstance(exc, MemoryError):
-        return "unreadable JSON (too large to hold in memory)"
-    return f"unreadable JSON ({type(exc).__name__}, e.g. a number with more digits than Python reads)"
 
 
 def _parse_line(source: Source, number: int, raw: bytes, paths: Sequence[Sequence[str]], encoding: str,

@@ -12,7 +12,8 @@ from itertools import islice
 from pathlib import Path
 from typing import Any, Iterator
 
-from .inputs import UsageError, json_error, unreadable_json, valid_unicode
+from .inputs import UsageError, valid_unicode
+from ..jsonl import read_records
 from ..backends.devices import available_devices
 from ..evaluate import Evaluation, annotated_labels, span_problem
 
@@ -26,25 +27,7 @@ class InputError(Exception):
 
 def read_jsonl(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
     """``(line number, record)`` for each non-blank line; bad lines raise InputError naming file and line."""
-    try:
-        handle = open(path, "rb")
-    except OSError as exc:
-        raise InputError(f"{path}: cannot read ({exc.strerror or type(exc).__name__})") from exc
-    with handle:
-        for number, raw in enumerate(handle, 1):
-            if not raw.strip():
-                continue
-            try:
-                record = json.loads(raw.decode("utf-8"))
-            except UnicodeDecodeError as exc:
-                raise InputError(f"{path}:{number}: not valid utf-8 (byte {exc.start} of the line)") from exc
-            except json.JSONDecodeError as exc:
-                raise InputError(f"{path}:{number}: {json_error(exc)}") from exc
-            except (ValueError, RecursionError, MemoryError) as exc:  # huge integers, deep nesting
-                raise InputError(f"{path}:{number}: {unreadable_json(exc)}") from None
-            if not isinstance(record, dict):
-                raise InputError(f"{path}:{number}: expected a JSON object, got {type(record).__name__}")
-            yield number, record
+    return read_records(path, error=InputError)
 
 
 def _gold(path: Path, args: argparse.Namespace) -> Iterator[tuple[str, int, dict[str, Any], str, list[Any]]]:

@@ -7,11 +7,11 @@ that group is absent) hold the gold spans. Errors name the file, line (or doc nu
 from __future__ import annotations
 
 import hashlib
-import json
 from pathlib import Path
 from typing import Iterable, Mapping, NamedTuple, Sequence
 
 from ..errors import ConfigError, PrivFilterError
+from ..jsonl import read_records
 
 DOCBIN_SUFFIX = ".spacy"
 
@@ -64,29 +64,14 @@ def load_examples(paths: str | Path | Iterable[str | Path], *, text_key: str = "
 
 
 def _jsonl_rows(path: Path, text_key: str, spans_key: str):
-    try:
-        handle = open(path, "rb")
-    except OSError as exc:
-        raise DataError(f"{path}: cannot read ({exc.strerror or type(exc).__name__})") from exc
-    with handle:
-        for number, raw in enumerate(handle, 1):
-            if not raw.strip():
-                continue
-            where = f"{path}:{number}"
-            try:
-                record = json.loads(raw.decode("utf-8"))
-            except UnicodeDecodeError as exc:
-                raise DataError(f"{where}: not valid utf-8 (byte {exc.start} of the line)") from exc
-            except json.JSONDecodeError as exc:
-                raise DataError(f"{where}: invalid JSON at column {exc.colno}") from exc
-            if not isinstance(record, dict):
-                raise DataError(f"{where}: expected a JSON object, got {type(record).__name__}")
-            text, spans = record.get(text_key), record.get(spans_key)
-            if not isinstance(text, str):
-                raise DataError(f"{where}: field {text_key!r} must be a string")
-            if not isinstance(spans, list):
-                raise DataError(f"{where}: field {spans_key!r} must be a list of spans")
-            yield where, text, spans, str(record.get("source") or "")
+    for number, record in read_records(path, error=DataError):
+        where = f"{path}:{number}"
+        text, spans = record.get(text_key), record.get(spans_key)
+        if not isinstance(text, str):
+            raise DataError(f"{where}: field {text_key!r} must be a string")
+        if not isinstance(spans, list):
+            raise DataError(f"{where}: field {spans_key!r} must be a list of spans")
+        yield where, text, spans, str(record.get("source") or "")
 
 
 def _docbin_rows(path: Path, spans_key: str):
