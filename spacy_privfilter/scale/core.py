@@ -14,7 +14,7 @@ from typing import Any, Iterable, Sequence
 from .fields import FieldError, OnError, OnMissing, by_key, extract, parse_keys, replace
 from .spec import PipelineSpec, maybe_fail, worker_nlp
 
-PYARROW_HINT = 'pip install "spacy-privfilter[scale]" (or: pip install pyarrow)'
+PYARROW_HINT = 'pip install pyarrow  (or the scale extra from a clone: pip install ".[scale]")'
 
 
 def require_pyarrow() -> Any:

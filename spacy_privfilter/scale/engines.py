@@ -11,9 +11,11 @@ EngineName = Literal["local", "spark", "ray", "dask"]
 ENGINES: tuple[str, ...] = get_args(EngineName)
 # The exact install that provides each engine (named in the error when it is missing).
 INSTALL = {
-    "spark": 'pip install "spacy-privfilter[scale]" (or: pip install pyspark pyarrow pandas; Spark needs Java 17+)',
-    "ray": 'pip install "spacy-privfilter[scale]" (or: pip install "ray[data]" pyarrow pandas)',
-    "dask": 'pip install "spacy-privfilter[scale]" (or: pip install "dask[distributed]" pyarrow pandas)',
+    "spark": 'pip install pyspark pyarrow "pandas<3"  (or the scale extra from a clone: pip install ".[scale]"; '
+             'Spark needs Java 17+)',
+    "ray": 'pip install "ray[data]" pyarrow "pandas<3"  (or the scale extra from a clone: pip install ".[scale]")',
+    "dask": 'pip install "dask[distributed]" pyarrow "pandas<3"  (or the scale extra from a clone: '
+            'pip install ".[scale]")',
 }
 
 

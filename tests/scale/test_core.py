@@ -104,7 +104,9 @@ def test_engines_missing_name_the_install(monkeypatch):
             "    try:\n        start_engine(name, 1)\n"
             "    except ImportError as exc:\n        print(exc)\n")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120).stdout
-    assert out.count('pip install "spacy-privfilter[scale]"') == 3, out
+    assert out.count('pip install ".[scale]"') == 3, out
+    for install in ('pip install "ray[data]"', 'pip install "dask[distributed]"', "pip install pyspark"):
+        assert install in out, out
 
 
 def test_importing_scale_imports_no_framework():
