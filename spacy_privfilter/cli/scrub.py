@@ -10,6 +10,7 @@ from typing import Any
 from .inputs import Item, Source, UsageError, count_positions, discover, iter_items
 from .outputs import Outputs, Progress, json_line, progress_path
 from .stream import RunStats, progress_bar, run, summary
+from ..backends.base import RUNTIME_OPTIONS
 
 log = logging.getLogger("spacy_privfilter.cli")
 EXIT_OK, EXIT_INPUT = 0, 1
@@ -46,6 +47,9 @@ def filter_config(args: argparse.Namespace) -> dict[str, Any]:
         config["max_batch_tokens"] = args.max_batch_tokens
     if args.alignment_mode is not None:
         config["alignment_mode"] = args.alignment_mode
+    runtime_options = {key: getattr(args, key) for key in RUNTIME_OPTIONS["torch"] if getattr(args, key) is not None}
+    if runtime_options:
+        config["runtime_options"] = runtime_options
     return config
 
 

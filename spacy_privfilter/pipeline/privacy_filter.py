@@ -47,6 +47,7 @@ DEFAULT_CONFIG: Dict[str, Any] = {
     "alignment_mode": "expand",
     "max_batch_tokens": 16384,
     "save_model": "copy",
+    "runtime_options": {},
 }
 
 
@@ -75,6 +76,7 @@ def make_privacy_filter(
     alignment_mode: AlignmentMode,
     max_batch_tokens: int,
     save_model: SaveModel,
+    runtime_options: Dict[str, Any],
 ) -> "PrivacyFilter":
     """Build a ``privacy_filter`` component.
 
@@ -96,21 +98,27 @@ def make_privacy_filter(
         max_batch_tokens: most model tokens per forward pass (caps memory; long docs are windowed).
         save_model: ``copy`` stores the model files in the saved pipeline (offline load); ``reference`` only
             stores the model name.
+        runtime_options: how the runtime loads the model, checked against ``backend`` (torch:
+            ``quantized_experts`` keep|dequantize, ``expert_precision`` auto|float32|bfloat16, ``pack_experts``
+            null|true|false; MLX takes none).
     """
     settings = FilterSettings(
         model=model, revision=revision, backend=backend, device=device, dtype=dtype, spans_key=spans_key,
         set_ents=set_ents, ents_policy=ents_policy, labels=labels, label_map=label_map, threshold=threshold,
         label_thresholds=label_thresholds, viterbi_biases=viterbi_biases, alignment_mode=alignment_mode,
-        max_batch_tokens=max_batch_tokens, save_model=save_model)
+        max_batch_tokens=max_batch_tokens, save_model=save_model, runtime_options=runtime_options)
     declare_requirements(nlp.meta, backend=backend, model=model)
     return PrivacyFilter(nlp.vocab, name=name, settings=settings)
 
 
-def load_detector(model: str, *, revision: Optional[str], backend: str, device: str, dtype: str, **options: Any):
+def load_detector(model: str, *, revision: Optional[str], backend: str, device: str, dtype: str,
+                  runtime_options: Optional[Dict[str, Any]] = None, **options: Any):
     """A Detector over the process-wide shared model for these settings (``options``: the Detector's own)."""
     from ..detector import Detector
 
-    return Detector(shared_backend(model, revision=revision, backend=backend, device=device, dtype=dtype), **options)
+    loaded = shared_backend(model, revision=revision, backend=backend, device=device, dtype=dtype,
+                            **(runtime_options or {}))
+    return Detector(loaded, **options)
 
 
 def _spans_for_scoring(doc: Doc, attr: str) -> Iterable[Any]:
@@ -177,6 +185,7 @@ class PrivacyFilter(ModelStorage, Pipe):
         device = resolve_device(s.device, backend)
         check_device(device, backend, component=self.name)
         return load_detector(model, revision=revision, backend=backend, device=device, dtype=s.dtype,
+                             runtime_options=dict(s.runtime_options),
                              tokenizer=tokenizer, max_tokens=min(DETECTOR_MAX_TOKENS, s.max_batch_tokens),
                              max_batch_tokens=s.max_batch_tokens,
                              biases=dict(s.viterbi_biases) if s.viterbi_biases else None)
