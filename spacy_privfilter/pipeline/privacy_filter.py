@@ -25,6 +25,7 @@ from .settings import AlignmentMode, EntsPolicy, FilterSettings, SaveModel
 from ..backends.base import Backend, DType
 from .colors import register_mapped_colors
 from .runtime import check_device, declare_requirements, resolve_device, shared_backend
+from ..memory import HeapTrimmer
 from ..spans import CharSpan
 from ..recognizers.engine import MODEL_SOURCE
 
@@ -152,6 +153,7 @@ class PrivacyFilter(ModelStorage, Pipe):
         self._source: Tuple[str, Optional[str]] = (settings.model, settings.revision)
         self._tmpdir: Optional[tempfile.TemporaryDirectory] = None
         self._classes: Optional[Tuple[str, ...]] = None  # the model's span classes, once known
+        self._trimmer = HeapTrimmer()  # keeps long runs near the model's size (see memory.py)
         check_device(settings.device, settings.backend, component=name)
         if settings.label_map:
             register_mapped_colors(settings.label_map)
@@ -250,6 +252,7 @@ class PrivacyFilter(ModelStorage, Pipe):
         todo = [i for i, text in enumerate(texts) if not _is_blank(text)]
         if todo:
             found = self.detector.detect_batch([texts[i] for i in todo])
+            self._trimmer.after_batch()
             if len(found) != len(todo):
                 raise RuntimeError(f"detector returned {len(found)} results for {len(todo)} texts")
             for i, spans in zip(todo, found):
