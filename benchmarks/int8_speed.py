@@ -4,7 +4,8 @@ Usage: ``python -m benchmarks.int8_speed [--cache /tmp/privfilter-bench] [--leng
 Each variant loads in its own fresh process from the same cached checkpoints (written once); one text per
 call, median of ``--repeats`` calls after a warm-up. ``int8-keep-alloc`` is the kept path with a fresh
 dequantization buffer per expert (the path before buffers were reused), for the before/after ratio.
-``--profile`` prints where the kept 8-bit path spends its time at the first length.
+``int8-keep-f32`` (opt-in, not the default) runs the kept experts' matmuls in float32, skipping the bfloat16
+rounding pass. ``--profile`` prints where the kept 8-bit path spends its time at the first length.
 """
 from __future__ import annotations
 
@@ -21,7 +22,9 @@ from .checkpoints import ensure
 
 VARIANTS = {"bf16": ("hf", {}), "int8-keep": ("mlx-8bit", {"quantized_experts": "keep"}),
             "int8-keep-alloc": ("mlx-8bit", {"quantized_experts": "keep"}),
-            "int8-dequantize": ("mlx-8bit", {"quantized_experts": "dequantize"})}
+            "int8-dequantize": ("mlx-8bit", {"quantized_experts": "dequantize"}),
+            "int8-keep-f32": ("mlx-8bit", {"quantized_experts": "keep", "expert_precision": "float32"})}
+DEFAULT_VARIANTS = ("bf16", "int8-keep", "int8-keep-alloc", "int8-dequantize")
 
 
 def child(variant: str, folder: str, lengths: list[int], repeats: int, profile: bool) -> dict:
@@ -62,7 +65,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--cache", type=Path, default=Path("/tmp/privfilter-bench"))
     parser.add_argument("--lengths", default="128,512")
     parser.add_argument("--repeats", type=int, default=5)
-    parser.add_argument("--variants", default=",".join(VARIANTS))
+    parser.add_argument("--variants", default=",".join(DEFAULT_VARIANTS), help=f"of {', '.join(VARIANTS)}")
     parser.add_argument("--profile", action="store_true")
     parser.add_argument("--child", nargs=2, metavar=("VARIANT", "CHECKPOINT"), help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
