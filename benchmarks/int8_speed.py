@@ -2,8 +2,7 @@
 
 Usage: ``python -m benchmarks.int8_speed [--cache /tmp/privfilter-bench] [--lengths 128,512] [--profile]``.
 Each variant loads in its own fresh process from the same cached checkpoints (written once); one text per
-call, median of ``--repeats`` calls after a warm-up. ``int8-keep-alloc`` is the kept path with a fresh
-dequantization buffer per expert (the path before buffers were reused), for the before/after ratio.
+call, median of ``--repeats`` calls after a warm-up.
 ``int8-keep-f32`` (opt-in, not the default) runs the kept experts' matmuls in float32, skipping the bfloat16
 rounding pass. ``--profile`` prints where the kept 8-bit path spends its time at the first length.
 """
@@ -21,10 +20,9 @@ from . import setup_environment
 from .checkpoints import ensure
 
 VARIANTS = {"bf16": ("hf", {}), "int8-keep": ("mlx-8bit", {"quantized_experts": "keep"}),
-            "int8-keep-alloc": ("mlx-8bit", {"quantized_experts": "keep"}),
             "int8-dequantize": ("mlx-8bit", {"quantized_experts": "dequantize"}),
             "int8-keep-f32": ("mlx-8bit", {"quantized_experts": "keep", "expert_precision": "float32"})}
-DEFAULT_VARIANTS = ("bf16", "int8-keep", "int8-keep-alloc", "int8-dequantize")
+DEFAULT_VARIANTS = ("bf16", "int8-keep", "int8-dequantize", "int8-keep-f32")
 
 
 def child(variant: str, folder: str, lengths: list[int], repeats: int, profile: bool) -> dict:
@@ -33,10 +31,6 @@ def child(variant: str, folder: str, lengths: list[int], repeats: int, profile: 
 
     from spacy_privfilter.backends import load_backend
 
-    if variant == "int8-keep-alloc":
-        from spacy_privfilter.backends.torch_quant import QuantizedExperts
-
-        QuantizedExperts.expert_weight = lambda self, name, expert, dtype: getattr(self, name).rows(expert, dtype).t()
     start = time.perf_counter()
     backend = load_backend(folder, backend="torch", device="cpu", **VARIANTS[variant][1])
     out: dict = {"variant": variant, "load_s": time.perf_counter() - start, "tokens_per_s": {}}
@@ -90,10 +84,6 @@ def main(argv: list[str] | None = None) -> int:
         for variant, result in results.items():
             ratios = {n: rate / results["bf16"]["tokens_per_s"][n] for n, rate in result["tokens_per_s"].items()}
             print(f"{variant}: " + ", ".join(f"{n} tokens {r:.2f}x bf16" for n, r in ratios.items()))
-    if {"int8-keep", "int8-keep-alloc"} <= set(results):
-        print("int8-keep reused buffers vs fresh: " + ", ".join(
-            f"{n} tokens {results['int8-keep']['tokens_per_s'][n] / rate:.2f}x"
-            for n, rate in results["int8-keep-alloc"]["tokens_per_s"].items()))
     return 0
 
 

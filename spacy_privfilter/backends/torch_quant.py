@@ -12,7 +12,6 @@ per-expert dequantization on every call). ``quantized_experts="dequantize"`` tra
 """
 from __future__ import annotations
 
-import threading
 from typing import Any
 
 import numpy as np
@@ -61,38 +60,6 @@ def dequantize_codes(codes: torch.Tensor, scales: torch.Tensor, biases: torch.Te
     grouped = codes.reshape(*shape[:-1], shape[-1] // group_size, group_size).to(torch.float32)
     grouped.mul_(scales.float().unsqueeze(-1)).add_(biases.float().unsqueeze(-1))
     return grouped.reshape(shape).to(dtype)
-
-
-_SCRATCH = threading.local()
-
-
-def _scratch(shape: torch.Size, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
-    """A per-thread buffer of this shape and dtype, reused across calls and layers (threads never share one)."""
-    buffers = _SCRATCH.__dict__.setdefault("buffers", {})
-    key = (tuple(shape), dtype, device)
-    if key not in buffers:
-        buffers[key] = torch.empty(shape, dtype=dtype, device=device)
-    return buffers[key]
-
-
-def dequantize_reused(codes: torch.Tensor, scales: torch.Tensor, biases: torch.Tensor, *, group_size: int,
-                      dtype: torch.dtype) -> torch.Tensor:
-    """``dequantize_codes`` for one matrix [rows, cols], written into reused per-thread buffers.
-
-    The same operations in the same order, so the same values bit for bit; but no fresh allocation per
-    call: a new 3.3 MiB float32 temporary per expert matrix costs page faults (and, after a heap trim,
-    faults again), measured ~8% of the per-expert time at 16 rows on the full-size shape. The result is
-    overwritten by the next call on this thread: use it before dequantizing the next matrix.
-    """
-    rows, cols = codes.shape
-    wide = _scratch(codes.shape, torch.float32, codes.device)
-    wide.copy_(codes)
-    grouped = wide.view(rows, cols // group_size, group_size)
-    grouped.mul_(scales.float().unsqueeze(-1)).add_(biases.float().unsqueeze(-1))
-    if dtype == torch.float32:
-        return wide
-    out = _scratch(codes.shape, dtype, codes.device)
-    return out.copy_(wide)
 
 
 def dequantize(weight: QuantizedWeight, *, dtype: torch.dtype) -> torch.Tensor:
@@ -178,8 +145,5 @@ class QuantizedExperts(Experts):
         return new
 
     def expert_weight(self, name: str, expert: int, dtype: torch.dtype) -> torch.Tensor:
-        # [out, in] -> [in, out] view; addmm handles the transposed stride without a copy. The buffer is
-        # reused by the next call on this thread: _project consumes it first; clone it to keep it.
-        table = getattr(self, name)
-        return dequantize_reused(table.codes[expert], table.scales[expert], table.biases[expert],
-                                 group_size=table.group_size, dtype=dtype).t()
+        # [out, in] -> [in, out] view; addmm handles the transposed stride without a copy.
+        return getattr(self, name).rows(expert, dtype).t()
