@@ -98,3 +98,20 @@ def test_cli_flags_become_runtime_options(command) -> None:
         {"pack_experts": True}
     with pytest.raises(SystemExit):
         parser.parse_args([command, "in.txt", "--quantized-experts", "lazy"])
+
+
+def test_evaluate_takes_the_flags_too() -> None:
+    args = build_parser().parse_args(["evaluate", "gold.jsonl", "--quantized-experts", "dequantize"])
+    assert filter_config(args)["runtime_options"] == {"quantized_experts": "dequantize"}
+
+
+@pytest.mark.skipif(not has_mlx(), reason="mlx is not installed")
+def test_cli_refuses_a_torch_only_flag_on_mlx_as_a_usage_error(tmp_path, capsys) -> None:
+    from spacy_privfilter.cli.parser import EXIT_USAGE, main
+
+    (tmp_path / "in.txt").write_text("Jane Doe", encoding="utf-8")
+    code = main(["detect", str(tmp_path / "in.txt"), "--model", str(tmp_path), "--backend", "mlx",
+                 "--no-pack-experts", "-o", str(tmp_path / "out.jsonl")])
+    assert code == EXIT_USAGE
+    assert "pack_experts applies to the torch backend only" in capsys.readouterr().err
+    assert not (tmp_path / "out.jsonl").exists()
