@@ -10,7 +10,7 @@ import pytest
 import spacy_privfilter
 from component_fakes import FixedDetector, span_at
 from spacy_privfilter.api import _pipeline, redact
-from spacy_privfilter.detector import Detector
+from spacy_privfilter.pipeline import privacy_filter
 from spacy_privfilter.redaction.values import hash_value
 
 TEXT = "Call Jane at 555-201-7731."
@@ -20,7 +20,7 @@ TEXT = "Call Jane at 555-201-7731."
 def fake_model(monkeypatch):
     """Every privacy_filter pipeline loads a fixed detector; the pipeline cache starts empty."""
     spans = {TEXT: [span_at(TEXT, "Jane", "first_name"), span_at(TEXT, "555-201-7731", "phone_number")]}
-    monkeypatch.setattr(Detector, "from_pretrained", lambda model, **options: FixedDetector(spans))
+    monkeypatch.setattr(privacy_filter, "load_detector", lambda model, **options: FixedDetector(spans))
     _pipeline.cache_clear()
     yield
     _pipeline.cache_clear()
