@@ -50,7 +50,8 @@ def check_runtime_options(backend: str, options: Mapping[str, Any]) -> dict[str,
     if some runtime takes it (the runtime checks again when it loads).
     """
     if not isinstance(options, Mapping):
-        raise ConfigError(f"runtime options must be a mapping of option names to values; got {type(options).__name__}")
+        raise ConfigError(f"runtime options must be a mapping of option names to values; got "
+                          f"{type(options).__name__}")
     if backend == "auto":
         table: dict[str, tuple[Any, ...]] = {}
         for per_backend in RUNTIME_OPTIONS.values():
@@ -65,8 +66,9 @@ def check_runtime_options(backend: str, options: Mapping[str, Any]) -> dict[str,
             raise ConfigError(f"unknown runtime option {key!r} for backend {backend!r}{hint}; valid options: {valid}")
         # type and value both: True == 1 in Python, but 1 is not a valid pack_experts value
         if not any(type(value) is type(choice) and value == choice for choice in table[key]):
+            given = _shown(value) if isinstance(value, (str, int, float, type(None))) else type(value).__name__
             raise ConfigError(f"runtime option {key!r} must be one of {', '.join(map(_shown, table[key]))}; "
-                              f"got {_shown(value) if isinstance(value, (str, int, float, type(None))) else type(value).__name__}")
+                              f"got {given}")
     return dict(options)
 
 
