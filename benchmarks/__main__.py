@@ -92,8 +92,23 @@ def select(args: argparse.Namespace) -> tuple[list[Contender], dict[str, dict], 
     return chosen, entries, workloads
 
 
+def cuda_problem() -> str | None:
+    """Why ``--device cuda`` cannot run here (no torch, or torch sees no CUDA device), or None when it can."""
+    from spacy_privfilter._compat import has_torch
+    from spacy_privfilter.backends.devices import missing_torch_device
+
+    if not has_torch():
+        return "torch is not installed"
+    return missing_torch_device("cuda")
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    if args.device == "cuda" and (problem := cuda_problem()) is not None:
+        # Nothing is measured, so nothing is written: a CPU-only machine must not leave an empty cuda report.
+        print(f"benchmarks: skipped --device cuda: {problem}; run on a machine with a CUDA GPU "
+              "(or use --device cpu)", file=sys.stderr)
+        return 0
     setup_environment()
     os.environ.update({k: str(args.threads) for k in ("OMP_NUM_THREADS", "MKL_NUM_THREADS")})
     contenders, entries, workloads = select(args)

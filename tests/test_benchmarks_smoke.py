@@ -118,3 +118,14 @@ def test_tiny_end_to_end_run_writes_table_plot_and_json(tmp_path):
     assert "| spacy-privfilter torch fp32 |" in table and "16 tok" in table
     assert (out / "cpu.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert (cache / "tiny-hf" / "config.json").is_file()
+
+
+def test_cuda_run_is_accepted_and_skips_cleanly_without_a_gpu(tmp_path, capsys):
+    from benchmarks.__main__ import cuda_problem, main
+
+    assert parse_args(["--device", "cuda"]).device == "cuda"
+    if cuda_problem() is None:
+        pytest.skip("a CUDA device is present: the real run is the benchmark itself, not this test")
+    assert main(["--device", "cuda", "--quick", "--out", str(tmp_path)]) == 0
+    assert "skipped --device cuda" in capsys.readouterr().err
+    assert not list(tmp_path.iterdir())

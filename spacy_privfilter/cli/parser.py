@@ -16,7 +16,7 @@ from .inputs import FORMATS, UsageError
 from ..scale.engines import ENGINES
 from ..scale.fields import OnError, OnMissing
 from ..errors import ConfigError, PrivFilterError
-from ..backends.base import BACKENDS, DTYPES
+from ..backends.base import BACKENDS, DTYPES, EXPERT_PRECISIONS, QUANTIZED_EXPERTS_MODES
 from ..checkpoint.convert import CONVERT_FORMATS
 from ..pipeline.settings import ALIGNMENT_MODES
 from ..redaction.values import STYLES
@@ -143,6 +143,17 @@ def _add_model(p: argparse.ArgumentParser) -> None:
                    help="how detected spans snap to spaCy tokens (default: expand)")
     g.add_argument("--batch-size", type=int, default=32, help="documents per batch (default: %(default)s)")
     g.add_argument("--lang", default="xx", help="spaCy language of the blank pipeline (default: %(default)s)")
+    _add_runtime_options(p)
+
+
+def _add_runtime_options(p: argparse.ArgumentParser) -> None:
+    """The component's ``runtime_options``; unset flags leave the runtime's defaults."""
+    g = p.add_argument_group("runtime (torch)")
+    g.add_argument("--quantized-experts", choices=QUANTIZED_EXPERTS_MODES,
+                   help="8-bit experts: keep them 8-bit (less memory) or dequantize at load (faster)")
+    g.add_argument("--expert-precision", choices=EXPERT_PRECISIONS, help="dtype of the expert matmuls")
+    g.add_argument("--pack-experts", action=argparse.BooleanOptionalAction, default=None,
+                   help="pack bfloat16 experts for oneDNN (default: wherever it applies)")
 
 
 def _add_recognizers(p: argparse.ArgumentParser) -> None:

@@ -15,6 +15,7 @@ from .tables import RowError, engine_spec, run_tables
 from ..scale.core import doc_spans, spans_key_of
 from ..scale.engines import start_engine
 from ..scale.fields import by_key, drop, parse_keys, scrubbed_record
+from ..backends.base import RUNTIME_OPTIONS
 
 log = logging.getLogger("spacy_privfilter.cli")
 EXIT_OK, EXIT_INPUT = 0, 1
@@ -51,6 +52,9 @@ def filter_config(args: argparse.Namespace) -> dict[str, Any]:
         config["max_batch_tokens"] = args.max_batch_tokens
     if args.alignment_mode is not None:
         config["alignment_mode"] = args.alignment_mode
+    runtime_options = {key: getattr(args, key) for key in RUNTIME_OPTIONS["torch"] if getattr(args, key) is not None}
+    if runtime_options:
+        config["runtime_options"] = runtime_options
     return config
 
 

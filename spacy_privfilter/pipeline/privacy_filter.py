@@ -26,6 +26,7 @@ from ..backends.base import Backend, DType
 from ..errors import ConfigError
 from .colors import register_mapped_colors
 from .runtime import check_device, declare_requirements, resolve_device, shared_backend
+from ..memory import HeapTrimmer
 from ..spans import CharSpan
 from ..recognizers.engine import MODEL_SOURCE
 
@@ -48,6 +49,7 @@ DEFAULT_CONFIG: Dict[str, Any] = {
     "alignment_mode": "expand",
     "max_batch_tokens": 16384,
     "save_model": "copy",
+    "runtime_options": {},
     "calibration": None,
 }
 
@@ -77,6 +79,7 @@ def make_privacy_filter(
     alignment_mode: AlignmentMode,
     max_batch_tokens: int,
     save_model: SaveModel,
+    runtime_options: Dict[str, Any],
     calibration: Optional[str] = None,
 ) -> "PrivacyFilter":
     """Build a ``privacy_filter`` component.
@@ -99,6 +102,9 @@ def make_privacy_filter(
         max_batch_tokens: most model tokens per forward pass (caps memory; long docs are windowed).
         save_model: ``copy`` stores the model files in the saved pipeline (offline load); ``reference`` only
             stores the model name.
+        runtime_options: how the runtime loads the model, checked against ``backend`` (torch:
+            ``quantized_experts`` keep|dequantize, ``expert_precision`` auto|float32|bfloat16, ``pack_experts``
+            null|true|false; MLX takes none).
         calibration: a ``viterbi_calibration.json`` (``spacy-privfilter calibrate``); its biases apply when
             ``viterbi_biases`` is null and its label thresholds for classes ``label_thresholds`` leaves out.
     """
@@ -112,16 +118,19 @@ def make_privacy_filter(
         model=model, revision=revision, backend=backend, device=device, dtype=dtype, spans_key=spans_key,
         set_ents=set_ents, ents_policy=ents_policy, labels=labels, label_map=label_map, threshold=threshold,
         label_thresholds=label_thresholds, viterbi_biases=viterbi_biases, alignment_mode=alignment_mode,
-        max_batch_tokens=max_batch_tokens, save_model=save_model)
+        max_batch_tokens=max_batch_tokens, save_model=save_model, runtime_options=runtime_options)
     declare_requirements(nlp.meta, backend=backend, model=model)
     return PrivacyFilter(nlp.vocab, name=name, settings=settings)
 
 
-def load_detector(model: str, *, revision: Optional[str], backend: str, device: str, dtype: str, **options: Any):
+def load_detector(model: str, *, revision: Optional[str], backend: str, device: str, dtype: str,
+                  runtime_options: Optional[Dict[str, Any]] = None, **options: Any):
     """A Detector over the process-wide shared model for these settings (``options``: the Detector's own)."""
     from ..detector import Detector
 
-    return Detector(shared_backend(model, revision=revision, backend=backend, device=device, dtype=dtype), **options)
+    loaded = shared_backend(model, revision=revision, backend=backend, device=device, dtype=dtype,
+                            **(runtime_options or {}))
+    return Detector(loaded, **options)
 
 
 def _spans_for_scoring(doc: Doc, attr: str) -> Iterable[Any]:
@@ -155,6 +164,7 @@ class PrivacyFilter(ModelStorage, Pipe):
         self._source: Tuple[str, Optional[str]] = (settings.model, settings.revision)
         self._tmpdir: Optional[tempfile.TemporaryDirectory] = None
         self._classes: Optional[Tuple[str, ...]] = None  # the model's span classes, once known
+        self._trimmer = HeapTrimmer()  # keeps long runs near the model's size (see memory.py)
         check_device(settings.device, settings.backend, component=name)
         if settings.label_map:
             register_mapped_colors(settings.label_map)
@@ -189,6 +199,7 @@ class PrivacyFilter(ModelStorage, Pipe):
         check_device(device, backend, component=self.name)
         try:
             return load_detector(model, revision=revision, backend=backend, device=device, dtype=s.dtype,
+                                 runtime_options=dict(s.runtime_options),
                                  tokenizer=tokenizer, max_tokens=min(DETECTOR_MAX_TOKENS, s.max_batch_tokens),
                                  max_batch_tokens=s.max_batch_tokens,
                                  biases=dict(s.viterbi_biases) if s.viterbi_biases else None)
@@ -259,6 +270,7 @@ class PrivacyFilter(ModelStorage, Pipe):
         todo = [i for i, text in enumerate(texts) if not _is_blank(text)]
         if todo:
             found = self.detector.detect_batch([texts[i] for i in todo])
+            self._trimmer.after_batch()
             if len(found) != len(todo):
                 raise RuntimeError(f"detector returned {len(found)} results for {len(todo)} texts")
             for i, spans in zip(todo, found):

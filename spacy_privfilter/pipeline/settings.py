@@ -8,7 +8,7 @@ import re
 from dataclasses import dataclass, field
 from typing import Any, Dict, Literal, Mapping, Optional, Tuple, get_args
 
-from ..backends.base import BACKENDS, DTYPES, Backend, DType
+from ..backends.base import BACKENDS, DTYPES, Backend, DType, check_runtime_options
 from ..errors import ConfigError
 from ..spans import check_probability
 
@@ -52,6 +52,22 @@ def _str_dict(key: str, value: Any) -> Dict[str, Any]:
     return dict(value)
 
 
+def _runtime_options(backend: str, options: Any) -> Dict[str, Any]:
+    """Checked against the runtime ``backend`` resolves to now ("auto" stays open when no runtime is installed)."""
+    from ..backends import select_backend
+    from ..errors import BackendUnavailableError
+
+    if options:
+        try:
+            backend = select_backend(backend)
+        except BackendUnavailableError:  # loading will say which runtime to install
+            pass
+    try:
+        return check_runtime_options(backend, options)
+    except ConfigError as exc:
+        raise ConfigError(f"privacy_filter: 'runtime_options': {exc}") from None
+
+
 @dataclass(frozen=True)
 class FilterSettings:
     """Options of one ``privacy_filter`` component (see ``make_privacy_filter`` for their meaning)."""
@@ -72,6 +88,7 @@ class FilterSettings:
     alignment_mode: AlignmentMode = "expand"
     max_batch_tokens: int = 16384
     save_model: SaveModel = "copy"
+    runtime_options: Mapping[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         _text("model", self.model)
@@ -120,6 +137,7 @@ class FilterSettings:
                 else type(self.max_batch_tokens).__name__
             raise ConfigError(f"privacy_filter: 'max_batch_tokens' must be a positive integer; got {shown}")
         _choice("save_model", self.save_model, SAVE_MODES)
+        object.__setattr__(self, "runtime_options", _runtime_options(self.backend, self.runtime_options))
 
     def output_label(self, label: str) -> str:
         return self.label_map.get(label, label)

@@ -1,0 +1,91 @@
+"""bfloat16 vs 8-bit (experts kept 8-bit, or dequantized at load) tokens/s on the full-size random model.
+
+Usage: ``python -m benchmarks.int8_speed [--cache /tmp/privfilter-bench] [--lengths 128,512] [--profile]``.
+Each variant loads in its own fresh process from the same cached checkpoints (written once); one text per
+call, median of ``--repeats`` calls after a warm-up.
+``int8-keep-f32`` (opt-in, not the default) runs the kept experts' matmuls in float32, skipping the bfloat16
+rounding pass. ``--profile`` prints where the kept 8-bit path spends its time at the first length.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from . import setup_environment
+from .checkpoints import ensure
+
+VARIANTS = {"bf16": ("hf", {}), "int8-keep": ("mlx-8bit", {"quantized_experts": "keep"}),
+            "int8-dequantize": ("mlx-8bit", {"quantized_experts": "dequantize"}),
+            "int8-keep-f32": ("mlx-8bit", {"quantized_experts": "keep", "expert_precision": "float32"})}
+DEFAULT_VARIANTS = ("bf16", "int8-keep", "int8-dequantize", "int8-keep-f32")
+
+
+def child(variant: str, folder: str, lengths: list[int], repeats: int, profile: bool) -> dict:
+    import numpy as np
+    import torch
+
+    from spacy_privfilter.backends import load_backend
+
+    start = time.perf_counter()
+    backend = load_backend(folder, backend="torch", device="cpu", **VARIANTS[variant][1])
+    out: dict = {"variant": variant, "load_s": time.perf_counter() - start, "tokens_per_s": {}}
+    rng = np.random.default_rng(0)
+    for length in lengths:
+        ids = rng.integers(0, 200000, (1, length))
+        mask = np.ones_like(ids, dtype=bool)
+        backend.logits(ids, mask)
+        seconds = []
+        for _ in range(repeats):
+            t0 = time.perf_counter()
+            backend.logits(ids, mask)
+            seconds.append(time.perf_counter() - t0)
+        out["tokens_per_s"][str(length)] = length / statistics.median(seconds)
+    if profile:
+        ids = rng.integers(0, 200000, (1, lengths[0]))
+        with torch.profiler.profile() as prof:
+            for _ in range(3):
+                backend.logits(ids, np.ones_like(ids, dtype=bool))
+        out["profile"] = prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=10)
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.int8_speed", description=__doc__)
+    parser.add_argument("--cache", type=Path, default=Path("/tmp/privfilter-bench"))
+    parser.add_argument("--lengths", default="128,512")
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--variants", default=",".join(DEFAULT_VARIANTS), help=f"of {', '.join(VARIANTS)}")
+    parser.add_argument("--profile", action="store_true")
+    parser.add_argument("--child", nargs=2, metavar=("VARIANT", "CHECKPOINT"), help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    setup_environment()
+    lengths = [int(x) for x in args.lengths.split(",")]
+    if args.child:
+        print(json.dumps(child(args.child[0], args.child[1], lengths, args.repeats,
+                               args.profile and args.child[0] == "int8-keep")))
+        return 0
+    results = {}
+    for variant in args.variants.split(","):
+        folder = ensure(args.cache, "full", VARIANTS[variant][0])
+        cmd = [sys.executable, "-m", "benchmarks.int8_speed", "--lengths", args.lengths, "--repeats",
+               str(args.repeats), "--child", variant, str(folder)] + (["--profile"] if args.profile else [])
+        results[variant] = json.loads(subprocess.run(cmd, capture_output=True, text=True, check=True)
+                                      .stdout.strip().splitlines()[-1])
+        profile = results[variant].pop("profile", None)
+        print(json.dumps(results[variant]), flush=True)
+        if profile:
+            print(profile, flush=True)
+    if "bf16" in results:
+        for variant, result in results.items():
+            ratios = {n: rate / results["bf16"]["tokens_per_s"][n] for n, rate in result["tokens_per_s"].items()}
+            print(f"{variant}: " + ", ".join(f"{n} tokens {r:.2f}x bf16" for n, r in ratios.items()))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

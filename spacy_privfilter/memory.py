@@ -1,0 +1,78 @@
+"""Hand freed heap memory back to the OS between batches (Linux with glibc; a no-op elsewhere).
+
+A forward pass allocates activations of many sizes. glibc's malloc keeps what is freed: its mmap threshold
+rises to the largest freed block (up to 32 MiB), so later activations come from the heap and its per-thread
+arenas, and the holes between live blocks stay resident. Over a long ``nlp.pipe`` of documents of mixed
+lengths resident memory kept growing well past the model's size; ``malloc_trim(0)`` returns those free
+pages (see benchmarks/memory_trim.py for the measurement). Trimming walks the heap, so it runs only when
+resident memory has grown by ``threshold_bytes`` since the last look.
+"""
+from __future__ import annotations
+
+import ctypes
+import ctypes.util
+import functools
+import os
+import sys
+from typing import Callable, Optional
+
+DEFAULT_THRESHOLD_BYTES = 256 * 2**20
+
+
+@functools.lru_cache(maxsize=None)
+def _malloc_trim() -> Optional[Callable[[int], int]]:
+    """glibc's ``malloc_trim``, or None where the C library has none (macOS, Windows, musl)."""
+    if not sys.platform.startswith("linux"):
+        return None
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+        trim = libc.malloc_trim
+    except (OSError, AttributeError):
+        return None
+    trim.argtypes, trim.restype = [ctypes.c_size_t], ctypes.c_int
+    return trim
+
+
+def resident_bytes() -> Optional[int]:
+    """This process's resident set size in bytes (Linux ``/proc/self/statm``), or None where unknown."""
+    try:
+        with open("/proc/self/statm", "rb") as fh:
+            return int(fh.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+def trim_heap() -> bool:
+    """Return freed heap pages to the OS; True when the C library released some."""
+    trim = _malloc_trim()
+    return bool(trim(0)) if trim is not None else False
+
+
+class HeapTrimmer:
+    """Call ``after_batch()`` after each batch: it trims the heap once resident memory grew past the threshold."""
+
+    def __init__(self, *, threshold_bytes: int = DEFAULT_THRESHOLD_BYTES) -> None:
+        self.threshold_bytes = threshold_bytes
+        self.baseline: Optional[int] = None
+        self.trims = 0
+
+    @property
+    def available(self) -> bool:
+        return _malloc_trim() is not None
+
+    def after_batch(self) -> bool:
+        """Trim when resident memory is ``threshold_bytes`` above the level after the last trim; True if it ran."""
+        if not self.available:
+            return False
+        rss = resident_bytes()
+        if rss is None:
+            return False
+        if self.baseline is None or rss < self.baseline:
+            self.baseline = rss
+            return False
+        if rss - self.baseline < self.threshold_bytes:
+            return False
+        trim_heap()
+        self.trims += 1
+        self.baseline = resident_bytes()
+        return True

@@ -1,0 +1,46 @@
+"""Heap trimming between batches: harmless where it runs, a no-op where it cannot, called by the component."""
+from __future__ import annotations
+
+import sys
+
+import pytest
+
+from spacy_privfilter import memory
+from spacy_privfilter.memory import HeapTrimmer, resident_bytes, trim_heap
+
+
+def test_real_trim_is_harmless_and_rss_is_read_on_linux() -> None:
+    assert isinstance(trim_heap(), bool)
+    if sys.platform.startswith("linux"):
+        assert resident_bytes() > 10 * 2**20
+        assert HeapTrimmer().available
+
+
+def test_trims_only_after_growth_past_the_threshold(monkeypatch) -> None:
+    rss = iter([100, 150, 300, 120, 130, 400]).__next__
+    calls = []
+    monkeypatch.setattr(memory, "resident_bytes", rss)
+    monkeypatch.setattr(memory, "_malloc_trim", lambda: lambda pad: calls.append(pad) or 1)
+    trimmer = HeapTrimmer(threshold_bytes=100)
+    assert [trimmer.after_batch() for _ in range(4)] == [False, False, True, False]  # 100, 150, 300 (+trim: 120), 130
+    assert calls == [0] and trimmer.baseline == 120 and trimmer.trims == 1
+
+
+def test_no_c_library_trim_means_no_op(monkeypatch) -> None:
+    monkeypatch.setattr(memory, "_malloc_trim", lambda: None)
+    trimmer = HeapTrimmer(threshold_bytes=0)
+    assert not trimmer.available
+    assert not trimmer.after_batch() and not trim_heap() and trimmer.trims == 0
+
+
+def test_component_checks_after_every_model_batch(monkeypatch) -> None:
+    pytest.importorskip("spacy")
+    from component_fakes import make_nlp
+
+    nlp = make_nlp()
+    calls = []
+    monkeypatch.setattr(HeapTrimmer, "after_batch", lambda self: calls.append(1) or False)
+    docs = list(nlp.pipe(["Jane Doe wrote.", " ", "Call Ana.", "Bye."], batch_size=2))
+    assert len(docs) == 4 and len(calls) == 2
+    nlp("one more")
+    assert len(calls) == 3
