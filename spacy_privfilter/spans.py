@@ -72,10 +72,15 @@ class SpanFilter:
         return [span for span in spans if self.keeps(span.label, span.score)]
 
 
+def is_probability(value: Any) -> bool:
+    """Whether ``value`` is a real number in [0, 1] (not a bool, not nan)."""
+    return not isinstance(value, bool) and isinstance(value, (int, float, np.integer, np.floating)) \
+        and math.isfinite(float(value)) and 0.0 <= float(value) <= 1.0
+
+
 def check_probability(name: str, value: Any) -> float:
     """``value`` as a float in [0, 1], else a ConfigError naming ``name`` (and the value, never text)."""
-    if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)) \
-            or not math.isfinite(float(value)) or not 0.0 <= float(value) <= 1.0:
+    if not is_probability(value):
         shown = repr(value) if isinstance(value, (int, float)) else type(value).__name__
         raise ConfigError(f"{name} must be a number in [0, 1]; got {shown}")
     return float(value)

@@ -13,13 +13,12 @@ lists are spaCy PhraseMatcher / Matcher patterns, run by the ``privacy_patterns`
 """
 from __future__ import annotations
 
-import math
 import re
 from dataclasses import dataclass, field
 from typing import Any, List, Literal, Mapping, NamedTuple, Optional, Tuple, Union, get_args
 
 from ..errors import ConfigError
-from ..spans import trim_whitespace
+from ..spans import is_probability, trim_whitespace
 from .validators import get_validator
 
 PatternKind = Literal["regex", "phrase", "tokens"]
@@ -130,8 +129,7 @@ def parse_pattern(entry: Any, where: str) -> Pattern:
     if not isinstance(name, str) or not name.strip():
         raise ConfigError(f"{where}: 'id' must be a non-empty string")
     score = entry.get("score", 1.0)
-    if isinstance(score, bool) or not isinstance(score, (int, float)) or not math.isfinite(score) \
-            or not 0.0 <= score <= 1.0:
+    if not is_probability(score):
         raise ConfigError(f"{where}: 'score' must be a number between 0 and 1")
     validator = entry.get("validator")
     if validator is not None and not isinstance(validator, str):

@@ -7,7 +7,6 @@ readers that know only ``biases`` (opf, ``labels.TransitionBiases``) ignore the 
 from __future__ import annotations
 
 import json
-import math
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -15,6 +14,7 @@ from typing import Any, Mapping
 
 from ..errors import CheckpointError
 from ..labels import CALIBRATION_FILE, TransitionBiases
+from ..spans import is_probability
 
 THRESHOLDS_KEY = "label_thresholds"
 
@@ -60,8 +60,7 @@ def read_operating_point(path: str | os.PathLike) -> OperatingPoint:
     raw = data["operating_points"]["default"].get(THRESHOLDS_KEY) or {}
     if not isinstance(raw, Mapping):
         raise CheckpointError(f"{target.name}: operating_points.default.{THRESHOLDS_KEY} must be an object")
-    bad = [str(k) for k, v in raw.items() if isinstance(v, bool) or not isinstance(v, (int, float))
-           or not math.isfinite(v) or not 0.0 <= v <= 1.0]
+    bad = [str(k) for k, v in raw.items() if not is_probability(v)]
     if bad:
         raise CheckpointError(f"{target.name}: {THRESHOLDS_KEY} must be numbers in [0, 1]; bad for: "
                               f"{', '.join(sorted(bad))}")
