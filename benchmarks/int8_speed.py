@@ -3,6 +3,8 @@
 Usage: ``python -m benchmarks.int8_speed [--cache /tmp/privfilter-bench] [--lengths 128,512] [--profile]``.
 Each variant loads in its own fresh process from the same cached checkpoints (written once); one text per
 call, median of ``--repeats`` calls after a warm-up.
+Default variants run the experts with the native kernel where it builds (``expert_kernel="auto"``); the
+``-torch`` ones with torch's kernels (oneDNN-packed bf16; per-expert dequantization for 8-bit).
 ``int8-keep-f32`` (opt-in, not the default) runs the kept experts' matmuls in float32, skipping the bfloat16
 rounding pass. ``--profile`` prints where the kept 8-bit path spends its time at the first length.
 """
@@ -19,10 +21,12 @@ from pathlib import Path
 from . import setup_environment
 from .checkpoints import ensure
 
-VARIANTS = {"bf16": ("hf", {}), "int8-keep": ("mlx-8bit", {"quantized_experts": "keep"}),
+VARIANTS = {"bf16": ("hf", {}), "bf16-torch": ("hf", {"expert_kernel": "torch"}),
+            "int8-keep": ("mlx-8bit", {"quantized_experts": "keep"}),
+            "int8-keep-torch": ("mlx-8bit", {"quantized_experts": "keep", "expert_kernel": "torch"}),
             "int8-dequantize": ("mlx-8bit", {"quantized_experts": "dequantize"}),
             "int8-keep-f32": ("mlx-8bit", {"quantized_experts": "keep", "expert_precision": "float32"})}
-DEFAULT_VARIANTS = ("bf16", "int8-keep", "int8-dequantize", "int8-keep-f32")
+DEFAULT_VARIANTS = ("bf16", "bf16-torch", "int8-keep", "int8-keep-torch", "int8-dequantize")
 
 
 def child(variant: str, folder: str, lengths: list[int], repeats: int, profile: bool) -> dict:

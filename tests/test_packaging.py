@@ -64,7 +64,8 @@ def fresh_venv(tmp_path_factory):
     _run([sys.executable, "-m", "pip", "wheel", "--no-deps", "-w", dist, ROOT])
     wheel = next(dist.glob("spacy_privfilter-*.whl"))
     with zipfile.ZipFile(wheel) as archive:  # PEP 561 marker and the GGUF reader ship in the wheel
-        assert {"spacy_privfilter/py.typed", "spacy_privfilter/checkpoint/gguf.py"} <= set(archive.namelist())
+        assert {"spacy_privfilter/py.typed", "spacy_privfilter/checkpoint/gguf.py",
+                "spacy_privfilter/backends/kernels/experts_avx512.cpp"} <= set(archive.namelist())
     _run([sys.executable, "-m", "venv", root / "env"])
     python = root / "env" / "bin" / "python"
     _run([python, "-m", "pip", "install", "-q", "torch==2.13.0"])  # the CPU build, before the extra asks for torch

@@ -1,4 +1,5 @@
-"""The built wheel: PEP 561 ``py.typed`` marker, every subpackage, the spaCy entry points."""
+"""The built wheel: PEP 561 ``py.typed`` marker, every subpackage, the native kernel source, the spaCy entry
+points."""
 from __future__ import annotations
 
 import importlib.resources
@@ -43,6 +44,7 @@ def test_wheel_ships_py_typed_and_every_module(wheel):
     assert "spacy_privfilter/py.typed" in names
     sources = {p.relative_to(ROOT).as_posix() for p in (ROOT / "spacy_privfilter").rglob("*.py")}
     assert sources <= names
+    assert "spacy_privfilter/backends/kernels/experts_avx512.cpp" in names  # built on the user's machine
 
 
 def test_wheel_registers_the_spacy_entry_points(wheel):
@@ -52,3 +54,4 @@ def test_wheel_registers_the_spacy_entry_points(wheel):
                  "privacy_redactor = spacy_privfilter.pipeline.privacy_redactor:make_privacy_redactor",
                  "spacy-privfilter = spacy_privfilter.cli.parser:main"):
         assert line in text
+

@@ -36,7 +36,8 @@ def load_backend(model: str | os.PathLike, *, revision: str | None = None, backe
     """Resolve ``model`` (folder or Hub id), read its checkpoint and load it into the chosen runtime.
 
     ``options`` are runtime-specific; the torch runtime takes ``quantized_experts`` (``QuantizedExpertsMode``),
-    ``expert_precision`` (``ExpertPrecision``) and ``pack_experts`` (None, True, False).
+    ``expert_precision`` (``ExpertPrecision``), ``pack_experts`` (None, True, False) and ``expert_kernel``
+    (``ExpertKernel``).
     """
     from ..checkpoint import inspect_checkpoint, resolve_model_path
 

@@ -22,18 +22,22 @@ QuantizedExpertsMode = Literal["keep", "dequantize"]
 """torch: keep 8-bit expert weights 8-bit in memory, or dequantize them once at load."""
 ExpertPrecision = Literal["auto", "float32", "bfloat16"]
 """torch: the dtype of the expert matmuls ("auto": the weights' dtype)."""
+ExpertKernel = Literal["auto", "native", "torch"]
+"""torch: what runs the expert matmuls: the native AVX-512 BF16 kernel (backends/native.py), torch's own
+kernels, or "auto": native wherever it applies and builds."""
 
 BACKENDS: tuple[str, ...] = get_args(Backend)
 DTYPES: tuple[str, ...] = get_args(DType)
 QUANTIZED_EXPERTS_MODES: tuple[str, ...] = get_args(QuantizedExpertsMode)
 EXPERT_PRECISIONS: tuple[str, ...] = get_args(ExpertPrecision)
+EXPERT_KERNELS: tuple[str, ...] = get_args(ExpertKernel)
 
 PACK_EXPERTS: tuple[Any, ...] = (None, True, False)
 """torch: pack the experts for oneDNN (None: wherever it applies; True: required; False: never)."""
 
 RUNTIME_OPTIONS: dict[str, dict[str, tuple[Any, ...]]] = {
     "torch": {"quantized_experts": QUANTIZED_EXPERTS_MODES, "expert_precision": EXPERT_PRECISIONS,
-              "pack_experts": PACK_EXPERTS},
+              "pack_experts": PACK_EXPERTS, "expert_kernel": EXPERT_KERNELS},
     "mlx": {},
 }
 """The options a user may pass to each runtime (component ``runtime_options``, CLI flags), with valid values."""
@@ -101,5 +105,6 @@ class ModelBackend(Protocol):
         ...
 
 
-__all__ = ["BACKENDS", "DTYPES", "EXPERT_PRECISIONS", "PACK_EXPERTS", "QUANTIZED_EXPERTS_MODES", "RUNTIME_OPTIONS",
-           "Backend", "DType", "ExpertPrecision", "ModelBackend", "QuantizedExpertsMode", "check_runtime_options"]
+__all__ = ["BACKENDS", "DTYPES", "EXPERT_KERNELS", "EXPERT_PRECISIONS", "PACK_EXPERTS", "QUANTIZED_EXPERTS_MODES",
+           "RUNTIME_OPTIONS", "Backend", "DType", "ExpertKernel", "ExpertPrecision", "ModelBackend",
+           "QuantizedExpertsMode", "check_runtime_options"]

@@ -19,9 +19,11 @@ from ..checkpoint.safetensors_io import SafetensorsHeader
 from ..checkpoint.types import CheckpointInfo, QuantizedWeight
 from ..config import ModelConfig
 from ..errors import CheckpointError, ConfigError
-from .base import (DTYPES, EXPERT_PRECISIONS, QUANTIZED_EXPERTS_MODES, DType, ExpertPrecision,
-                   QuantizedExpertsMode)
-from .torch_model import PrivacyFilterModel
+from .base import (DTYPES, EXPERT_KERNELS, EXPERT_PRECISIONS, QUANTIZED_EXPERTS_MODES, DType, ExpertKernel,
+                   ExpertPrecision, QuantizedExpertsMode)
+from .native import NativeKernel, load_kernel, unavailable_reason
+from .torch_model import Experts, PrivacyFilterModel
+from .torch_native import NativeExperts, native_applies
 from .torch_packed import PackedExperts, packing_available
 from .torch_quant import QuantizedEmbedding, QuantizedExperts, dequantize
 
@@ -30,7 +32,7 @@ log = logging.getLogger(__name__)
 TorchDevice = Literal["auto", "cpu", "cuda", "mps"]
 DEVICES: tuple[str, ...] = get_args(TorchDevice)
 TORCH_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
-LOAD_OPTIONS = ("quantized_experts", "expert_precision", "pack_experts", "block_size", "own_weights")
+LOAD_OPTIONS = ("quantized_experts", "expert_precision", "pack_experts", "expert_kernel", "block_size", "own_weights")
 
 
 class TorchReader:
@@ -116,7 +118,8 @@ def cpu_runs_fast(dtype: torch.dtype) -> bool:
 def build_model(state_dict: Mapping[str, Any], config: ModelConfig, *, dtype: DType = "auto",
                 device: str = "auto", expert_precision: ExpertPrecision = "auto",
                 quantized_experts: QuantizedExpertsMode = "keep", block_size: int | None = None,
-                own_weights: bool = False, pack_experts: bool | None = None) -> PrivacyFilterModel:
+                own_weights: bool = False, pack_experts: bool | None = None,
+                expert_kernel: ExpertKernel = "auto") -> PrivacyFilterModel:
     """Build a model from canonical HF-named tensors (torch or numpy; ``QuantizedWeight`` values allowed).
 
     ``dtype`` "auto" follows the stored embedding (see ``resolve_dtype``); ``device`` "auto" picks an
@@ -129,6 +132,9 @@ def build_model(state_dict: Mapping[str, Any], config: ModelConfig, *, dtype: DT
     checkpoints are memory-mapped, and one shared tensor keeps the whole file resident next to the copies.
     ``pack_experts`` (None: wherever it applies, i.e. dense bfloat16 experts on the CPU with oneDNN) packs
     the expert matrices once for oneDNN (see torch_packed.py); True requires it, False never packs.
+    ``expert_kernel`` "auto" runs bfloat16 and kept 8-bit experts on the CPU with the native kernel wherever
+    it applies and builds (see native.py, torch_native.py), else as above; "native" requires it; "torch"
+    never uses it. An explicit ``pack_experts=True`` with "auto" keeps oneDNN.
     """
     if expert_precision not in EXPERT_PRECISIONS:
         raise ConfigError(f"expert_precision must be one of {', '.join(EXPERT_PRECISIONS)}; got {expert_precision!r}")
@@ -139,8 +145,13 @@ def build_model(state_dict: Mapping[str, Any], config: ModelConfig, *, dtype: DT
     run_dtype = resolve_dtype(dtype, state_dict, config, run_device)
     check_tensors(canonical_shapes(config), {key: dense_shape(key, value) for key, value in state_dict.items()},
                   what="state dict does not match the model config")
-    pack = _packing_applies(pack_experts, state_dict, dtype=run_dtype, device=run_device,
-                            expert_precision=expert_precision, quantized_experts=quantized_experts)
+    if expert_kernel not in EXPERT_KERNELS:
+        raise ConfigError(f"expert_kernel must be one of {', '.join(EXPERT_KERNELS)}; got {expert_kernel!r}")
+    kernel = _native_kernel(expert_kernel, pack_experts, device=run_device, dtype=run_dtype,
+                            expert_precision=expert_precision)
+    pack = kernel is None and _packing_applies(pack_experts, state_dict, dtype=run_dtype, device=run_device,
+                                               expert_precision=expert_precision,
+                                               quantized_experts=quantized_experts)
     with torch.device("meta"):
         model = PrivacyFilterModel(config, block_size=block_size)
     for key, value in state_dict.items():
@@ -162,8 +173,8 @@ def build_model(state_dict: Mapping[str, Any], config: ModelConfig, *, dtype: DT
                     or module_path.endswith("router") or module_path == "score")
         tensor = tensor.to(device=run_device, dtype=torch.float32 if keep_f32 else run_dtype)
         # Expert matrices that will be packed stay views of the (often memory-mapped) source: packing copies them.
-        to_pack = pack and attr in ("gate_up_proj", "down_proj")
-        if attr in ("gate_up_proj", "down_proj") and not pack:
+        to_pack = (pack or kernel is not None) and attr in ("gate_up_proj", "down_proj")
+        if attr in ("gate_up_proj", "down_proj") and not to_pack:
             # Same [E, in, out] shape, but laid out [E, out, in] in memory: small-batch expert matmuls read
             # the weight ~20% faster that way (measured at 16 tokens per expert; ~7% at 128).
             tensor = tensor.transpose(-1, -2).contiguous().transpose(-1, -2)
@@ -172,14 +183,55 @@ def build_model(state_dict: Mapping[str, Any], config: ModelConfig, *, dtype: DT
         if own_weights and not to_pack and isinstance(value, torch.Tensor) and tensor.data_ptr() == value.data_ptr():
             tensor = tensor.clone()
         setattr(module, attr, torch.nn.Parameter(tensor, requires_grad=False))
-    _install_quantized(model, state_dict, dtype=run_dtype, device=run_device, keep_experts=quantized_experts == "keep")
+    # The native kernel repacks kept 8-bit codes into new memory: the embedding then owns its codes too, so no
+    # view keeps the memory-mapped file (and the expert pages packing read from it) resident.
+    _install_quantized(model, state_dict, dtype=run_dtype, device=run_device, keep_experts=quantized_experts == "keep",
+                       own_embedding=kernel is not None)
     if expert_precision != "auto":
         for layer in model.layers:
             layer.mlp.experts.compute_dtype = TORCH_DTYPES[expert_precision]
     if pack:
         for layer in model.layers:
             layer.mlp.experts = PackedExperts.from_experts(layer.mlp.experts)
+    if kernel is not None:
+        _install_native(model, kernel, dtype=run_dtype, required=expert_kernel == "native")
     return model.eval()
+
+
+def _native_kernel(wanted: str, pack_experts: bool | None, *, device: torch.device, dtype: torch.dtype,
+                   expert_precision: str) -> NativeKernel | None:
+    """The native kernel when it should run the experts; ConfigError when required but impossible."""
+    if wanted == "torch" or (wanted == "auto" and pack_experts is True):
+        return None
+    reasons = []
+    if pack_experts is True:
+        reasons.append("pack_experts=True asks for oneDNN instead")
+    if device.type != "cpu" or dtype != torch.bfloat16 or expert_precision not in ("auto", "bfloat16"):
+        reasons.append("it runs bfloat16 experts on the CPU (dtype='bfloat16', expert_precision 'auto' or "
+                       "'bfloat16', device 'cpu')")
+    kernel = None if reasons else load_kernel()
+    if kernel is None and not reasons:
+        reasons.append(unavailable_reason() or "it did not load")
+    if reasons and wanted == "native":
+        raise ConfigError(f"expert_kernel='native' cannot be used: {'; '.join(reasons)}; use expert_kernel='auto'")
+    return kernel
+
+
+def _install_native(model: PrivacyFilterModel, kernel: NativeKernel, *, dtype: torch.dtype, required: bool) -> None:
+    for n, layer in enumerate(model.layers):
+        experts = layer.mlp.experts
+        if native_applies(experts, dtype):
+            layer.mlp.experts = NativeExperts.from_experts(experts, kernel)
+        elif required:
+            raise ConfigError(f"expert_kernel='native' cannot run layer {n}'s experts (it needs 8-bit codes with "
+                              "a group size that is a multiple of 32, or bfloat16 weights, and matrix widths "
+                              "that are multiples of 16); use expert_kernel='auto'")
+        elif isinstance(experts, Experts) and type(experts) is Experts:
+            # Dense experts were left as views of the source for packing: give them the torch path's layout.
+            for name in ("gate_up_proj", "down_proj"):
+                weight = getattr(experts, name)
+                setattr(experts, name, torch.nn.Parameter(weight.transpose(-1, -2).contiguous().transpose(-1, -2),
+                                                          requires_grad=False))
 
 
 def _packing_applies(wanted: bool | None, state_dict: Mapping[str, Any], *, dtype: torch.dtype,
@@ -203,11 +255,12 @@ def _module_name(key: str) -> str:
 
 
 def _install_quantized(model: PrivacyFilterModel, state_dict: Mapping[str, Any], *, dtype: torch.dtype,
-                       device: torch.device, keep_experts: bool) -> None:
+                       device: torch.device, keep_experts: bool, own_embedding: bool = False) -> None:
     embed = state_dict.get("model.embed_tokens.weight")
     if isinstance(embed, QuantizedWeight):
         # When the experts are dequantized, the embedding owns its codes so the mapped file can be released.
-        model.embed_tokens = QuantizedEmbedding(embed, dtype=dtype, device=device, copy=not keep_experts)
+        model.embed_tokens = QuantizedEmbedding(embed, dtype=dtype, device=device,
+                                                copy=own_embedding or not keep_experts)
     if not keep_experts:
         return
     for n, layer in enumerate(model.layers):

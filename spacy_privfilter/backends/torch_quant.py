@@ -4,11 +4,13 @@ Codes stay 8-bit in memory (uint8 views of the packed words, no copy) and are de
 used: embedding rows after the lookup, expert matrices one expert at a time inside the MoE loop. The small
 attention, router and classifier matrices are dequantized once at load.
 
-Why keep the experts 8-bit (default ``quantized_experts="keep"``), measured on the full-size random
-artifact, 2 threads: resident memory after 512-token texts 1,604 MiB (1.68 GB) vs 2,839 MiB when
-dequantized at load; speed ~890 vs ~1,720 tokens/s at 512 tokens and ~2,400 vs ~3,250 at 4,096
-(dequantized experts are packed for oneDNN like bf16 checkpoints, see torch_packed.py; kept ones pay a
-per-expert dequantization on every call). ``quantized_experts="dequantize"`` trades the memory for the speed.
+On CPUs with AVX-512 BF16 the kept experts are repacked at load and run by the native kernel instead
+(torch_native.py, ``expert_kernel="auto"``), which multiplies straight from the codes; the classes here are
+the portable path (``expert_kernel="torch"``, GPUs, other CPUs). There, keeping the experts 8-bit (default
+``quantized_experts="keep"``) trades speed for memory, measured on the full-size random artifact, 2 threads:
+resident memory after 512-token texts 1,604 MiB (1.68 GB) vs 2,839 MiB when dequantized at load; speed ~890
+vs ~1,720 tokens/s at 512 tokens and ~2,400 vs ~3,250 at 4,096 (kept ones pay a per-expert dequantization
+on every call).
 """
 from __future__ import annotations
 

@@ -16,7 +16,7 @@ from .inputs import FORMATS, UsageError
 from ..scale.engines import ENGINES
 from ..scale.fields import OnError, OnMissing
 from ..errors import ConfigError, PrivFilterError
-from ..backends.base import BACKENDS, DTYPES, EXPERT_PRECISIONS, QUANTIZED_EXPERTS_MODES
+from ..backends.base import BACKENDS, DTYPES, EXPERT_KERNELS, EXPERT_PRECISIONS, QUANTIZED_EXPERTS_MODES
 from ..checkpoint.convert import CONVERT_FORMATS
 from ..pipeline.settings import ALIGNMENT_MODES
 from ..redaction.values import STYLES
@@ -154,6 +154,9 @@ def _add_runtime_options(p: argparse.ArgumentParser) -> None:
     g.add_argument("--expert-precision", choices=EXPERT_PRECISIONS, help="dtype of the expert matmuls")
     g.add_argument("--pack-experts", action=argparse.BooleanOptionalAction, default=None,
                    help="pack bfloat16 experts for oneDNN (default: wherever it applies)")
+    g.add_argument("--expert-kernel", choices=EXPERT_KERNELS,
+                   help="native: the AVX-512 BF16 grouped kernel (built with the system C++ compiler on first use); "
+                        "torch: torch's kernels; auto (default): native wherever it applies and builds")
 
 
 def _add_recognizers(p: argparse.ArgumentParser) -> None:

@@ -104,7 +104,7 @@ def make_privacy_filter(
             stores the model name.
         runtime_options: how the runtime loads the model, checked against ``backend`` (torch:
             ``quantized_experts`` keep|dequantize, ``expert_precision`` auto|float32|bfloat16, ``pack_experts``
-            null|true|false; MLX takes none).
+            null|true|false, ``expert_kernel`` auto|native|torch; MLX takes none).
         calibration: a ``viterbi_calibration.json`` (``spacy-privfilter calibrate``); its biases apply when
             ``viterbi_biases`` is null and its label thresholds for classes ``label_thresholds`` leaves out.
     """

@@ -1,4 +1,5 @@
-"""The expert fast paths: rows padded per expert, and oneDNN-packed bfloat16 matrices on the CPU."""
+"""The torch expert fast paths: rows padded per expert, oneDNN-packed bfloat16 matrices on the CPU (the native
+kernel has its own tests in test_native_kernel.py)."""
 from __future__ import annotations
 
 import numpy as np
@@ -47,7 +48,7 @@ def _models(seed: int = 11, **options):
 
 @needs_packing
 def test_bfloat16_cpu_experts_are_packed_by_default_and_give_the_unpacked_logits() -> None:
-    packed, plain = _models(), _models(pack_experts=False)
+    packed, plain = _models(expert_kernel="torch"), _models(expert_kernel="torch", pack_experts=False)
     assert all(isinstance(layer.mlp.experts, PackedExperts) for layer in packed.layers)
     assert not any(isinstance(layer.mlp.experts, PackedExperts) for layer in plain.layers)
     assert not any("gate_up_proj" == name.rsplit(".", 1)[-1] for name, _ in packed.named_parameters())
@@ -64,7 +65,7 @@ def test_bfloat16_cpu_experts_are_packed_by_default_and_give_the_unpacked_logits
 @needs_packing
 def test_packed_matrices_hold_exactly_the_loaded_weights() -> None:
     state = random_state_dict(CONFIG, seed=5)
-    model = _models(seed=5)
+    model = _models(seed=5, expert_kernel="torch")
     experts = model.layers[1].mlp.experts
     for name in ("gate_up_proj", "down_proj"):
         stored = torch.from_numpy(state[f"model.layers.1.mlp.experts.{name}"]).bfloat16()

@@ -31,11 +31,12 @@ def experts_of(nlp) -> str:
 
 @pytest.mark.parametrize("options, message", [
     ({"quantised_experts": "keep"}, "unknown runtime option 'quantised_experts'.*valid options: quantized_experts, "
-                                    "expert_precision, pack_experts"),
+                                    "expert_precision, pack_experts, expert_kernel"),
     ({"quantized_experts": "lazy"}, "'quantized_experts' must be one of keep, dequantize; got lazy"),
     ({"expert_precision": "float64"}, "'expert_precision' must be one of auto, float32, bfloat16"),
     ({"pack_experts": 1}, "'pack_experts' must be one of null, true, false; got 1"),
     ({"pack_experts": "yes"}, "'pack_experts' must be one of null, true, false; got yes"),
+    ({"expert_kernel": "fast"}, "'expert_kernel' must be one of auto, native, torch; got fast"),
 ])
 def test_bad_options_fail_at_construction_naming_key_and_choices(options, message) -> None:
     with pytest.raises(ConfigError, match="privacy_filter: 'runtime_options': .*" + message):
@@ -67,11 +68,12 @@ def test_auto_accepts_an_option_some_runtime_takes() -> None:
 
 
 def test_options_reach_the_runtime_and_key_the_shared_model(model_8bit) -> None:
-    kept, dequantized = build(model_8bit), build(model_8bit, quantized_experts="dequantize")
+    kept, dequantized = build(model_8bit, expert_kernel="torch"), build(model_8bit, quantized_experts="dequantize",
+                                                                         expert_kernel="torch")
     assert experts_of(kept) == "QuantizedExperts"
     assert experts_of(dequantized) != "QuantizedExperts"
     # equal settings share one loaded model; different runtime options do not
-    again = build(model_8bit, quantized_experts="dequantize")
+    again = build(model_8bit, quantized_experts="dequantize", expert_kernel="torch")
     assert again.get_pipe("privacy_filter").detector.backend is dequantized.get_pipe("privacy_filter").detector.backend
     assert kept.get_pipe("privacy_filter").detector.backend is not \
         dequantized.get_pipe("privacy_filter").detector.backend
@@ -96,6 +98,8 @@ def test_cli_flags_become_runtime_options(command) -> None:
                                                       "expert_precision": "float32", "pack_experts": False}
     assert filter_config(parser.parse_args([command, "in.txt", "--pack-experts"]))["runtime_options"] == \
         {"pack_experts": True}
+    assert filter_config(parser.parse_args([command, "in.txt", "--expert-kernel", "torch"]))["runtime_options"] == \
+        {"expert_kernel": "torch"}
     with pytest.raises(SystemExit):
         parser.parse_args([command, "in.txt", "--quantized-experts", "lazy"])
 

@@ -1,0 +1,238 @@
+"""The native expert kernel: one grouped call per expert matrix, bfloat16 or 8-bit weights, AVX-512 BF16.
+
+``kernels/experts_avx512.cpp`` is compiled by the system C++ compiler the first time it is needed, cached,
+and loaded with ctypes: plain C entry points, so no Python extension ABI, no torch headers and no build step
+at install. It runs on x86-64 Linux CPUs with AVX-512 BF16 (AMD Zen 4 and later, Intel Cooper Lake and
+Sapphire Rapids and later); elsewhere, or without a compiler, ``load_kernel()`` returns None and
+``unavailable_reason()`` says why, and the torch backend keeps its torch kernels.
+
+The library is built with ``-fopenmp`` and loaded after torch, so its ``libgomp.so.1`` resolves to the copy
+torch already loaded: one OpenMP runtime, one thread pool, and ``torch.set_num_threads`` applies to it.
+
+Cache: ``$SPACY_PRIVFILTER_KERNEL_CACHE``, else ``$XDG_CACHE_HOME/spacy_privfilter/kernels`` (default
+``~/.cache``); the file name carries a hash of the source, the flags and the compiler, so an edit or a new
+compiler builds anew. Built into a temporary name and renamed, so concurrent processes never load half a
+file. Each process checks the loaded kernel against a numpy reference before using it.
+"""
+from __future__ import annotations
+
+import ctypes
+import functools
+import hashlib
+import logging
+import os
+import platform
+import shutil
+import subprocess
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+log = logging.getLogger(__name__)
+
+ABI_VERSION = 1
+SOURCE = Path(__file__).with_name("kernels") / "experts_avx512.cpp"
+FLAGS = ("-O3", "-std=c++17", "-shared", "-fPIC", "-fopenmp", "-mavx512f", "-mavx512bw", "-mavx512vl",
+         "-mavx512bf16", "-mfma")
+CPU_FLAGS = ("avx512f", "avx512bw", "avx512vl", "avx512_bf16")
+COLUMN_BLOCK = 16  # output columns per packed block
+PAIR_MULTIPLE = 32  # the 8-bit group size must be a multiple of this (two 16-lane halves per k-pair step)
+
+_P, _I = ctypes.c_void_p, ctypes.c_int64
+
+
+class NativeKernel:
+    """The loaded library; arguments are raw addresses of contiguous arrays (the callers keep them alive)."""
+
+    def __init__(self, library: ctypes.CDLL, path: Path) -> None:
+        self.path = path
+        self._linear = library.pf_grouped_linear
+        self._linear.argtypes = [_P, _I, _I, _I, _P, _P, _P, _P, _P, _P, _I, _P, _P]
+        self._linear.restype = None
+        self._dequantize = library.pf_dequantize
+        self._dequantize.argtypes = [_P, _P, _P, _I, _I, _I, _P]
+        self._dequantize.restype = None
+
+    def grouped_linear(self, x: int, k: int, n: int, n_groups: int, experts: int, counts: int, *, weight: int | None,
+                       codes: int | None, scales: int | None, biases: int | None, group_size: int, bias: int,
+                       out: int) -> None:
+        """out[rows of group g] = x[rows] @ W[experts[g]]^T + bias[experts[g]] (see the C source for layouts)."""
+        self._linear(x, k, n, n_groups, experts, counts, weight, codes, scales, biases, group_size, bias, out)
+
+    def dequantize(self, codes: int, scales: int, biases: int, blocks: int, k: int, group_size: int, out: int) -> None:
+        """Pair-packed 8-bit codes of ``blocks`` column blocks -> the pair-packed bf16 weights the kernel uses."""
+        self._dequantize(codes, scales, biases, blocks, k, group_size, out)
+
+
+# -- layouts (numpy; the torch wrapper does the same on tensors) -------------------------------------------
+
+def pack_pairs(matrix: np.ndarray) -> np.ndarray:
+    """[..., N, K] -> pair-packed [..., N/16, K/2, 16, 2] (bf16 as uint16, or uint8 codes)."""
+    *lead, n, k = matrix.shape
+    return np.ascontiguousarray(matrix.reshape(*lead, n // COLUMN_BLOCK, COLUMN_BLOCK, k // 2, 2).swapaxes(-3, -2))
+
+
+def pack_groups(values: np.ndarray) -> np.ndarray:
+    """Per-group scales or biases [..., N, G] -> [..., N/16, G, 16]."""
+    *lead, n, g = values.shape
+    return np.ascontiguousarray(values.reshape(*lead, n // COLUMN_BLOCK, COLUMN_BLOCK, g).swapaxes(-2, -1))
+
+
+def supports_shape(k: int, n: int, group_size: int | None = None) -> bool:
+    """Whether the kernel takes a [n, k] matrix (8-bit with ``group_size``, else bf16)."""
+    if n <= 0 or k <= 0 or n % COLUMN_BLOCK or k % 2:
+        return False
+    return group_size is None or (group_size % PAIR_MULTIPLE == 0 and k % group_size == 0)
+
+
+# -- building and loading -----------------------------------------------------------------------------------
+
+_reason: str | None = None
+
+
+def unavailable_reason() -> str | None:
+    """Why ``load_kernel()`` returned None (None when it has not failed)."""
+    return _reason
+
+
+@functools.lru_cache(maxsize=None)
+def load_kernel() -> NativeKernel | None:
+    """The native kernel, built or read from the cache and checked; None (with a reason) where it cannot run."""
+    global _reason
+    try:
+        kernel = _load()
+        _self_test(kernel)
+        return kernel
+    except _Unavailable as exc:
+        _reason = str(exc)
+    except (OSError, subprocess.SubprocessError, AttributeError) as exc:
+        _reason = f"the kernel library could not be built or loaded ({type(exc).__name__}: {exc})"
+    log.info("native expert kernel unavailable: %s; using torch kernels", _reason)
+    return None
+
+
+class _Unavailable(Exception):
+    pass
+
+
+def _cpu_flags() -> set[str]:
+    try:
+        text = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return set()
+    for line in text.splitlines():
+        if line.startswith("flags"):
+            return set(line.partition(":")[2].split())
+    return set()
+
+
+def _compiler() -> str | None:
+    wanted = os.environ.get("CXX")
+    if wanted:
+        return shutil.which(wanted)
+    return next((found for name in ("c++", "g++", "clang++") if (found := shutil.which(name))), None)
+
+
+def cache_dir() -> Path:
+    if os.environ.get("SPACY_PRIVFILTER_KERNEL_CACHE"):
+        return Path(os.environ["SPACY_PRIVFILTER_KERNEL_CACHE"])
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return Path(base) / "spacy_privfilter" / "kernels"
+
+
+def _load() -> NativeKernel:
+    if os.environ.get("SPACY_PRIVFILTER_NATIVE", "1") == "0":
+        raise _Unavailable("disabled by SPACY_PRIVFILTER_NATIVE=0")
+    if platform.system() != "Linux" or platform.machine() not in ("x86_64", "AMD64"):
+        raise _Unavailable(f"it needs x86-64 Linux (this is {platform.system()} {platform.machine()})")
+    missing = [flag for flag in CPU_FLAGS if flag not in _cpu_flags()]
+    if missing:
+        raise _Unavailable(f"this CPU lacks {', '.join(missing)}")
+    compiler = _compiler()
+    if compiler is None:
+        raise _Unavailable("no C++ compiler found (install g++, or set CXX)")
+    version = subprocess.run([compiler, "--version"], capture_output=True, text=True, timeout=30).stdout
+    key = hashlib.sha256("\0".join([SOURCE.read_text(), *FLAGS, version]).encode()).hexdigest()[:16]
+    folder = cache_dir()
+    target = folder / f"experts_avx512-{key}.so"
+    if not target.exists():
+        _build(compiler, folder, target)
+    library = ctypes.CDLL(str(target))
+    if library.pf_abi_version() != ABI_VERSION:
+        raise _Unavailable(f"{target} has ABI {library.pf_abi_version()}, expected {ABI_VERSION}")
+    return NativeKernel(library, target)
+
+
+def _build(compiler: str, folder: Path, target: Path) -> None:
+    folder.mkdir(parents=True, exist_ok=True)
+    fd, partial = tempfile.mkstemp(prefix=target.stem + ".", suffix=".tmp", dir=folder)
+    os.close(fd)
+    try:
+        done = subprocess.run([compiler, *FLAGS, str(SOURCE), "-o", partial], capture_output=True, text=True,
+                              timeout=300)
+        if done.returncode != 0:
+            last = (done.stderr.strip().splitlines() or ["no output"])[-1]
+            raise _Unavailable(f"{Path(compiler).name} failed to build the kernel ({last[:300]})")
+        os.replace(partial, target)
+        log.info("built the native expert kernel: %s", target)
+    finally:
+        if os.path.exists(partial):
+            os.unlink(partial)
+
+
+def bf16_bits(values: np.ndarray) -> np.ndarray:
+    """float32 -> bfloat16 bits (uint16), round to nearest even (finite values)."""
+    bits = np.ascontiguousarray(values, dtype=np.float32).view(np.uint32)
+    return ((bits + 0x7FFF + ((bits >> 16) & 1)) >> 16).astype(np.uint16)
+
+
+def bf16_values(bits: np.ndarray) -> np.ndarray:
+    return (bits.astype(np.uint32) << 16).view(np.float32)
+
+
+def _address(array: np.ndarray) -> int:
+    return array.ctypes.data
+
+
+def _self_test(kernel: NativeKernel) -> None:
+    """Both weight kinds, every tile shape, against float64 numpy; refuses a kernel that disagrees."""
+    rng = np.random.default_rng(0)
+    experts, k, n, group = 3, 64, 80, 32
+    counts = np.array([1, 7, 4], dtype=np.int64)
+    x = bf16_bits(rng.standard_normal((int(counts.sum()), k)))
+    bias = np.ascontiguousarray(bf16_values(bf16_bits(rng.standard_normal((experts, n)) * 0.1)))
+    codes = rng.integers(0, 256, (experts, n, k), dtype=np.uint8)
+    scales = bf16_bits(rng.uniform(0.001, 0.01, (experts, n, k // group)))
+    offsets = bf16_bits(rng.standard_normal((experts, n, k // group)) * 0.1)
+    dense = bf16_bits(np.repeat(bf16_values(scales), group, -1) * codes + np.repeat(bf16_values(offsets), group, -1))
+    order = np.arange(experts, dtype=np.int64)
+    packed = {"bf16": pack_pairs(dense), "codes": pack_pairs(codes), "scales": pack_groups(scales),
+              "biases": pack_groups(offsets)}
+    unpacked = np.empty_like(packed["bf16"][1])
+    kernel.dequantize(_address(packed["codes"][1]), _address(packed["scales"][1]), _address(packed["biases"][1]),
+                      n // COLUMN_BLOCK, k, group, _address(unpacked))
+    if not np.array_equal(unpacked, packed["bf16"][1]):
+        raise _Unavailable("the built kernel failed its self-test (dequantized weights differ)")
+    rows = np.repeat(order, counts)
+    want = np.einsum("pk,pnk->pn", bf16_values(x).astype(np.float64), bf16_values(dense)[rows].astype(np.float64))
+    want += bias[rows]
+    for kind in ("bf16", "codes"):
+        out = np.zeros((len(rows), n), dtype=np.uint16)
+        quantized = kind == "codes"
+        kernel.grouped_linear(_address(x), k, n, experts, _address(order), _address(counts),
+                              weight=None if quantized else _address(packed["bf16"]),
+                              codes=_address(packed["codes"]) if quantized else None,
+                              scales=_address(packed["scales"]), biases=_address(packed["biases"]), group_size=group,
+                              bias=_address(bias), out=_address(out))
+        error = np.abs(bf16_values(out) - want).max()
+        if not np.isfinite(error) or error > 1e-2 * np.abs(want).max():
+            raise _Unavailable(f"the built kernel failed its self-test ({kind} weights, error {error:.3g})")
+
+
+def describe() -> dict[str, Any]:
+    """For diagnostics: whether the kernel loads, from where, or why not."""
+    kernel = load_kernel()
+    return {"available": kernel is not None, "path": str(kernel.path) if kernel else None,
+            "reason": unavailable_reason()}

@@ -1,0 +1,114 @@
+"""Experts run by the native grouped kernel (native.py): one call per matrix for a whole run of experts.
+
+Replaces two costs of the torch paths on CPUs with AVX-512 BF16:
+- 8-bit experts are multiplied straight from their codes, dequantized in registers (or into a per-thread
+  panel for experts with many rows), instead of dequantizing each expert matrix into a bf16 tensor first.
+  The dequantized values are bitwise those of ``torch_quant.dequantize_codes``;
+- a Python call, a slice and a copy per expert and matrix (~2,000 per layer stack at 512 tokens) become one
+  call per matrix and run of experts.
+
+Matmul semantics are those of the bf16 ``addmm`` path: bf16 inputs and weights, float32 sums, bias added in
+float32, one rounding to bf16. Only the order of the float32 additions differs.
+"""
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from .native import COLUMN_BLOCK, NativeKernel, supports_shape
+from .torch_model import Experts
+from .torch_quant import QuantizedExperts
+
+_MATRICES = ("gate_up_proj", "down_proj")
+
+
+def pack_pairs(matrix: torch.Tensor) -> torch.Tensor:
+    """[E, N, K] -> pair-packed [E, N/16, K/2, 16, 2] (2-byte pairs of uint8 codes, 4-byte pairs of bf16)."""
+    e, n, k = matrix.shape
+    unit = torch.int16 if matrix.element_size() == 1 else torch.int32
+    pairs = matrix.contiguous().view(unit).view(e, n // COLUMN_BLOCK, COLUMN_BLOCK, k // 2)
+    return pairs.transpose(-1, -2).contiguous().view(matrix.dtype).view(e, n // COLUMN_BLOCK, k // 2, COLUMN_BLOCK, 2)
+
+
+def pack_groups(values: torch.Tensor) -> torch.Tensor:
+    """Per-group scales or biases [E, N, G] -> [E, N/16, G, 16]."""
+    e, n, g = values.shape
+    return values.reshape(e, n // COLUMN_BLOCK, COLUMN_BLOCK, g).transpose(-1, -2).contiguous()
+
+
+def native_applies(experts: Experts, dtype: torch.dtype) -> bool:
+    """Whether ``experts`` (bf16 matmuls on the CPU) have shapes and formats the native kernel takes."""
+    if dtype != torch.bfloat16 or (experts.compute_dtype not in (None, torch.bfloat16)):
+        return False
+    for name in _MATRICES:
+        weight = getattr(experts, name)
+        if isinstance(experts, QuantizedExperts):
+            if weight.codes.device.type != "cpu" or weight.scales.dtype != torch.bfloat16:
+                return False
+            n, k = weight.codes.shape[-2:]
+            group = weight.group_size
+            if weight.codes.shape[-1] != weight.scales.shape[-1] * group or not supports_shape(k, n, group):
+                return False
+        else:
+            k, n = weight.shape[-2:]
+            if weight.device.type != "cpu" or not supports_shape(k, n):
+                return False
+    return True
+
+
+class NativeExperts(Experts):
+    """Experts holding pair-packed bf16 weights or 8-bit codes, run by the native kernel."""
+
+    @classmethod
+    def from_experts(cls, experts: Experts, kernel: NativeKernel) -> "NativeExperts":
+        """Repack ``experts`` (dense bf16, or QuantizedExperts with 8-bit codes); theirs are not kept."""
+        new = cls.like(experts)
+        new.kernel, new.compute_dtype, new.row_multiple = kernel, torch.bfloat16, 1
+        new.quantized = isinstance(experts, QuantizedExperts)
+        new.group_size = experts.gate_up_proj.group_size if new.quantized else 0
+        for name in _MATRICES:
+            source = getattr(experts, name)
+            if new.quantized:
+                new.register_buffer(name + "_codes", pack_pairs(source.codes))
+                new.register_buffer(name + "_scales", pack_groups(source.scales))
+                new.register_buffer(name + "_offsets", pack_groups(source.biases))
+            else:
+                # HF layout [E, in, out] -> [E, out, in] -> packed; one copy, the dense parameter is dropped.
+                new.register_buffer(name + "_packed", pack_pairs(source.detach().to(torch.bfloat16).transpose(-1, -2)))
+            # The bias as addmm adds it: rounded to the output dtype, then added in float32.
+            bias = getattr(experts, name + "_bias").detach().to(torch.bfloat16).float().contiguous()
+            new.register_buffer(name + "_bias32", bias)
+        return new
+
+    def expert_weight(self, name: str, expert: int, dtype: torch.dtype) -> torch.Tensor:
+        """Dense [in, out] weight of one expert (for inspection and tests; the forward pass never builds it)."""
+        if self.quantized:
+            codes = getattr(self, name + "_codes")[expert]
+            packed = torch.empty(codes.shape, dtype=torch.bfloat16)
+            scales, offsets = getattr(self, name + "_scales")[expert], getattr(self, name + "_offsets")[expert]
+            self.kernel.dequantize(codes.data_ptr(), scales.data_ptr(), offsets.data_ptr(), codes.shape[0],
+                                   codes.shape[1] * 2, self.group_size, packed.data_ptr())
+        else:
+            packed = getattr(self, name + "_packed")[expert]
+        blocks, pairs = packed.shape[:2]
+        dense = packed.transpose(1, 2).reshape(blocks * COLUMN_BLOCK, pairs * 2)  # [out, in]
+        return dense.t().to(dtype)
+
+    def _matmuls(self, name: str, experts: list[int], counts: list[int], rows: torch.Tensor,
+                 dtype: torch.dtype) -> torch.Tensor:
+        bias = getattr(self, name + "_bias32")
+        rows = rows.to(torch.bfloat16).contiguous()
+        out = torch.empty(rows.shape[0], bias.shape[-1], dtype=torch.bfloat16)
+        ids = np.asarray(experts, dtype=np.int64)
+        sizes = np.asarray([counts[e] for e in experts], dtype=np.int64)
+        if self.quantized:
+            codes, scales = getattr(self, name + "_codes"), getattr(self, name + "_scales")
+            offsets = getattr(self, name + "_offsets")
+            weights = dict(weight=None, codes=codes.data_ptr(), scales=scales.data_ptr(),
+                           biases=offsets.data_ptr(), group_size=self.group_size)
+        else:
+            weights = dict(weight=getattr(self, name + "_packed").data_ptr(), codes=None, scales=None, biases=None,
+                           group_size=0)
+        self.kernel.grouped_linear(rows.data_ptr(), rows.shape[1], out.shape[1], len(ids), ids.ctypes.data,
+                                   sizes.ctypes.data, bias=bias.data_ptr(), out=out.data_ptr(), **weights)
+        return out.to(dtype)

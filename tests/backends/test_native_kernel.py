@@ -1,0 +1,174 @@
+"""The native expert kernel: building, refusing, exact dequantization, and the same products as torch."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+
+from spacy_privfilter.backends import native  # noqa: E402
+from spacy_privfilter.backends.torch_backend import build_model, load  # noqa: E402
+from spacy_privfilter.backends.torch_model import Experts  # noqa: E402
+from spacy_privfilter.backends.torch_native import NativeExperts  # noqa: E402
+from spacy_privfilter.backends.torch_packed import PackedExperts, packing_available  # noqa: E402
+from spacy_privfilter.backends.torch_quant import QuantizedExperts, dequantize_codes  # noqa: E402
+from spacy_privfilter.checkpoint import QuantizedWeight, inspect_checkpoint  # noqa: E402
+from spacy_privfilter.checkpoint.affine import quantize  # noqa: E402
+from spacy_privfilter.errors import ConfigError  # noqa: E402
+from spacy_privfilter.testing import random_inputs, random_state_dict, tiny_config, write_random_checkpoint  # noqa: E402
+
+CONFIG = tiny_config(vocab_size=300)
+KERNEL = native.load_kernel()
+needs_kernel = pytest.mark.skipif(KERNEL is None, reason=f"native kernel unavailable: {native.unavailable_reason()}")
+
+
+@pytest.fixture()
+def fresh_kernel(monkeypatch: pytest.MonkeyPatch, tmp_path: Path):
+    """load_kernel() with an empty cache folder; the process-wide cached kernel is restored afterwards."""
+    monkeypatch.setenv("SPACY_PRIVFILTER_KERNEL_CACHE", str(tmp_path / "kernels"))
+    native.load_kernel.cache_clear()
+    yield native.load_kernel
+    native.load_kernel.cache_clear()
+    native._reason = None
+
+
+def test_without_the_cpu_features_the_kernel_is_refused_with_the_reason(fresh_kernel, monkeypatch) -> None:
+    monkeypatch.setattr(native, "_cpu_flags", lambda: {"avx512f", "avx512bw"})
+    assert fresh_kernel() is None
+    assert "lacks avx512vl, avx512_bf16" in native.unavailable_reason()
+
+
+def test_a_compiler_that_fails_leaves_no_library_and_a_reason(fresh_kernel, monkeypatch, tmp_path: Path) -> None:
+    monkeypatch.setattr(native, "_cpu_flags", lambda: set(native.CPU_FLAGS))
+    monkeypatch.setattr(native.platform, "system", lambda: "Linux")
+    monkeypatch.setattr(native.platform, "machine", lambda: "x86_64")
+    monkeypatch.setenv("CXX", "false")
+    assert fresh_kernel() is None
+    assert "false failed to build the kernel" in native.unavailable_reason()
+    assert not list((tmp_path / "kernels").glob("*"))  # no partial file left behind
+
+
+def test_the_environment_switch_disables_the_kernel(fresh_kernel, monkeypatch) -> None:
+    monkeypatch.setenv("SPACY_PRIVFILTER_NATIVE", "0")
+    assert fresh_kernel() is None and "SPACY_PRIVFILTER_NATIVE=0" in native.unavailable_reason()
+    with pytest.raises(ConfigError, match="expert_kernel='native' cannot be used: disabled by"):
+        build_model(_state(), CONFIG, device="cpu", dtype="bfloat16", expert_kernel="native")
+
+
+@needs_kernel
+def test_the_kernel_is_built_once_and_then_read_from_the_cache(fresh_kernel, tmp_path: Path) -> None:
+    first = fresh_kernel()
+    assert first is not None and first.path.parent == tmp_path / "kernels"
+    stamp = first.path.stat().st_mtime_ns
+    fresh_kernel.cache_clear()
+    second = fresh_kernel()
+    assert second.path == first.path and second.path.stat().st_mtime_ns == stamp
+
+
+def _state(seed: int = 11) -> dict:
+    return {k: torch.from_numpy(v) for k, v in random_state_dict(CONFIG, seed=seed).items()}
+
+
+def _experts(quantized: bool, seed: int = 3) -> Experts:
+    """Random experts (hidden 64 -> 2 x 64 -> 64), dense bf16 or 8-bit with group size 32 (MLX's format)."""
+    rng = np.random.default_rng(seed)
+    experts = Experts(CONFIG)
+    weights = {}
+    for name in ("gate_up_proj", "down_proj"):
+        values = rng.standard_normal(getattr(experts, name).shape).astype(np.float32) * 0.2
+        bias = getattr(experts, name + "_bias")
+        bias.data = torch.from_numpy(rng.standard_normal(bias.shape).astype(np.float32) * 0.1).bfloat16()
+        getattr(experts, name).data = torch.from_numpy(values).bfloat16()
+        words, scales, offsets = quantize(values.swapaxes(-1, -2), group_size=32, bits=8, dtype="bfloat16")
+        weights[name] = QuantizedWeight(weight=words, scales=scales, biases=offsets, group_size=32, bits=8)
+    if quantized:  # MLX layout [E, out, in]
+        experts = QuantizedExperts.from_experts(experts, weights["gate_up_proj"], weights["down_proj"],
+                                                dtype=torch.bfloat16, device=torch.device("cpu"))
+    experts.compute_dtype = torch.bfloat16
+    return experts
+
+
+@needs_kernel
+@pytest.mark.parametrize("quantized", [False, True], ids=["bf16", "8bit"])
+def test_native_weights_are_bitwise_the_reference_weights(quantized: bool) -> None:
+    reference = _experts(quantized)
+    fast = NativeExperts.from_experts(reference, KERNEL)
+    for name in ("gate_up_proj", "down_proj"):
+        for expert in range(CONFIG.num_local_experts):
+            want = reference.expert_weight(name, expert, torch.bfloat16)
+            assert torch.equal(fast.expert_weight(name, expert, torch.bfloat16), want)
+    if quantized:  # and that reference is the affine formula, scale * q + bias per group, rounded once
+        tensor = reference.gate_up_proj
+        want = dequantize_codes(tensor.codes[2], tensor.scales[2], tensor.biases[2], group_size=32,
+                                dtype=torch.bfloat16)
+        assert torch.equal(fast.expert_weight("gate_up_proj", 2, torch.bfloat16).t(), want)
+
+
+@needs_kernel
+@pytest.mark.parametrize("quantized", [False, True], ids=["bf16", "8bit"])
+def test_grouped_products_equal_per_expert_addmm(quantized: bool) -> None:
+    reference = _experts(quantized, seed=5)
+    fast = NativeExperts.from_experts(reference, KERNEL)
+    # 0 to 13 rows per expert: every register tile, the 8-bit in-register and panel paths, empty experts.
+    counts = [0, 1, 2, 3, 4, 5, 7, 13]
+    experts = [e for e, c in enumerate(counts) if c]
+    rows = torch.randn(sum(counts), CONFIG.hidden_size, generator=torch.Generator().manual_seed(1)).bfloat16()
+    for name in ("gate_up_proj", "down_proj"):  # hidden and intermediate sizes are both 64 here
+        got = fast._matmuls(name, experts, counts, rows, torch.bfloat16).float()
+        want = reference._matmuls(name, experts, counts, rows, torch.bfloat16).float()
+        assert got.shape == want.shape
+        # bf16 products summed in float32 by both; only the order of additions differs (<= 1 bf16 step).
+        assert torch.allclose(got, want, rtol=2 ** -7, atol=1e-3), (got - want).abs().max()
+
+
+@needs_kernel
+def test_native_models_match_the_torch_kernels_and_8bit_keep_equals_dequantize(tmp_path: Path) -> None:
+    folder = write_random_checkpoint(tmp_path / "q8", CONFIG, format="mlx-8bit", dtype="bfloat16", seed=4)
+    info = inspect_checkpoint(folder)
+    kept, dense = load(info, device="cpu"), load(info, device="cpu", quantized_experts="dequantize")
+    torch_kept = load(info, device="cpu", expert_kernel="torch")
+    assert all(isinstance(layer.mlp.experts, NativeExperts) for layer in kept.model.layers)
+    assert isinstance(torch_kept.model.layers[0].mlp.experts, QuantizedExperts)
+    assert kept.model.layers[0].mlp.experts.gate_up_proj_codes.dtype == torch.uint8
+    # Repacking copied the codes: the embedding owns its codes too, so nothing keeps the mapped file resident.
+    assert kept.model.embed_tokens.source is None and torch_kept.model.embed_tokens.source is not None
+    ids, mask = random_inputs(CONFIG.vocab_size, 3, 70, seed=2)
+    a, b, c = kept.logits(ids, mask), dense.logits(ids, mask), torch_kept.logits(ids, mask)
+    real = mask.astype(bool)
+    # Same dequantized weights, same kernel and order: kept 8-bit and dequantized-at-load agree exactly.
+    assert np.array_equal(a[real], b[real])
+    assert np.abs(a - c)[real].max() <= 2e-2 * np.abs(c[real]).max()
+    assert (a.argmax(-1) == c.argmax(-1))[real].mean() >= 0.99
+
+
+@needs_kernel
+def test_bfloat16_models_use_the_kernel_unless_told_otherwise() -> None:
+    state = _state()
+    auto = build_model(state, CONFIG, device="cpu", dtype="bfloat16")
+    assert all(isinstance(layer.mlp.experts, NativeExperts) for layer in auto.layers)
+    assert not any(name.endswith(("gate_up_proj", "down_proj")) for name, _ in auto.named_parameters())
+    plain = build_model(state, CONFIG, device="cpu", dtype="bfloat16", expert_kernel="torch", pack_experts=False)
+    assert type(plain.layers[0].mlp.experts) is Experts
+    if packing_available():
+        onednn = build_model(state, CONFIG, device="cpu", dtype="bfloat16", pack_experts=True)
+        assert isinstance(onednn.layers[0].mlp.experts, PackedExperts)
+    ids, mask = (torch.from_numpy(a) for a in random_inputs(CONFIG.vocab_size, 2, 50, seed=7))
+    with torch.inference_mode():
+        a, b = auto(ids, mask), plain(ids, mask)
+    real = mask.bool()
+    assert (a - b)[real].abs().max().item() <= 2e-2 * b[real].abs().max().item()
+    assert (a.argmax(-1) == b.argmax(-1))[real].float().mean().item() >= 0.99
+
+
+def test_native_refuses_what_it_cannot_run() -> None:
+    state = _state()
+    with pytest.raises(ConfigError, match="expert_kernel must be one of auto, native, torch; got 'fast'"):
+        build_model(state, CONFIG, device="cpu", expert_kernel="fast")
+    with pytest.raises(ConfigError, match="expert_kernel='native' cannot be used: .*bfloat16 experts on the CPU"):
+        build_model(state, CONFIG, device="cpu", dtype="float32", expert_kernel="native")
+    with pytest.raises(ConfigError, match="pack_experts=True asks for oneDNN"):
+        build_model(state, CONFIG, device="cpu", dtype="bfloat16", expert_kernel="native", pack_experts=True)
+    f32 = build_model(state, CONFIG, device="cpu", dtype="float32")  # auto: quietly the torch path
+    assert type(f32.layers[0].mlp.experts) is Experts
