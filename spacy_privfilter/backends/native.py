@@ -32,7 +32,7 @@ import numpy as np
 
 log = logging.getLogger(__name__)
 
-ABI_VERSION = 1
+ABI_VERSION = 2
 SOURCE = Path(__file__).with_name("kernels") / "experts_avx512.cpp"
 FLAGS = ("-O3", "-std=c++17", "-shared", "-fPIC", "-fopenmp", "-mavx512f", "-mavx512bw", "-mavx512vl",
          "-mavx512bf16", "-mfma")
@@ -51,6 +51,9 @@ class NativeKernel:
         self._linear = library.pf_grouped_linear
         self._linear.argtypes = [_P, _I, _I, _I, _P, _P, _P, _P, _P, _P, _I, _P, _P]
         self._linear.restype = None
+        self._swiglu = library.pf_grouped_swiglu
+        self._swiglu.argtypes = [_P, _I, _I, _I, _P, _P, _P, _P, _P, _P, _I, _P, _P, _P]
+        self._swiglu.restype = None
         self._dequantize = library.pf_dequantize
         self._dequantize.argtypes = [_P, _P, _P, _I, _I, _I, _P]
         self._dequantize.restype = None
@@ -60,6 +63,14 @@ class NativeKernel:
                        out: int) -> None:
         """out[rows of group g] = x[rows] @ W[experts[g]]^T + bias[experts[g]] (see the C source for layouts)."""
         self._linear(x, k, n, n_groups, experts, counts, weight, codes, scales, biases, group_size, bias, out)
+
+    def grouped_swiglu(self, x: int, k: int, n: int, n_groups: int, experts: int, counts: int, *,
+                       weight: int | None, codes: int | None, scales: int | None, biases: int | None,
+                       group_size: int, bias: int, params: int, out: int) -> None:
+        """The gate_up product of a matrix whose halves are interleaved (``interleave_halves``), then the
+        clamped SwiGLU (params: float32 [alpha, limit]): out [rows, n / 2]."""
+        self._swiglu(x, k, n, n_groups, experts, counts, weight, codes, scales, biases, group_size, bias, params,
+                     out)
 
     def dequantize(self, codes: int, scales: int, biases: int, blocks: int, k: int, group_size: int, out: int) -> None:
         """Pair-packed 8-bit codes of ``blocks`` column blocks -> the pair-packed bf16 weights the kernel uses."""
@@ -78,6 +89,13 @@ def pack_groups(values: np.ndarray) -> np.ndarray:
     """Per-group scales or biases [..., N, G] -> [..., N/16, G, 16]."""
     *lead, n, g = values.shape
     return np.ascontiguousarray(values.reshape(*lead, n // COLUMN_BLOCK, COLUMN_BLOCK, g).swapaxes(-2, -1))
+
+
+def interleave_halves(n: int) -> np.ndarray:
+    """Row order of a [.., n, k] gate_up matrix for the SwiGLU kernel: gate block b, up block b, ... (16 rows each)."""
+    half = n // 2
+    blocks = np.arange(half).reshape(-1, COLUMN_BLOCK)
+    return np.stack([blocks, blocks + half], axis=1).reshape(-1)
 
 
 def supports_shape(k: int, n: int, group_size: int | None = None) -> bool:
@@ -199,7 +217,7 @@ def _address(array: np.ndarray) -> int:
 def _self_test(kernel: NativeKernel) -> None:
     """Both weight kinds, every tile shape, against float64 numpy; refuses a kernel that disagrees."""
     rng = np.random.default_rng(0)
-    experts, k, n, group = 3, 64, 80, 32
+    experts, k, n, group = 3, 64, 96, 32  # n: 6 column blocks, tiles of 4 and 2
     counts = np.array([1, 7, 4], dtype=np.int64)
     x = bf16_bits(rng.standard_normal((int(counts.sum()), k)))
     bias = np.ascontiguousarray(bf16_values(bf16_bits(rng.standard_normal((experts, n)) * 0.1)))
@@ -209,7 +227,7 @@ def _self_test(kernel: NativeKernel) -> None:
     dense = bf16_bits(np.repeat(bf16_values(scales), group, -1) * codes + np.repeat(bf16_values(offsets), group, -1))
     order = np.arange(experts, dtype=np.int64)
     packed = {"bf16": pack_pairs(dense), "codes": pack_pairs(codes), "scales": pack_groups(scales),
-              "biases": pack_groups(offsets)}
+              "biases": pack_groups(offsets), "raw_codes": codes, "raw_scales": scales, "raw_biases": offsets}
     unpacked = np.empty_like(packed["bf16"][1])
     kernel.dequantize(_address(packed["codes"][1]), _address(packed["scales"][1]), _address(packed["biases"][1]),
                       n // COLUMN_BLOCK, k, group, _address(unpacked))
@@ -229,6 +247,30 @@ def _self_test(kernel: NativeKernel) -> None:
         error = np.abs(bf16_values(out) - want).max()
         if not np.isfinite(error) or error > 1e-2 * np.abs(want).max():
             raise _Unavailable(f"the built kernel failed its self-test ({kind} weights, error {error:.3g})")
+    _self_test_swiglu(kernel, x, order, counts, rows, want, packed, dense, bias, group)
+
+
+def _self_test_swiglu(kernel: NativeKernel, x, order, counts, rows, products, packed, dense, bias, group) -> None:
+    alpha, limit = 1.702, 1.5
+    gate = np.minimum(bf16_values(bf16_bits(products[:, :products.shape[1] // 2])), limit)
+    up = np.clip(bf16_values(bf16_bits(products[:, products.shape[1] // 2:])), -limit, limit) + 1
+    want = gate / (1 + np.exp(-alpha * gate)) * up
+    perm = interleave_halves(dense.shape[1])
+    params = np.array([alpha, limit], dtype=np.float32)
+    mixed_bias = np.ascontiguousarray(bias[:, perm])
+    for quantized in (False, True):
+        out = np.zeros((len(rows), dense.shape[1] // 2), dtype=np.uint16)
+        weight = pack_pairs(dense[:, perm]) if not quantized else None
+        codes = pack_pairs(packed["raw_codes"][:, perm]) if quantized else None
+        scales, biases = pack_groups(packed["raw_scales"][:, perm]), pack_groups(packed["raw_biases"][:, perm])
+        kernel.grouped_swiglu(_address(x), x.shape[1], dense.shape[1], len(order), _address(order), _address(counts),
+                              weight=None if quantized else _address(weight),
+                              codes=_address(codes) if quantized else None, scales=_address(scales),
+                              biases=_address(biases), group_size=group, bias=_address(mixed_bias),
+                              params=_address(params), out=_address(out))
+        error = np.abs(bf16_values(out) - want).max()
+        if not np.isfinite(error) or error > 2e-2 * max(1.0, np.abs(want).max()):
+            raise _Unavailable(f"the built kernel failed its self-test (SwiGLU, error {error:.3g})")
 
 
 def describe() -> dict[str, Any]:

@@ -235,11 +235,14 @@ class Experts(nn.Module):
         # Experts are processed in runs of about _PAIRS_PER_CHUNK pairs so the float32 SwiGLU and the
         # weighting work on cache-sized slabs instead of streaming [N*k, 2I] buffers through memory.
         for experts, start, stop in _expert_runs(counts, _PAIRS_PER_CHUNK):
-            gate_up = self._matmuls("gate_up_proj", experts, counts, x_pairs[start:stop], dtype)
-            hidden = self.swiglu(gate_up).to(dtype)
+            hidden = self._hidden(experts, counts, x_pairs[start:stop], dtype)
             y = self._matmuls("down_proj", experts, counts, hidden, dtype)
             out.index_add_(0, token_of_pair[start:stop], y.float().mul_(pair_weights[start:stop, None]))
         return out
+
+    def _hidden(self, experts: list[int], counts: list[int], rows: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+        """SwiGLU(rows @ gate_up[e] + b[e]) for each expert of a run, in ``dtype`` (the down projection's input)."""
+        return self.swiglu(self._matmuls("gate_up_proj", experts, counts, rows, dtype)).to(dtype)
 
     def _matmuls(self, name: str, experts: list[int], counts: list[int], rows: torch.Tensor,
                  dtype: torch.dtype) -> torch.Tensor:

@@ -5,7 +5,9 @@ Replaces two costs of the torch paths on CPUs with AVX-512 BF16:
   panel for experts with many rows), instead of dequantizing each expert matrix into a bf16 tensor first.
   The dequantized values are bitwise those of ``torch_quant.dequantize_codes``;
 - a Python call, a slice and a copy per expert and matrix (~2,000 per layer stack at 512 tokens) become one
-  call per matrix and run of experts.
+  call per matrix and run of experts;
+- the clamped SwiGLU runs in the gate_up call's epilogue, on the sums still in registers: gate_up's rows are
+  stored with their gate and up halves interleaved block by block, so a tile holds both halves of its columns.
 
 Matmul semantics are those of the bf16 ``addmm`` path: bf16 inputs and weights, float32 sums, bias added in
 float32, one rounding to bf16. Only the order of the float32 additions differs.
@@ -15,7 +17,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from .native import COLUMN_BLOCK, NativeKernel, supports_shape
+from .native import COLUMN_BLOCK, NativeKernel, interleave_halves, supports_shape
 from .torch_model import Experts
 from .torch_quant import QuantizedExperts
 
@@ -49,9 +51,13 @@ def native_applies(experts: Experts, dtype: torch.dtype) -> bool:
             group = weight.group_size
             if weight.codes.shape[-1] != weight.scales.shape[-1] * group or not supports_shape(k, n, group):
                 return False
+            if name == "gate_up_proj" and n % (2 * COLUMN_BLOCK):  # two halves of whole blocks
+                return False
         else:
             k, n = weight.shape[-2:]
             if weight.device.type != "cpu" or not supports_shape(k, n):
+                return False
+            if name == "gate_up_proj" and n % (2 * COLUMN_BLOCK):  # two halves of whole blocks
                 return False
     return True
 
@@ -66,18 +72,24 @@ class NativeExperts(Experts):
         new.kernel, new.compute_dtype, new.row_multiple = kernel, torch.bfloat16, 1
         new.quantized = isinstance(experts, QuantizedExperts)
         new.group_size = experts.gate_up_proj.group_size if new.quantized else 0
+        new.swiglu_params = np.array([experts.alpha, experts.limit], dtype=np.float32)
+        # gate_up rows (output columns) with the gate and up halves interleaved by blocks of 16, for the fused SwiGLU
+        order = torch.from_numpy(interleave_halves(2 * experts.intermediate_size))
         for name in _MATRICES:
             source = getattr(experts, name)
+            rows = order if name == "gate_up_proj" else slice(None)
             if new.quantized:
-                new.register_buffer(name + "_codes", pack_pairs(source.codes))
-                new.register_buffer(name + "_scales", pack_groups(source.scales))
-                new.register_buffer(name + "_offsets", pack_groups(source.biases))
+                new.register_buffer(name + "_codes", pack_pairs(source.codes[:, rows]))
+                new.register_buffer(name + "_scales", pack_groups(source.scales[:, rows]))
+                new.register_buffer(name + "_offsets", pack_groups(source.biases[:, rows]))
             else:
                 # HF layout [E, in, out] -> [E, out, in] -> packed; one copy, the dense parameter is dropped.
-                new.register_buffer(name + "_packed", pack_pairs(source.detach().to(torch.bfloat16).transpose(-1, -2)))
+                by_output = source.detach().to(torch.bfloat16).transpose(-1, -2)
+                new.register_buffer(name + "_packed", pack_pairs(by_output[:, rows]))
             # The bias as addmm adds it: rounded to the output dtype, then added in float32.
-            bias = getattr(experts, name + "_bias").detach().to(torch.bfloat16).float().contiguous()
+            bias = getattr(experts, name + "_bias").detach().to(torch.bfloat16).float()[:, rows].contiguous()
             new.register_buffer(name + "_bias32", bias)
+        new.register_buffer("gate_up_order", order)
         return new
 
     def expert_weight(self, name: str, expert: int, dtype: torch.dtype) -> torch.Tensor:
@@ -92,23 +104,38 @@ class NativeExperts(Experts):
             packed = getattr(self, name + "_packed")[expert]
         blocks, pairs = packed.shape[:2]
         dense = packed.transpose(1, 2).reshape(blocks * COLUMN_BLOCK, pairs * 2)  # [out, in]
+        if name == "gate_up_proj":
+            dense = dense[torch.argsort(self.gate_up_order)]
         return dense.t().to(dtype)
+
+    def _weights(self, name: str) -> dict:
+        if self.quantized:
+            return dict(weight=None, codes=getattr(self, name + "_codes").data_ptr(),
+                        scales=getattr(self, name + "_scales").data_ptr(),
+                        biases=getattr(self, name + "_offsets").data_ptr(), group_size=self.group_size)
+        return dict(weight=getattr(self, name + "_packed").data_ptr(), codes=None, scales=None, biases=None,
+                    group_size=0)
+
+    def _call(self, name: str, experts: list[int], counts: list[int], rows: torch.Tensor, width: int,
+              **extra) -> torch.Tensor:
+        rows = rows.to(torch.bfloat16).contiguous()
+        out = torch.empty(rows.shape[0], width, dtype=torch.bfloat16)
+        ids = np.asarray(experts, dtype=np.int64)
+        sizes = np.asarray([counts[e] for e in experts], dtype=np.int64)
+        bias = getattr(self, name + "_bias32")
+        run = self.kernel.grouped_swiglu if extra else self.kernel.grouped_linear
+        run(rows.data_ptr(), rows.shape[1], bias.shape[-1], len(ids), ids.ctypes.data, sizes.ctypes.data,
+            bias=bias.data_ptr(), out=out.data_ptr(), **self._weights(name), **extra)
+        return out
+
+    def _hidden(self, experts: list[int], counts: list[int], rows: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+        hidden = self._call("gate_up_proj", experts, counts, rows, self.intermediate_size,
+                            params=self.swiglu_params.ctypes.data)
+        return hidden.to(dtype)
 
     def _matmuls(self, name: str, experts: list[int], counts: list[int], rows: torch.Tensor,
                  dtype: torch.dtype) -> torch.Tensor:
-        bias = getattr(self, name + "_bias32")
-        rows = rows.to(torch.bfloat16).contiguous()
-        out = torch.empty(rows.shape[0], bias.shape[-1], dtype=torch.bfloat16)
-        ids = np.asarray(experts, dtype=np.int64)
-        sizes = np.asarray([counts[e] for e in experts], dtype=np.int64)
-        if self.quantized:
-            codes, scales = getattr(self, name + "_codes"), getattr(self, name + "_scales")
-            offsets = getattr(self, name + "_offsets")
-            weights = dict(weight=None, codes=codes.data_ptr(), scales=scales.data_ptr(),
-                           biases=offsets.data_ptr(), group_size=self.group_size)
-        else:
-            weights = dict(weight=getattr(self, name + "_packed").data_ptr(), codes=None, scales=None, biases=None,
-                           group_size=0)
-        self.kernel.grouped_linear(rows.data_ptr(), rows.shape[1], out.shape[1], len(ids), ids.ctypes.data,
-                                   sizes.ctypes.data, bias=bias.data_ptr(), out=out.data_ptr(), **weights)
+        out = self._call(name, experts, counts, rows, getattr(self, name + "_bias32").shape[-1])
+        if name == "gate_up_proj":  # back to [gate | up] columns (the forward pass uses _hidden instead)
+            out = out[:, torch.argsort(self.gate_up_order)]
         return out.to(dtype)

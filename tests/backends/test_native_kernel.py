@@ -121,6 +121,12 @@ def test_grouped_products_equal_per_expert_addmm(quantized: bool) -> None:
         assert got.shape == want.shape
         # bf16 products summed in float32 by both; only the order of additions differs (<= 1 bf16 step).
         assert torch.allclose(got, want, rtol=2 ** -7, atol=1e-3), (got - want).abs().max()
+    # The gate_up product with the clamped SwiGLU in the kernel's epilogue (halves interleaved in memory).
+    got = fast._hidden(experts, counts, rows, torch.bfloat16).float()
+    want = reference._hidden(experts, counts, rows, torch.bfloat16).float()
+    assert got.shape == want.shape == (sum(counts), CONFIG.intermediate_size)
+    assert torch.allclose(got, want, rtol=2 ** -6, atol=2e-3), (got - want).abs().max()
+    assert (got == want).float().mean() > 0.9  # mostly bitwise: only the float32 sums' order and exp differ
 
 
 @needs_kernel

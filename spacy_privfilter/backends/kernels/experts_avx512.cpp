@@ -49,17 +49,65 @@ inline __m512bh broadcast_pair(const bf16* x) {
   return (__m512bh)_mm512_set1_epi32(pair);
 }
 
-// acc + bias, rounded to bf16 (round to nearest even, as torch's float32 -> bfloat16 cast).
-template <int MR, int NR>
-inline void store(__m512 (&acc)[MR][NR], const float* bias, bf16* out, int64_t ldo) {
+// What a tile does with its float32 sums. Linear: + bias, rounded to bf16 (round to nearest even, like
+// torch's float32 -> bfloat16 cast). SwiGLU: the tile's blocks alternate gate and up columns (the packed
+// gate_up matrix interleaves its halves block by block); each pair is rounded to bf16 as the gate_up matmul
+// output would be, then clamp(gate, max=limit) * sigmoid(alpha * gate) * (clamp(up, -limit, limit) + 1) in
+// float32, rounded once to bf16: the reference's ops in its order, only exp may differ in the last bit.
+struct Linear {
+  template <int MR, int NR>
+  static inline void store(__m512 (&acc)[MR][NR], const float* bias, bf16* out, int64_t ldo, const float*) {
 #pragma GCC unroll 4
-  for (int j = 0; j < NR; ++j) {
-    const __m512 b = _mm512_loadu_ps(bias + 16 * j);
+    for (int j = 0; j < NR; ++j) {
+      const __m512 b = _mm512_loadu_ps(bias + 16 * j);
 #pragma GCC unroll 8
-    for (int i = 0; i < MR; ++i)
-      _mm256_storeu_si256((__m256i*)(out + i * ldo + 16 * j), (__m256i)_mm512_cvtneps_pbh(_mm512_add_ps(acc[i][j], b)));
+      for (int i = 0; i < MR; ++i)
+        _mm256_storeu_si256((__m256i*)(out + i * ldo + 16 * j), (__m256i)_mm512_cvtneps_pbh(_mm512_add_ps(acc[i][j], b)));
+    }
   }
+};
+
+inline __m512 round_bf16(__m512 v) {  // float32 -> nearest bf16 -> float32
+  return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32((__m256i)_mm512_cvtneps_pbh(v)), 16));
 }
+
+inline __m512 exp_ps(__m512 x) {  // Cephes expf: range reduction by ln 2, degree-6 polynomial, scale by 2^n
+  x = _mm512_min_ps(_mm512_max_ps(x, _mm512_set1_ps(-88.3762626647949f)), _mm512_set1_ps(88.3762626647950f));
+  const __m512 n = _mm512_roundscale_ps(_mm512_mul_ps(x, _mm512_set1_ps(1.44269504088896341f)),
+                                        _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+  __m512 r = _mm512_fnmadd_ps(n, _mm512_set1_ps(0.693359375f), x);
+  r = _mm512_fnmadd_ps(n, _mm512_set1_ps(-2.12194440e-4f), r);
+  __m512 p = _mm512_set1_ps(1.9875691500e-4f);
+  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.3981999507e-3f));
+  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(8.3334519073e-3f));
+  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(4.1665795894e-2f));
+  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.6666665459e-1f));
+  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(5.0000001201e-1f));
+  p = _mm512_fmadd_ps(p, _mm512_mul_ps(r, r), _mm512_add_ps(r, _mm512_set1_ps(1.0f)));
+  return _mm512_scalef_ps(p, n);
+}
+
+struct SwiGLU {  // params: {alpha, limit}
+  template <int MR, int NR>
+  static inline void store(__m512 (&acc)[MR][NR], const float* bias, bf16* out, int64_t ldo, const float* params) {
+    const __m512 alpha = _mm512_set1_ps(params[0]), limit = _mm512_set1_ps(params[1]);
+    const __m512 low = _mm512_set1_ps(-params[1]), one = _mm512_set1_ps(1.0f);
+#pragma GCC unroll 2
+    for (int j = 0; j + 1 < NR; j += 2) {
+      const __m512 bg = _mm512_loadu_ps(bias + 16 * j), bu = _mm512_loadu_ps(bias + 16 * (j + 1));
+#pragma GCC unroll 8
+      for (int i = 0; i < MR; ++i) {
+        const __m512 gate = _mm512_min_ps(round_bf16(_mm512_add_ps(acc[i][j], bg)), limit);
+        const __m512 up = _mm512_add_ps(_mm512_min_ps(_mm512_max_ps(round_bf16(_mm512_add_ps(acc[i][j + 1], bu)), low),
+                                                      limit), one);
+        const __m512 sig = _mm512_div_ps(one, _mm512_add_ps(one, exp_ps(_mm512_sub_ps(_mm512_setzero_ps(),
+                                                                                       _mm512_mul_ps(gate, alpha)))));
+        const __m512 h = _mm512_mul_ps(_mm512_mul_ps(gate, sig), up);
+        _mm256_storeu_si256((__m256i*)(out + i * ldo + 8 * j), (__m256i)_mm512_cvtneps_pbh(h));
+      }
+    }
+  }
+};
 
 template <int MR, int NR>
 inline void zero(__m512 (&acc)[MR][NR]) {
@@ -70,8 +118,9 @@ inline void zero(__m512 (&acc)[MR][NR]) {
 }
 
 // MR rows of x (row stride K) times NR pair-packed 16-column blocks of bf16 weights (block stride 16 * K).
-template <int MR, int NR>
-void tile_bf16(const bf16* x, int64_t K, const bf16* w, const float* bias, bf16* out, int64_t ldo) {
+template <class Epilogue, int MR, int NR>
+void tile_bf16(const bf16* x, int64_t K, const bf16* w, const float* bias, bf16* out, int64_t ldo,
+               const float* params) {
   __m512 acc[MR][NR];
   zero<MR, NR>(acc);
   for (int64_t p = 0; p < K / 2; ++p) {
@@ -85,13 +134,13 @@ void tile_bf16(const bf16* x, int64_t K, const bf16* w, const float* bias, bf16*
       for (int j = 0; j < NR; ++j) acc[i][j] = _mm512_dpbf16_ps(acc[i][j], xv, wv[j]);
     }
   }
-  store<MR, NR>(acc, bias, out, ldo);
+  Epilogue::template store<MR, NR>(acc, bias, out, ldo, params);
 }
 
 // The same with 8-bit weights dequantized in registers: for a few rows, where reading the codes is the cost.
-template <int MR, int NR>
+template <class Epilogue, int MR, int NR>
 void tile_q8(const bf16* x, int64_t K, const Quantized& q, int64_t block, const float* bias, bf16* out,
-             int64_t ldo) {
+             int64_t ldo, const float* params) {
   const int64_t groups = K / q.gs, half = q.gs / 2;
   __m512 acc[MR][NR];
   zero<MR, NR>(acc);
@@ -115,7 +164,7 @@ void tile_q8(const bf16* x, int64_t K, const Quantized& q, int64_t block, const 
       }
     }
   }
-  store<MR, NR>(acc, bias, out, ldo);
+  Epilogue::template store<MR, NR>(acc, bias, out, ldo, params);
 }
 
 // `count` 16-column blocks from `block` on -> pair-packed bf16 [count][K / 2][32] in dst.
@@ -135,21 +184,62 @@ void dequantize_blocks(const Quantized& q, int64_t block, int64_t count, bf16* d
 // Register tiles: up to 6 rows x 4 blocks (24 accumulators) for bf16 weights; up to 4 x 4 when dequantizing
 // in registers (the scales and biases need registers too).
 constexpr int MR = 6, NR = 4, FUSED_ROWS = 4;
-typedef void (*Bf16Tile)(const bf16*, int64_t, const bf16*, const float*, bf16*, int64_t);
-typedef void (*Q8Tile)(const bf16*, int64_t, const Quantized&, int64_t, const float*, bf16*, int64_t);
-#define TILE_ROW(T, m) {T<m, 1>, T<m, 2>, T<m, 3>, T<m, 4>}
-const Bf16Tile BF16_TILES[MR][NR] = {TILE_ROW(tile_bf16, 1), TILE_ROW(tile_bf16, 2), TILE_ROW(tile_bf16, 3),
-                                     TILE_ROW(tile_bf16, 4), TILE_ROW(tile_bf16, 5), TILE_ROW(tile_bf16, 6)};
-const Q8Tile Q8_TILES[FUSED_ROWS][NR] = {TILE_ROW(tile_q8, 1), TILE_ROW(tile_q8, 2), TILE_ROW(tile_q8, 3),
-                                         TILE_ROW(tile_q8, 4)};
+typedef void (*Bf16Tile)(const bf16*, int64_t, const bf16*, const float*, bf16*, int64_t, const float*);
+typedef void (*Q8Tile)(const bf16*, int64_t, const Quantized&, int64_t, const float*, bf16*, int64_t, const float*);
+#define TILE_ROW(T, E, m) {T<E, m, 1>, T<E, m, 2>, T<E, m, 3>, T<E, m, 4>}
+#define TILES(T, E) {TILE_ROW(T, E, 1), TILE_ROW(T, E, 2), TILE_ROW(T, E, 3), TILE_ROW(T, E, 4), TILE_ROW(T, E, 5), \
+                     TILE_ROW(T, E, 6)}
+#define FUSED_TILES(T, E) {TILE_ROW(T, E, 1), TILE_ROW(T, E, 2), TILE_ROW(T, E, 3), TILE_ROW(T, E, 4)}
+const Bf16Tile BF16_TILES[2][MR][NR] = {TILES(tile_bf16, Linear), TILES(tile_bf16, SwiGLU)};
+const Q8Tile Q8_TILES[2][FUSED_ROWS][NR] = {FUSED_TILES(tile_q8, Linear), FUSED_TILES(tile_q8, SwiGLU)};
 #undef TILE_ROW
+#undef TILES
+#undef FUSED_TILES
+
+// The grouped product behind both entry points; swiglu != 0 applies the SwiGLU epilogue (out has N / 2 columns).
+void grouped(const bf16* x, int64_t K, int64_t N, int64_t n_groups, const int64_t* experts, const int64_t* counts,
+             const bf16* weight, const uint8_t* codes, const bf16* scales, const bf16* biases, int64_t gs,
+             const float* bias, bf16* out, int swiglu, const float* params) {
+  std::vector<int64_t> first(n_groups + 1, 0);
+  for (int64_t g = 0; g < n_groups; ++g) first[g + 1] = first[g] + counts[g];
+  const int64_t blocks = N / 16, panels = (blocks + NR - 1) / NR, tasks = n_groups * panels;
+  const int64_t groups = codes ? K / gs : 0, ldo = swiglu ? N / 2 : N;
+#pragma omp parallel
+  {
+    std::vector<bf16> panel;  // dequantized weights, reused by this thread
+#pragma omp for schedule(dynamic, 1)
+    for (int64_t t = 0; t < tasks; ++t) {
+      const int64_t g = t / panels, block = (t % panels) * NR, e = experts[g], rows = counts[g];
+      const int64_t nr = (blocks - block) < NR ? (blocks - block) : NR;
+      if (rows <= 0) continue;
+      const float* b = bias + e * N + block * 16;
+      const bf16* xg = x + first[g] * K;
+      bf16* og = out + first[g] * ldo + (swiglu ? block * 8 : block * 16);
+      const Quantized q{codes ? codes + e * N * K : nullptr, scales + e * N * groups, biases + e * N * groups, K, gs};
+      if (codes && rows <= FUSED_ROWS) {
+        Q8_TILES[swiglu][rows - 1][nr - 1](xg, K, q, block, b, og, ldo, params);
+        continue;
+      }
+      const bf16* w = weight ? weight + e * N * K + block * 16 * K : nullptr;
+      if (codes) {
+        panel.resize(nr * 16 * K);
+        dequantize_blocks(q, block, nr, panel.data());
+        w = panel.data();
+      }
+      for (int64_t m = 0; m < rows; m += MR) {
+        const int64_t mr = (rows - m) < MR ? (rows - m) : MR;
+        BF16_TILES[swiglu][mr - 1][nr - 1](xg + m * K, K, w, b, og + m * ldo, ldo, params);
+      }
+    }
+  }
+}
 
 }  // namespace
 
 extern "C" {
 
 // Bumped whenever an entry point's signature or a layout changes; native.py checks it.
-int pf_abi_version(void) { return 1; }
+int pf_abi_version(void) { return 2; }
 
 // Pair-packed 8-bit codes of `blocks` 16-column blocks -> pair-packed bf16 weights (what the tiles multiply).
 void pf_dequantize(const uint8_t* codes, const bf16* scales, const bf16* biases, int64_t blocks, int64_t K,
@@ -166,38 +256,16 @@ void pf_dequantize(const uint8_t* codes, const bf16* scales, const bf16* biases,
 void pf_grouped_linear(const bf16* x, int64_t K, int64_t N, int64_t n_groups, const int64_t* experts,
                        const int64_t* counts, const bf16* weight, const uint8_t* codes, const bf16* scales,
                        const bf16* biases, int64_t gs, const float* bias, bf16* out) {
-  std::vector<int64_t> first(n_groups + 1, 0);
-  for (int64_t g = 0; g < n_groups; ++g) first[g + 1] = first[g] + counts[g];
-  const int64_t blocks = N / 16, panels = (blocks + NR - 1) / NR, tasks = n_groups * panels;
-  const int64_t groups = codes ? K / gs : 0;
-#pragma omp parallel
-  {
-    std::vector<bf16> panel;  // dequantized weights, reused by this thread
-#pragma omp for schedule(dynamic, 1)
-    for (int64_t t = 0; t < tasks; ++t) {
-      const int64_t g = t / panels, block = (t % panels) * NR, e = experts[g], rows = counts[g];
-      const int64_t nr = (blocks - block) < NR ? (blocks - block) : NR;
-      if (rows <= 0) continue;
-      const float* b = bias + e * N + block * 16;
-      const bf16* xg = x + first[g] * K;
-      bf16* og = out + first[g] * N + block * 16;
-      const Quantized q{codes ? codes + e * N * K : nullptr, scales + e * N * groups, biases + e * N * groups, K, gs};
-      if (codes && rows <= FUSED_ROWS) {
-        Q8_TILES[rows - 1][nr - 1](xg, K, q, block, b, og, N);
-        continue;
-      }
-      const bf16* w = weight ? weight + e * N * K + block * 16 * K : nullptr;
-      if (codes) {
-        panel.resize(nr * 16 * K);
-        dequantize_blocks(q, block, nr, panel.data());
-        w = panel.data();
-      }
-      for (int64_t m = 0; m < rows; m += MR) {
-        const int64_t mr = (rows - m) < MR ? (rows - m) : MR;
-        BF16_TILES[mr - 1][nr - 1](xg + m * K, K, w, b, og + m * N, N);
-      }
-    }
-  }
+  grouped(x, K, N, n_groups, experts, counts, weight, codes, scales, biases, gs, bias, out, 0, nullptr);
+}
+
+// The same for a gate_up matrix whose N rows interleave gate and up blocks of 16 (gate block b, up block b,
+// ...; bias likewise), followed by the clamped SwiGLU: out [rows, N / 2] bf16. params = {alpha, limit}.
+// N % 32 == 0.
+void pf_grouped_swiglu(const bf16* x, int64_t K, int64_t N, int64_t n_groups, const int64_t* experts,
+                       const int64_t* counts, const bf16* weight, const uint8_t* codes, const bf16* scales,
+                       const bf16* biases, int64_t gs, const float* bias, const float* params, bf16* out) {
+  grouped(x, K, N, n_groups, experts, counts, weight, codes, scales, biases, gs, bias, out, 1, params);
 }
 
 }  // extern "C"
