@@ -23,8 +23,9 @@ def render_markdown(results: dict) -> str:
     scaling = _scaling_table(results, notes)  # fills ``notes`` with the skip reasons it numbers
     if notes:
         scaling += ["", "Skipped:", *[f"{i + 1}. {note}" for i, note in enumerate(notes)]]
-    sections = (_targets_table(results), scaling, _relative_table(results), _memory_table(results),
-                _rss_by_length_table(results), _pipe_table(results), _cold_table(results))
+    sections = (_targets_table(results), _issue18_table(results), scaling, _relative_table(results),
+                _memory_table(results), _rss_by_length_table(results), _pipe_table(results),
+                _cold_table(results))
     for section in sections:
         lines += ["", *section]
     lines.append("")
@@ -91,6 +92,13 @@ def median_tps(job: dict, col: str) -> float | None:
     return summary["median"] if summary else None
 
 
+def roofline_share(results: dict, job: dict, col: str) -> float | None:
+    """Median tokens/s of ``job`` at ``col`` over this run's roofline ceiling; None when either is missing."""
+    ceiling = (results.get("roofline") or {}).get("ceiling_tokens_per_s")
+    tps = median_tps(job, col)
+    return tps / ceiling if tps is not None and ceiling else None
+
+
 def _targets_table(results: dict) -> list[str]:
     """The issue targets (#3 runtime, #5 component), read off this run; '-' where a figure is missing."""
     entries = results["contenders"]
@@ -119,21 +127,88 @@ def _targets_table(results: dict) -> list[str]:
          int8_rss * 2**20 / 1e9 if int8_rss else None, -1.7, " GB"),
         ("nlp.pipe outside-model share (worst batch size)", max(shares) if shares else None, -0.05, "%"),
     ]
-    lines = ["## Targets (issues #3 and #5) read off this run", "", "| figure | this run | target | met |",
-             "|---|---|---|---|"]
-    for name, value, target, unit in rows:
+    return ["## Targets (issues #3 and #5) read off this run", "", "| figure | this run | target | met |",
+            "|---|---|---|---|", *_target_rows(rows)]
+
+
+def _target_rows(rows) -> list[str]:
+    """Table rows from ``(figure, value or None, target, unit[, complete])``; negative target: upper bound.
+
+    ``complete=False``: the run covered only part of what the target spans (fewer lengths or documents),
+    so the figure can miss its bound ("no") but not meet it ("-").
+    """
+    lines = []
+    for name, value, target, unit, *rest in rows:
         fmt = (lambda v: f"{v:.1%}") if unit == "%" else (lambda v: f"{v:.2f}{unit}")  # noqa: E731
         bound = f"<= {fmt(-target)}" if target < 0 else f">= {fmt(target)}"
         good = value is not None and (value <= -target if target < 0 else value >= target)
-        met = "-" if value is None else ("yes" if good else "no")
+        met = "-" if value is None or (good and rest and not rest[0]) else ("yes" if good else "no")
         lines.append(f"| {name} | {'-' if value is None else fmt(value)} | {bound} | {met} |")
     return lines
+
+
+def _issue18_table(results: dict) -> list[str]:
+    """The targets of issue #18 (performance round 2), read off this run; '-' where a figure is missing."""
+    entries, lengths = results["contenders"], _columns(results)
+    job = lambda name, kind="scaling": (entries.get(name) or {}).get(kind) or {}  # noqa: E731
+    bf16, int8 = job("torch-bf16"), job("torch-int8")
+    ran = lambda j: [c for c in lengths if median_tps(j, c) is not None]  # noqa: E731
+    rows: list[tuple] = [(f"torch bf16 share of the roofline ceiling at {int(col):,} tokens",
+                          roofline_share(results, bf16, col), bound, "%") for col, bound in
+                         (("2048", 0.60), ("512", 0.45))]
+    flat = [c for c in ran(bf16) if 2048 <= int(c) <= 32768]
+    speeds = [median_tps(bf16, c) for c in flat]
+    rows.append((f"torch bf16 tokens/s, slowest / fastest over 2,048-32,768 tokens (ran: {_names(flat)})",
+                 min(speeds) / max(speeds) if len(speeds) > 1 else None, 0.85, "",
+                 {"2048", "32768"} <= set(flat)))
+    ratio = lambda col: median_tps(int8, col) / median_tps(bf16, col)  # noqa: E731
+    both = [c for c in ran(bf16) if c in ran(int8)]
+    rows.append(("torch 8-bit / torch bf16 tokens/s at 128 tokens", ratio("128") if "128" in both else None,
+                 1.3, "x"))
+    worst = min(both, key=ratio, default=None)
+    rows.append((f"torch 8-bit / torch bf16 tokens/s at the worst length: {_names([worst] if worst else [])} "
+                 f"tokens (lengths both ran: {_names(both)})", ratio(worst) if worst else None, 1.0, "x",
+                 both == lengths and "32768" in lengths))
+    # Peaks per length are running peaks (reset after loading), ascending: the last one <= 8,192 is the peak.
+    peaks = [(c, p["peak_rss_mb"]) for c, p in int8.get("lengths", {}).items()
+             if int(c) <= 8192 and "peak_rss_mb" in p]
+    rows.append((f"torch 8-bit peak RSS while running single texts up to 8,192 tokens (ran up to "
+                 f"{_names([max(peaks, key=lambda cp: int(cp[0]))[0]] if peaks else [])}), GB (10^9 bytes)"
+                 + _unreset(int8),
+                 max(mb for _, mb in peaks) * 2**20 / 1e9 if peaks else None, -2.0, " GB",
+                 "8192" in dict(peaks)))
+    pipe = job("torch-bf16", "pipe")
+    above = (pipe["peak_rss_mb"] - pipe["rss_model_loaded_mb"]) * 2**20 / 1e9 \
+        if pipe.get("status") == "ok" and "rss_model_loaded_mb" in pipe else None
+    rows.append((f"nlp.pipe over {pipe.get('documents', '?')} documents (torch bf16): peak RSS above the "
+                 "loaded model, GB (10^9 bytes)" + _unreset(pipe), above, -1.5, " GB",
+                 pipe.get("documents", 0) >= 500))
+    cold = job("torch-int8", "cold")
+    wall = cold.get("wall_s") if cold.get("status") == "ok" else None
+    rows.append(("cold start, torch 8-bit: process wall of import + load + first "
+                 f"{cold.get('doc_tokens', '?')}-token document, median of {wall['n'] if wall else '?'} "
+                 "fresh processes, s",
+                 wall["median"] if wall else None, -3.0, " s"))
+    return ["## Targets (issue #18) read off this run", "",
+            "| figure (ratios compare contenders measured in this run) | this run | target | met |",
+            "|---|---|---|---|", *_target_rows(rows), "",
+            "met '-': no figure, or a figure within its bound from a run that covered only part of the "
+            "target (fewer lengths or documents than it names); such a figure that misses its bound "
+            "reads 'no'."]
+
+
+def _names(cols: list[str]) -> str:
+    return ", ".join(f"{int(c):,}" for c in cols) or "none"
+
+
+def _unreset(job: dict) -> str:
+    # Without the Linux peak reset (clear_refs) the job's peaks include the transients of loading.
+    return " (peak includes loading: no peak reset here)" if job.get("peak_reset") is False else ""
 
 
 def _relative_table(results: dict) -> list[str]:
     cols = _columns(results) + ["batch32"]
     baseline = (results["contenders"].get(BASELINE) or {}).get("scaling") or {}
-    ceiling = (results.get("roofline") or {}).get("ceiling_tokens_per_s")
     lines = ["## Relative: speed-up over transformers eager (same run) and share of the roofline ceiling", "",
              "| contender | " + " | ".join(f"{c} tok" if c != "batch32" else "32 x ~200" for c in cols)
              + " |",
@@ -149,7 +224,8 @@ def _relative_table(results: dict) -> list[str]:
                 continue
             base = median_tps(baseline, col)
             ratio = f"{tps / base:.2f}x" if base else "n/a"
-            share = f"{tps / ceiling:.0%}" if ceiling else "n/a"
+            share = roofline_share(results, job, col)
+            share = f"{share:.0%}" if share is not None else "n/a"
             cells.append(f"{ratio} / {share}")
         lines.append(f"| {entry['label']} | " + " | ".join(cells) + " |")
     lines += ["", "n/a: transformers eager did not run at that length (see 'Skipped' above)."]
@@ -229,6 +305,10 @@ def _pipe_table(results: dict) -> list[str]:
 
 def _cold_table(results: dict) -> list[str]:
     lines = ["## Cold start: fresh process, import + load + first document", ""]
+    tokens = sorted({e["cold"]["doc_tokens"] for e in results["contenders"].values()
+                     if "doc_tokens" in (e.get("cold") or {})})
+    if tokens:
+        lines += [f"First document: {', '.join(map(str, tokens))} model tokens.", ""]
     rows = [(entry, entry["cold"]) for entry in results["contenders"].values() if entry.get("cold")]
     if not rows:
         return lines + ["(not run)"]

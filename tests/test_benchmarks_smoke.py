@@ -97,6 +97,72 @@ def test_report_gives_ratios_to_eager_ceiling_shares_and_skip_reasons():
     assert "skipped: 'mlx.core' is not installed" in text
 
 
+def _issue18_results(lengths=(128, 512, 2048, 8192, 32768)) -> dict:
+    results = _fake_results()
+    results["meta"]["lengths"] = list(lengths)
+    summary = lambda m: {"median": m, "min": m, "max": m, "n": 3}  # noqa: E731
+
+    def scaling(tps: dict, peaks: dict) -> dict:
+        return {"status": "ok", "load_s": 1.0, "rss_after_load_mb": 10, "peak_rss_mb": 20, "peak_reset": True,
+                "lengths": {str(n): {"tokens_per_s": summary(tps[n]), "peak_rss_mb": peaks.get(n, 1000)}
+                            for n in lengths}}
+
+    contenders = results["contenders"]
+    contenders["torch-bf16"]["scaling"] = scaling({128: 2500, 512: 5000, 2048: 6500, 8192: 6000, 32768: 5800},
+                                                  {})
+    contenders["torch-bf16"]["pipe"] = {"status": "ok", "documents": 500, "tokens": 400_000, "shards": 3,
+                                        "batch_sizes": {}, "peak_reset": True, "rss_model_loaded_mb": 1000,
+                                        "peak_rss_mb": 3000}
+    contenders["torch-int8"] = {"label": "ours 8-bit", "status": "ok", "scaling": scaling(
+        {128: 3500, 512: 5500, 2048: 6400, 8192: 6100, 32768: 5900},
+        {128: 1500, 512: 1600, 2048: 1700, 8192: 1800, 32768: 3000}),
+        "cold": {"status": "ok", "doc_tokens": 128, "wall_s": summary(2.5), "import_s": summary(1.0),
+                 "load_s": summary(1.0), "first_doc_s": summary(0.5)}}
+    return results
+
+
+def test_report_reads_the_issue_18_targets_off_the_run():
+    text = render_markdown(_issue18_results())
+    section = text.split("## Targets (issue #18) read off this run", 1)[1].split("\n## ", 1)[0]
+    assert "ratios compare contenders measured in this run" in section.splitlines()[2]
+    rows = {line.split(" | ")[0].lstrip("| "): line.split(" | ")[1:] for line in section.splitlines()
+            if line.startswith("| ") and "---" not in line and "this run" not in line}
+    assert len(rows) == 8
+
+    def row(start: str) -> list[str]:
+        return next(cells for name, cells in rows.items() if name.startswith(start))
+
+    ceiling = [row("torch bf16 share of the roofline ceiling at 2,048"),
+               row("torch bf16 share of the roofline ceiling at 512")]
+    assert ceiling == [["65.0%", ">= 60.0%", "yes |"], ["50.0%", ">= 45.0%", "yes |"]]  # / 10,000 tok/s
+    assert row("torch bf16 tokens/s, slowest / fastest") == ["0.89", ">= 0.85", "yes |"]  # 5,800 / 6,500
+    assert row("torch 8-bit / torch bf16 tokens/s at 128") == ["1.40x", ">= 1.30x", "yes |"]
+    worst = next(name for name in rows if "worst length" in name)
+    assert "worst length: 2,048 tokens" in worst and rows[worst] == ["0.98x", ">= 1.00x", "no |"]
+    assert row("torch 8-bit peak RSS") == ["1.89 GB", "<= 2.00 GB", "yes |"]  # 1,800 MiB at 8,192; not 32,768
+    assert row("nlp.pipe over 500 documents") == ["2.10 GB", "<= 1.50 GB", "no |"]  # (3,000 - 1,000) MiB
+    assert row("cold start, torch 8-bit") == ["2.50 s", "<= 3.00 s", "yes |"]
+    assert "first 128-token document, median of 3" in next(name for name in rows if name.startswith("cold"))
+    # The issue #3/#5 table stays, and stays first.
+    assert text.index("## Targets (issues #3 and #5)") < text.index("## Targets (issue #18)")
+
+
+def test_issue_18_targets_from_a_partial_run_can_fail_but_not_pass():
+    text = render_markdown(_issue18_results(lengths=(128, 512, 2048)))
+    section = text.split("## Targets (issue #18)", 1)[1].split("\n## ", 1)[0]
+    lines = section.splitlines()
+    assert next(line for line in lines if "slowest / fastest" in line).endswith("| - | >= 0.85 | - |")
+    assert next(line for line in lines if "peak RSS while running" in line).endswith(
+        "(ran up to 2,048), GB (10^9 bytes) | 1.78 GB | <= 2.00 GB | - |")  # 1,700 MiB, within but partial
+    assert next(line for line in lines if "worst length" in line).endswith("| 0.98x | >= 1.00x | no |")
+
+
+def test_the_8bit_cold_start_runs_in_quick_and_full_runs():
+    from benchmarks.__main__ import QUICK_COLD
+
+    assert "torch-int8" in QUICK_COLD and by_name("torch-int8").cold
+
+
 def test_tiny_end_to_end_run_writes_table_plot_and_json(tmp_path):
     pytest.importorskip("torch")
     pytest.importorskip("matplotlib")
@@ -116,6 +182,8 @@ def test_tiny_end_to_end_run_writes_table_plot_and_json(tmp_path):
     assert results["roofline"]["ceiling_tokens_per_s"] > 0
     table = (out / "cpu.md").read_text(encoding="utf-8")
     assert "| spacy-privfilter torch fp32 |" in table and "16 tok" in table
+    assert "## Targets (issue #18) read off this run" in table
+    assert "| torch bf16 share of the roofline ceiling at 2,048 tokens | - |" in table  # bf16 did not run
     assert (out / "cpu.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert (cache / "tiny-hf" / "config.json").is_file()
 
