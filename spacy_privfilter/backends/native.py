@@ -32,7 +32,7 @@ import numpy as np
 
 log = logging.getLogger(__name__)
 
-ABI_VERSION = 2
+ABI_VERSION = 3
 SOURCE = Path(__file__).with_name("kernels") / "experts_avx512.cpp"
 FLAGS = ("-O3", "-std=c++17", "-shared", "-fPIC", "-fopenmp", "-mavx512f", "-mavx512bw", "-mavx512vl",
          "-mavx512bf16", "-mfma")
@@ -54,6 +54,9 @@ class NativeKernel:
         self._swiglu = library.pf_grouped_swiglu
         self._swiglu.argtypes = [_P, _I, _I, _I, _P, _P, _P, _P, _P, _P, _I, _P, _P, _P]
         self._swiglu.restype = None
+        self._pack = library.pf_pack
+        self._pack.argtypes = [_P, _I, _I, _I, _I, _I, _I, _I, _P, _P]
+        self._pack.restype = None
         self._dequantize = library.pf_dequantize
         self._dequantize.argtypes = [_P, _P, _P, _I, _I, _I, _P]
         self._dequantize.restype = None
@@ -71,6 +74,11 @@ class NativeKernel:
         clamped SwiGLU (params: float32 [alpha, limit]): out [rows, n / 2]."""
         self._swiglu(x, k, n, n_groups, experts, counts, weight, codes, scales, biases, group_size, bias, params,
                      out)
+
+    def pack(self, src: int, shape: tuple[int, int, int], strides: tuple[int, int, int], itemsize: int,
+             order: int | None, out: int) -> None:
+        """src[e, order[n], k] ([E, N, K] with element strides) -> pair-packed out (see ``pack_pairs``)."""
+        self._pack(src, *shape, *strides, itemsize, order, out)
 
     def dequantize(self, codes: int, scales: int, biases: int, blocks: int, k: int, group_size: int, out: int) -> None:
         """Pair-packed 8-bit codes of ``blocks`` column blocks -> the pair-packed bf16 weights the kernel uses."""
@@ -228,6 +236,12 @@ def _self_test(kernel: NativeKernel) -> None:
     order = np.arange(experts, dtype=np.int64)
     packed = {"bf16": pack_pairs(dense), "codes": pack_pairs(codes), "scales": pack_groups(scales),
               "biases": pack_groups(offsets), "raw_codes": codes, "raw_scales": scales, "raw_biases": offsets}
+    for source in (dense, codes):  # the kernel's own packing (used at load) against the numpy layout
+        got = np.empty_like(pack_pairs(source))
+        kernel.pack(_address(source), source.shape, tuple(d // source.itemsize for d in source.strides),
+                    source.itemsize, None, _address(got))
+        if not np.array_equal(got, pack_pairs(source)):
+            raise _Unavailable("the built kernel failed its self-test (packing)")
     unpacked = np.empty_like(packed["bf16"][1])
     kernel.dequantize(_address(packed["codes"][1]), _address(packed["scales"][1]), _address(packed["biases"][1]),
                       n // COLUMN_BLOCK, k, group, _address(unpacked))

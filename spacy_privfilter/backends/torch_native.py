@@ -24,12 +24,13 @@ from .torch_quant import QuantizedExperts
 _MATRICES = ("gate_up_proj", "down_proj")
 
 
-def pack_pairs(matrix: torch.Tensor) -> torch.Tensor:
-    """[E, N, K] -> pair-packed [E, N/16, K/2, 16, 2] (2-byte pairs of uint8 codes, 4-byte pairs of bf16)."""
+def pack_pairs(matrix: torch.Tensor, kernel: NativeKernel, order: torch.Tensor | None = None) -> torch.Tensor:
+    """[E, N, K] (any strides; rows taken in ``order``) -> pair-packed [E, N/16, K/2, 16, 2], by the kernel."""
     e, n, k = matrix.shape
-    unit = torch.int16 if matrix.element_size() == 1 else torch.int32
-    pairs = matrix.contiguous().view(unit).view(e, n // COLUMN_BLOCK, COLUMN_BLOCK, k // 2)
-    return pairs.transpose(-1, -2).contiguous().view(matrix.dtype).view(e, n // COLUMN_BLOCK, k // 2, COLUMN_BLOCK, 2)
+    out = torch.empty(e, n // COLUMN_BLOCK, k // 2, COLUMN_BLOCK, 2, dtype=matrix.dtype)
+    kernel.pack(matrix.data_ptr(), (e, n, k), matrix.stride(), matrix.element_size(),
+                None if order is None else order.data_ptr(), out.data_ptr())
+    return out
 
 
 def pack_groups(values: torch.Tensor) -> torch.Tensor:
@@ -78,14 +79,15 @@ class NativeExperts(Experts):
         for name in _MATRICES:
             source = getattr(experts, name)
             rows = order if name == "gate_up_proj" else slice(None)
+            rows_order = order if name == "gate_up_proj" else None
             if new.quantized:
-                new.register_buffer(name + "_codes", pack_pairs(source.codes[:, rows]))
+                new.register_buffer(name + "_codes", pack_pairs(source.codes, kernel, rows_order))
                 new.register_buffer(name + "_scales", pack_groups(source.scales[:, rows]))
                 new.register_buffer(name + "_offsets", pack_groups(source.biases[:, rows]))
             else:
                 # HF layout [E, in, out] -> [E, out, in] -> packed; one copy, the dense parameter is dropped.
                 by_output = source.detach().to(torch.bfloat16).transpose(-1, -2)
-                new.register_buffer(name + "_packed", pack_pairs(by_output[:, rows]))
+                new.register_buffer(name + "_packed", pack_pairs(by_output, kernel, rows_order))
             # The bias as addmm adds it: rounded to the output dtype, then added in float32.
             bias = getattr(experts, name + "_bias").detach().to(torch.bfloat16).float()[:, rows].contiguous()
             new.register_buffer(name + "_bias32", bias)

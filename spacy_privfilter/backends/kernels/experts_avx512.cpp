@@ -239,7 +239,31 @@ void grouped(const bf16* x, int64_t K, int64_t N, int64_t n_groups, const int64_
 extern "C" {
 
 // Bumped whenever an entry point's signature or a layout changes; native.py checks it.
-int pf_abi_version(void) { return 2; }
+int pf_abi_version(void) { return 3; }
+
+// src[e, order[n], k] (strides in elements; order NULL: n) -> pair-packed dst [E][N / 16][K / 2][16][2], for
+// 1-byte codes or 2-byte bf16 (elem). One pass, in parallel: the load-time repacking of the expert weights.
+void pf_pack(const void* src, int64_t E, int64_t N, int64_t K, int64_t se, int64_t sn, int64_t sk, int64_t elem,
+             const int64_t* order, void* dst) {
+  const int64_t blocks = N / 16, pairs = K / 2;
+#pragma omp parallel for schedule(static)
+  for (int64_t t = 0; t < E * blocks; ++t) {
+    const int64_t e = t / blocks, nb = t % blocks;
+    for (int64_t c = 0; c < 16; ++c) {
+      const int64_t n = order ? order[nb * 16 + c] : nb * 16 + c;
+      const int64_t base = e * se + n * sn, out = (t * pairs) * 32 + c * 2;
+      if (elem == 1) {
+        const uint8_t* from = (const uint8_t*)src + base;
+        uint8_t* to = (uint8_t*)dst + out;
+        for (int64_t k = 0; k < K; ++k) to[(k >> 1) * 32 + (k & 1)] = from[k * sk];
+      } else {
+        const bf16* from = (const bf16*)src + base;
+        bf16* to = (bf16*)dst + out;
+        for (int64_t k = 0; k < K; ++k) to[(k >> 1) * 32 + (k & 1)] = from[k * sk];
+      }
+    }
+  }
+}
 
 // Pair-packed 8-bit codes of `blocks` 16-column blocks -> pair-packed bf16 weights (what the tiles multiply).
 void pf_dequantize(const uint8_t* codes, const bf16* scales, const bf16* biases, int64_t blocks, int64_t K,
