@@ -309,6 +309,10 @@ def _cold_table(results: dict) -> list[str]:
                      if "doc_tokens" in (e.get("cold") or {})})
     if tokens:
         lines += [f"First document: {', '.join(map(str, tokens))} model tokens.", ""]
+    python = results.get("meta", {}).get("cold_python")
+    if python and python != "this venv":
+        lines += [f"Our contenders start in `{python}` (`--cold-python`: a venv with only the package and its "
+                  "torch extra, what a user pays); the transformers contenders in the benchmark's venv.", ""]
     rows = [(entry, entry["cold"]) for entry in results["contenders"].values() if entry.get("cold")]
     if not rows:
         return lines + ["(not run)"]
@@ -320,7 +324,9 @@ def _cold_table(results: dict) -> list[str]:
             continue
         parts = [_fmt_summary(cold[key], 2) for key in ("wall_s", "import_s", "load_s", "first_doc_s")]
         lines.append(f"| {entry['label']} | " + " | ".join(parts) + " |")
-    lines += ["", "The first run reads the checkpoint from disk; later runs find it in the page cache."]
+    lines += ["", "The first run reads the checkpoint from disk; later runs find it in the page cache. 'load s' is "
+                  "spacy.blank + add_pipe + initialize: it includes importing every spaCy plugin that the venv "
+                  "registers as an entry point."]
     return lines
 
 
