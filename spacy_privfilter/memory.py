@@ -17,6 +17,9 @@ import sys
 from typing import Callable, Optional
 
 DEFAULT_THRESHOLD_BYTES = 256 * 2**20
+MMAP_THRESHOLD_BYTES = 32 * 2**20  # glibc's largest: blocks below it come from the heap and are reused
+TRIM_THRESHOLD_BYTES = 64 * 2**20  # free memory glibc keeps at the heap's top before returning it by itself
+_M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3  # mallopt parameter numbers (malloc.h)
 
 
 @functools.lru_cache(maxsize=None)
@@ -31,6 +34,29 @@ def _malloc_trim() -> Optional[Callable[[int], int]]:
         return None
     trim.argtypes, trim.restype = [ctypes.c_size_t], ctypes.c_int
     return trim
+
+
+@functools.lru_cache(maxsize=None)
+def tune_allocator() -> bool:
+    """Serve activation-sized blocks from the heap and keep it warm between forward passes (glibc only).
+
+    With glibc's defaults a forward pass at 2,048 tokens kept faulting in fresh pages for its large
+    temporaries (each freed block returned, each new one mapped again); fixing the mmap threshold at 32 MiB
+    and the trim threshold at 64 MiB made it 1.1-1.2x faster (bf16 3,800-4,200 -> 4,600 tokens/s in one A/B
+    run; 8-bit at 8,192 tokens 4,176 -> 4,712). Memory stays bounded: HeapTrimmer still trims between
+    batches. Once per process; skipped when the user set MALLOC_MMAP_THRESHOLD_ or MALLOC_TRIM_THRESHOLD_,
+    or SPACY_PRIVFILTER_TUNE_MALLOC=0. True when applied.
+    """
+    if os.environ.get("SPACY_PRIVFILTER_TUNE_MALLOC", "1") == "0" or not sys.platform.startswith("linux"):
+        return False
+    if any(name in os.environ for name in ("MALLOC_MMAP_THRESHOLD_", "MALLOC_TRIM_THRESHOLD_")):
+        return False
+    try:
+        mallopt = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6").mallopt
+    except (OSError, AttributeError):
+        return False
+    mallopt.argtypes, mallopt.restype = [ctypes.c_int, ctypes.c_int], ctypes.c_int
+    return bool(mallopt(_M_MMAP_THRESHOLD, MMAP_THRESHOLD_BYTES) and mallopt(_M_TRIM_THRESHOLD, TRIM_THRESHOLD_BYTES))
 
 
 def resident_bytes() -> Optional[int]:

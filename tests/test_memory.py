@@ -44,3 +44,18 @@ def test_component_checks_after_every_model_batch(monkeypatch) -> None:
     assert len(docs) == 4 and len(calls) == 2
     nlp("one more")
     assert len(calls) == 3
+
+
+def test_allocator_tuning_respects_the_user_and_the_switch(monkeypatch) -> None:
+    memory.tune_allocator.cache_clear()
+    monkeypatch.setenv("MALLOC_TRIM_THRESHOLD_", "1000000")
+    assert memory.tune_allocator() is False  # the user's own malloc settings win
+    memory.tune_allocator.cache_clear()
+    monkeypatch.delenv("MALLOC_TRIM_THRESHOLD_")
+    monkeypatch.setenv("SPACY_PRIVFILTER_TUNE_MALLOC", "0")
+    assert memory.tune_allocator() is False
+    memory.tune_allocator.cache_clear()
+    monkeypatch.delenv("SPACY_PRIVFILTER_TUNE_MALLOC")
+    applied = memory.tune_allocator()
+    assert applied is (sys.platform.startswith("linux") and memory._malloc_trim() is not None)
+    memory.tune_allocator.cache_clear()

@@ -19,6 +19,7 @@ from ..checkpoint.safetensors_io import SafetensorsHeader
 from ..checkpoint.types import CheckpointInfo, QuantizedWeight
 from ..config import ModelConfig
 from ..errors import CheckpointError, ConfigError
+from ..memory import tune_allocator
 from .base import (DTYPES, EXPERT_KERNELS, EXPERT_PRECISIONS, QUANTIZED_EXPERTS_MODES, DType, ExpertKernel,
                    ExpertPrecision, QuantizedExpertsMode)
 from .native import NativeKernel, load_kernel, unavailable_reason
@@ -302,6 +303,8 @@ class TorchBackend:
         self.viterbi_biases = dict(viterbi_biases) if viterbi_biases else None
         self.model_path = model_path
         self.device = next(model.parameters()).device
+        if self.device.type == "cpu":
+            tune_allocator()  # large activations from a warm heap (memory.py)
 
     @classmethod
     def from_state_dict(cls, state_dict: Mapping[str, Any], config: ModelConfig, *, device: str = "cpu",

@@ -128,7 +128,7 @@ class QuantizedEmbedding(nn.Module):
         codes = unpack_codes(raw.view(torch.int32), self.bits)
         rows = dequantize_codes(codes, table.scales[unique], table.biases[unique], group_size=table.group_size,
                                 dtype=self.dtype)
-        return rows[inverse]
+        return torch.index_select(rows, 0, inverse.reshape(-1)).view(*inverse.shape, rows.shape[-1])
 
 
 class QuantizedExperts(Experts):
