@@ -34,7 +34,8 @@ def main() -> None:
     config = full_config()
     dtype = torch.bfloat16 if cpu_runs_fast(torch.bfloat16) and args.mode != "full" else torch.float32
     begin = time.perf_counter()
-    model = build_model(RandomStateDict(config), config, dtype=dtype, device="cpu", pack_experts=False)
+    model = build_model(RandomStateDict(config), config, dtype=dtype, device="cpu", pack_experts=False,
+                        expert_kernel="torch")
     params = prepare_model(model, args.mode, rank=args.rank)
     built_s = time.perf_counter() - begin
     # Drawing the random tensors leaves freed float32 buffers in the heap: hand them back, then start the peak

@@ -52,11 +52,13 @@ class TrainResult(NamedTuple):
 
 def load_for_training(model: str | os.PathLike, *, revision: str | None = None, device: str = "auto",
                       dtype: str = "auto", mode: str = "lora") -> tuple[PrivacyFilterModel, Any]:
-    """A model built for training (dense experts, unpacked; float32 for full fine-tuning) and its checkpoint info."""
+    """A model built for training (dense torch experts, unpacked: the native kernel has no gradients; float32 for
+    full fine-tuning) and its checkpoint info."""
     info = inspect_checkpoint(resolve_model_path(model, revision=revision))
     state_dict = read_state_dict(info)
     net = build_model(state_dict, info.config, dtype="float32" if mode == "full" else dtype, device=device,
-                      quantized_experts="dequantize", pack_experts=False, own_weights=True)
+                      quantized_experts="dequantize", pack_experts=False, own_weights=True,
+                      expert_kernel="torch")
     return net, info
 
 
