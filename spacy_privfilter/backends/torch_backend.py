@@ -19,7 +19,7 @@ from ..checkpoint.safetensors_io import SafetensorsHeader
 from ..checkpoint.types import CheckpointInfo, QuantizedWeight
 from ..config import ModelConfig
 from ..errors import CheckpointError, ConfigError
-from ..memory import tune_allocator
+from ..memory import trim_heap, tune_allocator
 from .base import (DTYPES, EXPERT_KERNELS, EXPERT_PRECISIONS, QUANTIZED_EXPERTS_MODES, DType, ExpertKernel,
                    ExpertPrecision, QuantizedExpertsMode)
 from .native import NativeKernel, load_kernel, unavailable_reason
@@ -196,6 +196,7 @@ def build_model(state_dict: Mapping[str, Any], config: ModelConfig, *, dtype: DT
             layer.mlp.experts = PackedExperts.from_experts(layer.mlp.experts)
     if kernel is not None:
         _install_native(model, kernel, dtype=run_dtype, required=expert_kernel == "native")
+        trim_heap()  # repacking's temporaries: handed back now rather than kept as free heap
     return model.eval()
 
 

@@ -19,7 +19,7 @@ import torch
 
 from .native import COLUMN_BLOCK, NativeKernel, interleave_halves, supports_shape
 from .torch_model import Experts
-from .torch_quant import QuantizedExperts
+from .torch_quant import QuantizedExperts, QuantizedTensor
 
 _MATRICES = ("gate_up_proj", "down_proj")
 
@@ -30,6 +30,28 @@ def pack_pairs(matrix: torch.Tensor, kernel: NativeKernel, order: torch.Tensor |
     out = torch.empty(e, n // COLUMN_BLOCK, k // 2, COLUMN_BLOCK, 2, dtype=matrix.dtype)
     kernel.pack(matrix.data_ptr(), (e, n, k), matrix.stride(), matrix.element_size(),
                 None if order is None else order.data_ptr(), out.data_ptr())
+    return out
+
+
+# Experts read from the file per repacking step: ~13 MB of the full model's codes at a time.
+_EXPERTS_PER_READ = 16
+
+
+def _pack_codes(tensor: QuantizedTensor, kernel: NativeKernel, order: torch.Tensor | None) -> torch.Tensor:
+    """Pair-packed codes of a QuantizedTensor; read from its file in chunks of experts when it knows where they
+    lie, so the mapped file's pages are never brought in (packing through the map made them resident
+    next to the packed copy: 3.1 GB peak while loading the full 8-bit model instead of ~1.8 GB)."""
+    codes, source = tensor.codes, tensor.source
+    if source is None or source.nbytes != codes.numel():
+        return pack_pairs(codes, kernel, order)
+    e, n, k = codes.shape
+    out = torch.empty(e, n // COLUMN_BLOCK, k // 2, COLUMN_BLOCK, 2, dtype=torch.uint8)
+    buffer = np.empty(min(_EXPERTS_PER_READ, e) * n * k, dtype=np.uint8)
+    for first in range(0, e, _EXPERTS_PER_READ):
+        count = min(_EXPERTS_PER_READ, e - first)
+        chunk = torch.from_numpy(source.read_range(first * n * k, count * n * k, buffer).reshape(count, n, k))
+        kernel.pack(chunk.data_ptr(), (count, n, k), chunk.stride(), 1, None if order is None else order.data_ptr(),
+                    out[first].data_ptr())
     return out
 
 
@@ -81,7 +103,7 @@ class NativeExperts(Experts):
             rows = order if name == "gate_up_proj" else slice(None)
             rows_order = order if name == "gate_up_proj" else None
             if new.quantized:
-                new.register_buffer(name + "_codes", pack_pairs(source.codes, kernel, rows_order))
+                new.register_buffer(name + "_codes", _pack_codes(source, kernel, rows_order))
                 new.register_buffer(name + "_scales", pack_groups(source.scales[:, rows]))
                 new.register_buffer(name + "_offsets", pack_groups(source.biases[:, rows]))
             else:

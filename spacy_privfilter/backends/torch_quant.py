@@ -83,6 +83,9 @@ class QuantizedTensor(nn.Module):
         self.register_buffer("codes", own(unpack_codes(weight.weight, weight.bits).to(device)))
         self.register_buffer("scales", own(_as_tensor(weight.scales).to(device=device, dtype=dtype)))
         self.register_buffer("biases", own(_as_tensor(weight.biases).to(device=device, dtype=dtype)))
+        # Where the codes lie on disk, while they are still views of the (mapped) file: lets a repacking
+        # read them without mapping them in (torch_native.py).
+        self.source = weight.source if not copy and device.type == "cpu" and weight.bits == 8 else None
         if self.codes.shape[-1] != self.scales.shape[-1] * self.group_size:
             raise CheckpointError(f"quantized weight has {self.codes.shape[-1]} columns but "
                                   f"{self.scales.shape[-1]} groups of {self.group_size}")

@@ -54,11 +54,7 @@ class FileRegion:
         """
         out = np.empty((len(rows), row_bytes), dtype=np.uint8)
         try:
-            with open(self.path, "rb", buffering=0) as handle:
-                stat = os.fstat(handle.fileno())
-                if (stat.st_size, stat.st_mtime_ns) != (self.file_size, self.mtime_ns):
-                    raise CheckpointError(f"weight file '{self.path.name}' changed on disk after the model was "
-                                          "loaded; load the model again")
+            with self._open() as handle:
                 for i, row in enumerate(rows):
                     start = row * row_bytes
                     if not 0 <= start < self.nbytes:
@@ -70,6 +66,38 @@ class FileRegion:
         except OSError as exc:
             raise CheckpointError(f"cannot read weight file '{self.path.name}': {exc.strerror or exc}") from exc
         return out
+
+    def read_range(self, start: int, nbytes: int, out: np.ndarray | None = None) -> np.ndarray:
+        """uint8 [nbytes]: bytes [start, start + nbytes) of the tensor, read (positioned) into ``out`` if given."""
+        if not (0 <= start and start + nbytes <= self.nbytes):
+            raise IndexError(f"bytes [{start}, {start + nbytes}) are outside a tensor of {self.nbytes} bytes")
+        buffer = np.empty(nbytes, dtype=np.uint8) if out is None else out.reshape(-1)[:nbytes]
+        view, done = memoryview(buffer), 0
+        try:
+            with self._open() as handle:
+                while done < nbytes:
+                    if hasattr(os, "preadv"):
+                        got = os.preadv(handle.fileno(), [view[done:]], self.offset + start + done)
+                    else:
+                        data = _pread(handle, nbytes - done, self.offset + start + done)
+                        view[done:done + len(data)] = data
+                        got = len(data)
+                    if got <= 0:
+                        raise _corrupt(self.path, "a tensor is cut short")
+                    done += got
+        except OSError as exc:
+            raise CheckpointError(f"cannot read weight file '{self.path.name}': {exc.strerror or exc}") from exc
+        return buffer
+
+    def _open(self) -> Any:
+        """The file, opened unbuffered; CheckpointError when it changed since loading (never other weights)."""
+        handle = open(self.path, "rb", buffering=0)
+        stat = os.fstat(handle.fileno())
+        if (stat.st_size, stat.st_mtime_ns) != (self.file_size, self.mtime_ns):
+            handle.close()
+            raise CheckpointError(f"weight file '{self.path.name}' changed on disk after the model was "
+                                  "loaded; load the model again")
+        return handle
 
 
 def _pread(handle: Any, size: int, offset: int) -> bytes:

@@ -137,6 +137,8 @@ def test_native_models_match_the_torch_kernels_and_8bit_keep_equals_dequantize(t
     torch_kept = load(info, device="cpu", expert_kernel="torch")
     assert all(isinstance(layer.mlp.experts, NativeExperts) for layer in kept.model.layers)
     assert isinstance(torch_kept.model.layers[0].mlp.experts, QuantizedExperts)
+    # the kept codes know where they lie on disk: the native repacking reads them from there, not through the map
+    assert torch_kept.model.layers[0].mlp.experts.gate_up_proj.source is not None
     assert kept.model.layers[0].mlp.experts.gate_up_proj_codes.dtype == torch.uint8
     # Repacking copied the codes: the embedding owns its codes too, so nothing keeps the mapped file resident.
     assert kept.model.embed_tokens.source is None and torch_kept.model.embed_tokens.source is not None

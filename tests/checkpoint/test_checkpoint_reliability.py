@@ -120,3 +120,26 @@ def test_hub_failures_say_which_cause(hub, monkeypatch, tmp_path):
     hub["error"] = _hub_error("gated")
     with pytest.raises(ModelNotFoundError, match="authentication needed"):
         resolve_model_path("a/b", cache_dir=tmp_path)
+
+
+def test_file_regions_read_ranges_into_a_buffer_and_refuse_a_changed_file(tmp_path) -> None:
+    import os
+
+    import numpy as np
+    from safetensors.numpy import save_file
+
+    from spacy_privfilter.checkpoint.safetensors_io import read_header
+
+    path = tmp_path / "w.safetensors"
+    values = np.arange(4096, dtype=np.uint8).reshape(16, 256) % 251
+    save_file({"codes": values}, str(path))
+    region = read_header(path).region("codes")
+    buffer = np.zeros(1024, dtype=np.uint8)
+    got = region.read_range(512, 1000, buffer)
+    assert np.array_equal(got, values.reshape(-1)[512:1512]) and np.shares_memory(got, buffer)
+    assert np.array_equal(region.read_range(0, values.size), values.reshape(-1))
+    with pytest.raises(IndexError, match="outside a tensor of 4096 bytes"):
+        region.read_range(4000, 100)
+    os.utime(path, ns=(0, 0))  # a re-download or an edit after loading
+    with pytest.raises(CheckpointError, match="changed on disk after the model was loaded"):
+        region.read_range(0, 16)
