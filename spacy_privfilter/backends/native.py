@@ -32,8 +32,10 @@ import numpy as np
 
 log = logging.getLogger(__name__)
 
-ABI_VERSION = 3
-SOURCE = Path(__file__).with_name("kernels") / "experts_avx512.cpp"
+ABI_VERSION = 4
+KERNELS = Path(__file__).with_name("kernels")
+SOURCES = (KERNELS / "experts_avx512.cpp", KERNELS / "attention_avx512.cpp")
+HEADERS = (KERNELS / "simd.h",)
 FLAGS = ("-O3", "-std=c++17", "-shared", "-fPIC", "-fopenmp", "-mavx512f", "-mavx512bw", "-mavx512vl",
          "-mavx512bf16", "-mfma")
 CPU_FLAGS = ("avx512f", "avx512bw", "avx512vl", "avx512_bf16")
@@ -57,6 +59,9 @@ class NativeKernel:
         self._pack = library.pf_pack
         self._pack.argtypes = [_P, _I, _I, _I, _I, _I, _I, _I, _P, _P]
         self._pack.restype = None
+        self._attention = library.pf_banded_attention
+        self._attention.argtypes = [_P, _P, _P, _P, _P, _I, _I, _I, _I, _I, _I, _P]
+        self._attention.restype = None
         self._dequantize = library.pf_dequantize
         self._dequantize.argtypes = [_P, _P, _P, _I, _I, _I, _P]
         self._dequantize.restype = None
@@ -79,6 +84,11 @@ class NativeKernel:
              order: int | None, out: int) -> None:
         """src[e, order[n], k] ([E, N, K] with element strides) -> pair-packed out (see ``pack_pairs``)."""
         self._pack(src, *shape, *strides, itemsize, order, out)
+
+    def banded_attention(self, q: int, k: int, v: int, valid: int, sinks: int, shape: tuple[int, int, int, int, int],
+                         window: int, out: int) -> None:
+        """Banded GQA attention with sinks (bf16; see the C source); shape = (B, T, H, KV, d)."""
+        self._attention(q, k, v, valid, sinks, *shape, window, out)
 
     def dequantize(self, codes: int, scales: int, biases: int, blocks: int, k: int, group_size: int, out: int) -> None:
         """Pair-packed 8-bit codes of ``blocks`` column blocks -> the pair-packed bf16 weights the kernel uses."""
@@ -180,7 +190,8 @@ def _load() -> NativeKernel:
     if compiler is None:
         raise _Unavailable("no C++ compiler found (install g++, or set CXX)")
     version = subprocess.run([compiler, "--version"], capture_output=True, text=True, timeout=30).stdout
-    key = hashlib.sha256("\0".join([SOURCE.read_text(), *FLAGS, version]).encode()).hexdigest()[:16]
+    texts = [path.read_text() for path in (*SOURCES, *HEADERS)]
+    key = hashlib.sha256("\0".join([*texts, *FLAGS, version]).encode()).hexdigest()[:16]
     folder = cache_dir()
     target = folder / f"experts_avx512-{key}.so"
     if not target.exists():
@@ -196,8 +207,8 @@ def _build(compiler: str, folder: Path, target: Path) -> None:
     fd, partial = tempfile.mkstemp(prefix=target.stem + ".", suffix=".tmp", dir=folder)
     os.close(fd)
     try:
-        done = subprocess.run([compiler, *FLAGS, str(SOURCE), "-o", partial], capture_output=True, text=True,
-                              timeout=300)
+        done = subprocess.run([compiler, *FLAGS, *map(str, SOURCES), "-o", partial], capture_output=True,
+                              text=True, timeout=300)
         if done.returncode != 0:
             last = (done.stderr.strip().splitlines() or ["no output"])[-1]
             raise _Unavailable(f"{Path(compiler).name} failed to build the kernel ({last[:300]})")

@@ -18,6 +18,7 @@ to 1.9x (4,096 tokens) slower.
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -114,6 +115,8 @@ class Attention(nn.Module):
         self.sinks = nn.Parameter(torch.zeros(h, dtype=torch.float32), requires_grad=False)
         self.rotary = rotary
         self.scale = d ** -0.25  # applied to q and k separately, after RoPE (docs/architecture.md §2.2)
+        # (q, k, v, key_mask) -> out, replacing _banded on bf16 CPU tensors when set (torch_native.py)
+        self.native: Any = None
 
     def forward(self, x: torch.Tensor, key_mask: torch.Tensor) -> torch.Tensor:
         """x: [B, T, D]; key_mask: bool [B, T] (False = padding). Returns [B, T, D]."""
@@ -125,7 +128,10 @@ class Attention(nn.Module):
         cos, sin = self.rotary(seq, x.dtype, x.device)
         q = apply_rotary(q, cos, sin) * self.scale
         k = apply_rotary(k, cos, sin) * self.scale
-        out = self._banded(q, k, v, key_mask)
+        if self.native is not None and q.dtype == torch.bfloat16 and q.device.type == "cpu":
+            out = self.native(q, k, v, key_mask)
+        else:
+            out = self._banded(q, k, v, key_mask)
         return self.o_proj(out.reshape(batch, seq, self.num_heads * d))
 
     def _banded(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, key_mask: torch.Tensor) -> torch.Tensor:

@@ -163,3 +163,30 @@ class NativeExperts(Experts):
         if name == "gate_up_proj":  # back to [gate | up] columns (the forward pass uses _hidden instead)
             out = out[:, torch.argsort(self.gate_up_order)]
         return out.to(dtype)
+
+
+class NativeAttention:
+    """``Attention._banded`` by the native kernel, for bf16 tensors on the CPU (set as ``Attention.native``).
+
+    Same steps and roundings as the torch path (scores rounded to bf16, float32 softmax with the sink, bf16
+    probabilities, float32 sums); it never builds the [blocks, heads, block, span] score tensors.
+    """
+
+    def __init__(self, kernel: NativeKernel, attention: torch.nn.Module) -> None:
+        self.kernel, self.window = kernel, attention.window
+        self.heads, self.kv_heads = attention.num_heads, attention.num_kv_heads
+        self.sinks = attention.sinks.detach().float().contiguous()
+
+    @staticmethod
+    def applies(attention: torch.nn.Module) -> bool:
+        return attention.head_dim % COLUMN_BLOCK == 0 and attention.head_dim <= 256
+
+    def __call__(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, key_mask: torch.Tensor) -> torch.Tensor:
+        batch, seq, heads, d = q.shape
+        q, k, v = q.contiguous(), k.contiguous(), v.contiguous()
+        valid = key_mask.to(torch.uint8).contiguous()
+        out = torch.empty_like(q)
+        self.kernel.banded_attention(q.data_ptr(), k.data_ptr(), v.data_ptr(), valid.data_ptr(),
+                                     self.sinks.data_ptr(), (batch, seq, heads, self.kv_heads, d), self.window,
+                                     out.data_ptr())
+        return out

@@ -147,8 +147,18 @@ def test_native_models_match_the_torch_kernels_and_8bit_keep_equals_dequantize(t
     real = mask.astype(bool)
     # Same dequantized weights, same kernel and order: kept 8-bit and dequantized-at-load agree exactly.
     assert np.array_equal(a[real], b[real])
-    assert np.abs(a - c)[real].max() <= 2e-2 * np.abs(c[real]).max()
-    assert (a.argmax(-1) == c.argmax(-1))[real].mean() >= 0.99
+    # Against torch's kernels only bf16 rounding differs (summation order), so both are as far from the
+    # float32 run of the same weights, and agree with each other on nearly every argmax.
+    _as_accurate_as_torch(a, c, load(info, device="cpu", dtype="float32").logits(ids, mask), real)
+
+
+def _as_accurate_as_torch(native_logits, torch_logits, f32_logits, real) -> None:
+    """The native bf16 run is as close to the float32 run as torch's bf16 run (a tiny random model amplifies
+    single bf16 rounding steps, so the max difference between two bf16 runs says little on its own)."""
+    ours = np.abs(native_logits - f32_logits)[real].mean()
+    theirs = np.abs(torch_logits - f32_logits)[real].mean()
+    assert ours <= 1.5 * theirs + 1e-3, (ours, theirs)
+    assert (native_logits.argmax(-1) == torch_logits.argmax(-1))[real].mean() >= 0.97
 
 
 @needs_kernel
@@ -162,12 +172,12 @@ def test_bfloat16_models_use_the_kernel_unless_told_otherwise() -> None:
     if packing_available():
         onednn = build_model(state, CONFIG, device="cpu", dtype="bfloat16", pack_experts=True)
         assert isinstance(onednn.layers[0].mlp.experts, PackedExperts)
+    f32 = build_model(state, CONFIG, device="cpu", dtype="float32")
     ids, mask = (torch.from_numpy(a) for a in random_inputs(CONFIG.vocab_size, 2, 50, seed=7))
     with torch.inference_mode():
-        a, b = auto(ids, mask), plain(ids, mask)
-    real = mask.bool()
-    assert (a - b)[real].abs().max().item() <= 2e-2 * b[real].abs().max().item()
-    assert (a.argmax(-1) == b.argmax(-1))[real].float().mean().item() >= 0.99
+        a, b, c = (model(ids, mask).numpy() for model in (auto, plain, f32))
+    _as_accurate_as_torch(a, b, c, mask.bool().numpy())
+    assert all(layer.self_attn.native is not None for layer in auto.layers)  # attention runs natively too
 
 
 def test_native_refuses_what_it_cannot_run() -> None:
@@ -180,3 +190,30 @@ def test_native_refuses_what_it_cannot_run() -> None:
         build_model(state, CONFIG, device="cpu", dtype="bfloat16", expert_kernel="native", pack_experts=True)
     f32 = build_model(state, CONFIG, device="cpu", dtype="float32")  # auto: quietly the torch path
     assert type(f32.layers[0].mlp.experts) is Experts
+
+
+@needs_kernel
+@pytest.mark.parametrize("seq, window, heads, kv, d", [(70, 4, 4, 2, 16), (37, 128, 14, 2, 64), (300, 128, 14, 2, 64),
+                                                      (33, 16, 6, 3, 32)])
+def test_native_attention_equals_the_banded_torch_path(seq: int, window: int, heads: int, kv: int, d: int) -> None:
+    from spacy_privfilter.backends.torch_model import Attention, RotaryEmbedding
+    from spacy_privfilter.backends.torch_native import NativeAttention
+
+    config = tiny_config(num_attention_heads=heads, num_key_value_heads=kv, head_dim=d, sliding_window=window,
+                         hidden_size=64)
+    attention = Attention(config, RotaryEmbedding(config))
+    attention.sinks.data = torch.randn(heads, generator=torch.Generator().manual_seed(3))
+    gen = torch.Generator().manual_seed(seq)
+    q = (torch.randn(2, seq, heads, d, generator=gen) * 0.7).bfloat16()
+    k = (torch.randn(2, seq, kv, d, generator=gen) * 0.7).bfloat16()
+    v = torch.randn(2, seq, kv, d, generator=gen).bfloat16()
+    mask = torch.ones(2, seq, dtype=torch.bool)
+    mask[1, seq - seq // 3:] = False  # right padding in the second row
+    mask[1, 0] = False  # and a masked key inside the band
+    want = attention._banded(q, k, v, mask).float()
+    got = NativeAttention(KERNEL, attention)(q, k, v, mask).float()
+    real = mask  # padded queries' outputs are discarded by the model
+    assert got.shape == want.shape
+    diff = (got - want).abs()[real]
+    assert diff.max().item() <= 2 ** -6 * max(1.0, want[real].abs().max().item()), diff.max()
+    assert (got[real] == want[real]).float().mean().item() > 0.8  # mostly bitwise equal

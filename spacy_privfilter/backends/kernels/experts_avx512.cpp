@@ -9,15 +9,13 @@
 // rows) or into a per-thread bf16 panel (more rows), always to exactly bf16(scale * q + bias), the value the
 // reference dequantization computes (q * scale is exact in float32, so the fused multiply-add rounds once,
 // like multiply-then-add).
-#include <immintrin.h>
-#include <stdint.h>
-#include <string.h>
-
 #include <vector>
 
-typedef uint16_t bf16;
+#include "simd.h"
 
 namespace {
+
+using namespace pf;
 
 struct Quantized {
   const uint8_t* codes;  // one expert: [N / 16][K / 2][32]
@@ -25,10 +23,6 @@ struct Quantized {
   const bf16* biases;
   int64_t K, gs;
 };
-
-inline __m512 widen(const bf16* p) {  // 16 bf16 -> 16 float32
-  return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(_mm256_loadu_si256((const __m256i*)p)), 16));
-}
 
 // 16 per-column values -> the per-lane vectors of a k-pair's 32 codes (each column's value twice).
 inline void pair_lanes(const bf16* p, __m512* lo, __m512* hi) {
@@ -41,12 +35,6 @@ inline __m512bh dequantize_pair(const uint8_t* c, __m512 s_lo, __m512 s_hi, __m5
   const __m512 lo = _mm512_cvtepi32_ps(_mm512_cvtepu8_epi32(_mm_loadu_si128((const __m128i*)c)));
   const __m512 hi = _mm512_cvtepi32_ps(_mm512_cvtepu8_epi32(_mm_loadu_si128((const __m128i*)(c + 16))));
   return _mm512_cvtne2ps_pbh(_mm512_fmadd_ps(hi, s_hi, b_hi), _mm512_fmadd_ps(lo, s_lo, b_lo));
-}
-
-inline __m512bh broadcast_pair(const bf16* x) {
-  int32_t pair;
-  memcpy(&pair, x, 4);
-  return (__m512bh)_mm512_set1_epi32(pair);
 }
 
 // What a tile does with its float32 sums. Linear: + bias, rounded to bf16 (round to nearest even, like
@@ -66,26 +54,6 @@ struct Linear {
     }
   }
 };
-
-inline __m512 round_bf16(__m512 v) {  // float32 -> nearest bf16 -> float32
-  return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32((__m256i)_mm512_cvtneps_pbh(v)), 16));
-}
-
-inline __m512 exp_ps(__m512 x) {  // Cephes expf: range reduction by ln 2, degree-6 polynomial, scale by 2^n
-  x = _mm512_min_ps(_mm512_max_ps(x, _mm512_set1_ps(-88.3762626647949f)), _mm512_set1_ps(88.3762626647950f));
-  const __m512 n = _mm512_roundscale_ps(_mm512_mul_ps(x, _mm512_set1_ps(1.44269504088896341f)),
-                                        _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
-  __m512 r = _mm512_fnmadd_ps(n, _mm512_set1_ps(0.693359375f), x);
-  r = _mm512_fnmadd_ps(n, _mm512_set1_ps(-2.12194440e-4f), r);
-  __m512 p = _mm512_set1_ps(1.9875691500e-4f);
-  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.3981999507e-3f));
-  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(8.3334519073e-3f));
-  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(4.1665795894e-2f));
-  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.6666665459e-1f));
-  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(5.0000001201e-1f));
-  p = _mm512_fmadd_ps(p, _mm512_mul_ps(r, r), _mm512_add_ps(r, _mm512_set1_ps(1.0f)));
-  return _mm512_scalef_ps(p, n);
-}
 
 struct SwiGLU {  // params: {alpha, limit}
   template <int MR, int NR>
@@ -109,31 +77,13 @@ struct SwiGLU {  // params: {alpha, limit}
   }
 };
 
-template <int MR, int NR>
-inline void zero(__m512 (&acc)[MR][NR]) {
-#pragma GCC unroll 8
-  for (int i = 0; i < MR; ++i)
-#pragma GCC unroll 4
-    for (int j = 0; j < NR; ++j) acc[i][j] = _mm512_setzero_ps();
-}
-
 // MR rows of x (row stride K) times NR pair-packed 16-column blocks of bf16 weights (block stride 16 * K).
 template <class Epilogue, int MR, int NR>
 void tile_bf16(const bf16* x, int64_t K, const bf16* w, const float* bias, bf16* out, int64_t ldo,
                const float* params) {
   __m512 acc[MR][NR];
   zero<MR, NR>(acc);
-  for (int64_t p = 0; p < K / 2; ++p) {
-    __m512bh wv[NR];
-#pragma GCC unroll 4
-    for (int j = 0; j < NR; ++j) wv[j] = (__m512bh)_mm512_loadu_si512((const void*)(w + j * 16 * K + p * 32));
-#pragma GCC unroll 8
-    for (int i = 0; i < MR; ++i) {
-      const __m512bh xv = broadcast_pair(x + i * K + 2 * p);
-#pragma GCC unroll 4
-      for (int j = 0; j < NR; ++j) acc[i][j] = _mm512_dpbf16_ps(acc[i][j], xv, wv[j]);
-    }
-  }
+  dot_tile<MR, NR>(acc, x, K, K / 2, w, 16 * K);
   Epilogue::template store<MR, NR>(acc, bias, out, ldo, params);
 }
 
@@ -239,7 +189,7 @@ void grouped(const bf16* x, int64_t K, int64_t N, int64_t n_groups, const int64_
 extern "C" {
 
 // Bumped whenever an entry point's signature or a layout changes; native.py checks it.
-int pf_abi_version(void) { return 3; }
+int pf_abi_version(void) { return 4; }
 
 // src[e, order[n], k] (strides in elements; order NULL: n) -> pair-packed dst [E][N / 16][K / 2][16][2], for
 // 1-byte codes or 2-byte bf16 (elem). One pass, in parallel: the load-time repacking of the expert weights.
