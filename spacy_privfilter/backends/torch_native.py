@@ -1,4 +1,6 @@
-"""Experts run by the native grouped kernel (native.py): one call per matrix for a whole run of experts.
+"""The torch model's experts and banded attention run by the native kernels (native.py, kernels/*.cpp).
+
+Experts: one call per matrix for a whole run of experts.
 
 Replaces two costs of the torch paths on CPUs with AVX-512 BF16:
 - 8-bit experts are multiplied straight from their codes, dequantized in registers (or into a per-thread
