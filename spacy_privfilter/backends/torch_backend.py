@@ -184,10 +184,7 @@ def build_model(state_dict: Mapping[str, Any], config: ModelConfig, *, dtype: DT
         if own_weights and not to_pack and isinstance(value, torch.Tensor) and tensor.data_ptr() == value.data_ptr():
             tensor = tensor.clone()
         setattr(module, attr, torch.nn.Parameter(tensor, requires_grad=False))
-    # The native kernel repacks kept 8-bit codes into new memory: the embedding then owns its codes too, so no
-    # view keeps the memory-mapped file (and the expert pages packing read from it) resident.
-    _install_quantized(model, state_dict, dtype=run_dtype, device=run_device, keep_experts=quantized_experts == "keep",
-                       own_embedding=kernel is not None)
+    _install_quantized(model, state_dict, dtype=run_dtype, device=run_device, keep_experts=quantized_experts == "keep")
     if expert_precision != "auto":
         for layer in model.layers:
             layer.mlp.experts.compute_dtype = TORCH_DTYPES[expert_precision]
@@ -259,12 +256,12 @@ def _module_name(key: str) -> str:
 
 
 def _install_quantized(model: PrivacyFilterModel, state_dict: Mapping[str, Any], *, dtype: torch.dtype,
-                       device: torch.device, keep_experts: bool, own_embedding: bool = False) -> None:
+                       device: torch.device, keep_experts: bool) -> None:
     embed = state_dict.get("model.embed_tokens.weight")
     if isinstance(embed, QuantizedWeight):
         # When the experts are dequantized, the embedding owns its codes so the mapped file can be released.
         model.embed_tokens = QuantizedEmbedding(embed, dtype=dtype, device=device,
-                                                copy=own_embedding or not keep_experts)
+                                                copy=not keep_experts)
     if not keep_experts:
         return
     for n, layer in enumerate(model.layers):
