@@ -48,48 +48,45 @@ void pack_columns(const bf16* src, int64_t ld, int64_t n, int64_t d, int64_t npa
         }
 }
 
+// R query rows times NR packed blocks of 16 keys -> scores rounded to bf16 (kept as float32).
+template <int R, int NR>
+void score_blocks(const bf16* q, int64_t d, const bf16* keys, float* s, int64_t lds) {
+  __m512 acc[R][NR];
+  zero<R, NR>(acc);
+  dot_tile<R, NR>(acc, q, d, d / 2, keys, d * 16);
+  for (int i = 0; i < R; ++i)
+    for (int j = 0; j < NR; ++j) _mm512_storeu_ps(s + i * lds + j * 16, round_bf16(acc[i][j]));
+}
+
 template <int R>
-void scores_tile(const bf16* q, int64_t ldq, int64_t d, const bf16* kp, int64_t key_blocks, float* s, int64_t lds) {
+void scores_tile(const bf16* q, int64_t d, const bf16* kp, int64_t key_blocks, float* s, int64_t lds) {
   for (int64_t j0 = 0; j0 < key_blocks; j0 += 4) {
-    const int64_t nr = key_blocks - j0 < 4 ? key_blocks - j0 : 4;
-    __m512 acc[R][4];
-    zero<R, 4>(acc);
-    const bf16* w = kp + j0 * d * 16;
-    switch (nr) {  // the block count only trims the last group of four
-      case 4: { dot_tile<R, 4>(acc, q, ldq, d / 2, w, d * 16); break; }
-      case 3: { __m512 a[R][3]; zero<R, 3>(a); dot_tile<R, 3>(a, q, ldq, d / 2, w, d * 16);
-                for (int i = 0; i < R; ++i) for (int j = 0; j < 3; ++j) acc[i][j] = a[i][j]; break; }
-      case 2: { __m512 a[R][2]; zero<R, 2>(a); dot_tile<R, 2>(a, q, ldq, d / 2, w, d * 16);
-                for (int i = 0; i < R; ++i) for (int j = 0; j < 2; ++j) acc[i][j] = a[i][j]; break; }
-      default: { __m512 a[R][1]; zero<R, 1>(a); dot_tile<R, 1>(a, q, ldq, d / 2, w, d * 16);
-                 for (int i = 0; i < R; ++i) acc[i][0] = a[i][0]; break; }
+    const bf16* keys = kp + j0 * d * 16;
+    switch (key_blocks - j0 < 4 ? key_blocks - j0 : 4) {
+      case 4: score_blocks<R, 4>(q, d, keys, s + j0 * 16, lds); break;
+      case 3: score_blocks<R, 3>(q, d, keys, s + j0 * 16, lds); break;
+      case 2: score_blocks<R, 2>(q, d, keys, s + j0 * 16, lds); break;
+      default: score_blocks<R, 1>(q, d, keys, s + j0 * 16, lds); break;
     }
-    for (int i = 0; i < R; ++i)
-      for (int j = 0; j < nr; ++j) _mm512_storeu_ps(s + i * lds + (j0 + j) * 16, round_bf16(acc[i][j]));
   }
+}
+
+// R probability rows (npairs pairs of keys) times NR blocks of V^T packed -> bf16 outputs (16 dims a block).
+template <int R, int NR>
+void value_blocks(const bf16* p, int64_t ldp, int64_t npairs, const bf16* vp, bf16* out, int64_t ldo) {
+  __m512 acc[R][NR];
+  zero<R, NR>(acc);
+  dot_tile<R, NR>(acc, p, ldp, npairs, vp, npairs * 32);
+  for (int i = 0; i < R; ++i)
+    for (int j = 0; j < NR; ++j)
+      _mm256_storeu_si256((__m256i*)(out + i * ldo + j * 16), (__m256i)_mm512_cvtneps_pbh(acc[i][j]));
 }
 
 template <int R>
 void values_tile(const bf16* p, int64_t ldp, int64_t npairs, const bf16* vp, int64_t d, bf16* out, int64_t ldo) {
-  for (int64_t j0 = 0; j0 < d / 16; j0 += 4) {
-    const int64_t nr = d / 16 - j0 < 4 ? d / 16 - j0 : 4;
-    const bf16* w = vp + j0 * npairs * 32;
-    __m512 acc[R][4];
-    zero<R, 4>(acc);
-    if (nr == 4) {
-      dot_tile<R, 4>(acc, p, ldp, npairs, w, npairs * 32);
-    } else {
-      for (int64_t j = 0; j < nr; ++j) {
-        __m512 a[R][1];
-        zero<R, 1>(a);
-        dot_tile<R, 1>(a, p, ldp, npairs, w + j * npairs * 32, npairs * 32);
-        for (int i = 0; i < R; ++i) acc[i][j] = a[i][0];
-      }
-    }
-    for (int i = 0; i < R; ++i)
-      for (int64_t j = 0; j < nr; ++j)
-        _mm256_storeu_si256((__m256i*)(out + i * ldo + (j0 + j) * 16), (__m256i)_mm512_cvtneps_pbh(acc[i][j]));
-  }
+  int64_t j = 0;
+  for (; j + 4 <= d / 16; j += 4) value_blocks<R, 4>(p, ldp, npairs, vp + j * npairs * 32, out + j * 16, ldo);
+  for (; j < d / 16; ++j) value_blocks<R, 1>(p, ldp, npairs, vp + j * npairs * 32, out + j * 16, ldo);
 }
 
 }  // namespace
@@ -127,10 +124,10 @@ void pf_banded_attention(const bf16* q, const bf16* k, const bf16* v, const uint
         const int64_t mr = rows - r < MR ? rows - r : MR;
         float* s = &scores[r * lds];
         const bf16* qr = &qrows[r * d];
-        if (mr == 4) scores_tile<4>(qr, d, d, kp.data(), key_blocks, s, lds);
-        else if (mr == 3) scores_tile<3>(qr, d, d, kp.data(), key_blocks, s, lds);
-        else if (mr == 2) scores_tile<2>(qr, d, d, kp.data(), key_blocks, s, lds);
-        else scores_tile<1>(qr, d, d, kp.data(), key_blocks, s, lds);
+        if (mr == 4) scores_tile<4>(qr, d, kp.data(), key_blocks, s, lds);
+        else if (mr == 3) scores_tile<3>(qr, d, kp.data(), key_blocks, s, lds);
+        else if (mr == 2) scores_tile<2>(qr, d, kp.data(), key_blocks, s, lds);
+        else scores_tile<1>(qr, d, kp.data(), key_blocks, s, lds);
       }
       // valid keys of this window as one 16-bit lane mask per block of 16 keys
       const uint8_t* ok = valid + b * T + k0;
