@@ -14,7 +14,7 @@ import ctypes.util
 import functools
 import os
 import sys
-from typing import Callable, Optional
+from typing import Any, Callable, Optional
 
 DEFAULT_THRESHOLD_BYTES = 256 * 2**20
 MMAP_THRESHOLD_BYTES = 32 * 2**20  # glibc's largest: blocks below it come from the heap and are reused
@@ -22,18 +22,22 @@ TRIM_THRESHOLD_BYTES = 64 * 2**20  # free memory glibc keeps at the heap's top b
 _M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3  # mallopt parameter numbers (malloc.h)
 
 
-@functools.lru_cache(maxsize=None)
-def _malloc_trim() -> Optional[Callable[[int], int]]:
-    """glibc's ``malloc_trim``, or None where the C library has none (macOS, Windows, musl)."""
+def _glibc(name: str, argtypes: list, restype: Any) -> Optional[Callable[..., int]]:
+    """A glibc function by name, or None where the C library lacks it (macOS, Windows, musl)."""
     if not sys.platform.startswith("linux"):
         return None
     try:
-        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
-        trim = libc.malloc_trim
+        function = getattr(ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6"), name)
     except (OSError, AttributeError):
         return None
-    trim.argtypes, trim.restype = [ctypes.c_size_t], ctypes.c_int
-    return trim
+    function.argtypes, function.restype = argtypes, restype
+    return function
+
+
+@functools.lru_cache(maxsize=None)
+def _malloc_trim() -> Optional[Callable[[int], int]]:
+    """glibc's ``malloc_trim``, or None."""
+    return _glibc("malloc_trim", [ctypes.c_size_t], ctypes.c_int)
 
 
 @functools.lru_cache(maxsize=None)
@@ -47,16 +51,12 @@ def tune_allocator() -> bool:
     batches. Once per process; skipped when the user set MALLOC_MMAP_THRESHOLD_ or MALLOC_TRIM_THRESHOLD_,
     or SPACY_PRIVFILTER_TUNE_MALLOC=0. True when applied.
     """
-    if os.environ.get("SPACY_PRIVFILTER_TUNE_MALLOC", "1") == "0" or not sys.platform.startswith("linux"):
+    if os.environ.get("SPACY_PRIVFILTER_TUNE_MALLOC", "1") == "0":
         return False
     if any(name in os.environ for name in ("MALLOC_MMAP_THRESHOLD_", "MALLOC_TRIM_THRESHOLD_")):
         return False
-    try:
-        mallopt = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6").mallopt
-    except (OSError, AttributeError):
-        return False
-    mallopt.argtypes, mallopt.restype = [ctypes.c_int, ctypes.c_int], ctypes.c_int
-    return bool(mallopt(_M_MMAP_THRESHOLD, MMAP_THRESHOLD_BYTES) and mallopt(_M_TRIM_THRESHOLD, TRIM_THRESHOLD_BYTES))
+    mallopt = _glibc("mallopt", [ctypes.c_int, ctypes.c_int], ctypes.c_int)
+    return mallopt is not None and bool(mallopt(_M_MMAP_THRESHOLD, MMAP_THRESHOLD_BYTES) and mallopt(_M_TRIM_THRESHOLD, TRIM_THRESHOLD_BYTES))
 
 
 def resident_bytes() -> Optional[int]:

@@ -1,18 +1,18 @@
-"""The native expert kernel: one grouped call per expert matrix, bfloat16 or 8-bit weights, AVX-512 BF16.
+"""The native CPU kernels: grouped expert matmuls (bf16 or 8-bit weights) and banded attention, AVX-512 BF16.
 
-``kernels/experts_avx512.cpp`` is compiled by the system C++ compiler the first time it is needed, cached,
-and loaded with ctypes: plain C entry points, so no Python extension ABI, no torch headers and no build step
-at install. It runs on x86-64 Linux CPUs with AVX-512 BF16 (AMD Zen 4 and later, Intel Cooper Lake and
-Sapphire Rapids and later); elsewhere, or without a compiler, ``load_kernel()`` returns None and
-``unavailable_reason()`` says why, and the torch backend keeps its torch kernels.
+``kernels/*.cpp`` are compiled by the system C++ compiler the first time they are needed, cached, and loaded
+with ctypes: plain C entry points, so no Python extension ABI, no torch headers and no build step at install.
+They run on x86-64 Linux CPUs with AVX-512 BF16 (AMD Zen 4 and later, Intel Cooper Lake and Sapphire Rapids
+and later); elsewhere, or without a compiler, ``load_kernel()`` returns None and ``unavailable_reason()``
+says why, and the torch backend keeps its torch kernels.
 
 The library is built with ``-fopenmp`` and loaded after torch, so its ``libgomp.so.1`` resolves to the copy
 torch already loaded: one OpenMP runtime, one thread pool, and ``torch.set_num_threads`` applies to it.
 
 Cache: ``$SPACY_PRIVFILTER_KERNEL_CACHE``, else ``$XDG_CACHE_HOME/spacy_privfilter/kernels`` (default
-``~/.cache``); the file name carries a hash of the source, the flags and the compiler, so an edit or a new
+``~/.cache``); the file name carries a hash of the sources, the flags and the compiler, so an edit or a new
 compiler builds anew. Built into a temporary name and renamed, so concurrent processes never load half a
-file. Each process checks the loaded kernel against a numpy reference before using it.
+file. Each process checks the loaded kernels against a numpy reference before using them.
 """
 from __future__ import annotations
 
@@ -95,7 +95,7 @@ class NativeKernel:
         self._dequantize(codes, scales, biases, blocks, k, group_size, out)
 
 
-# -- layouts (numpy; the torch wrapper does the same on tensors) -------------------------------------------
+# -- layouts in numpy: the reference the self-test checks the kernel's own packing against ------------------
 
 def pack_pairs(matrix: np.ndarray) -> np.ndarray:
     """[..., N, K] -> pair-packed [..., N/16, K/2, 16, 2] (bf16 as uint16, or uint8 codes)."""

@@ -260,8 +260,7 @@ def _install_quantized(model: PrivacyFilterModel, state_dict: Mapping[str, Any],
     embed = state_dict.get("model.embed_tokens.weight")
     if isinstance(embed, QuantizedWeight):
         # When the experts are dequantized, the embedding owns its codes so the mapped file can be released.
-        model.embed_tokens = QuantizedEmbedding(embed, dtype=dtype, device=device,
-                                                copy=not keep_experts)
+        model.embed_tokens = QuantizedEmbedding(embed, dtype=dtype, device=device, copy=not keep_experts)
     if not keep_experts:
         return
     for n, layer in enumerate(model.layers):

@@ -26,10 +26,12 @@ from .torch_quant import QuantizedExperts, QuantizedTensor
 _MATRICES = ("gate_up_proj", "down_proj")
 
 
-def pack_pairs(matrix: torch.Tensor, kernel: NativeKernel, order: torch.Tensor | None = None) -> torch.Tensor:
+def pack_pairs(matrix: torch.Tensor, kernel: NativeKernel, order: torch.Tensor | None = None,
+               out: torch.Tensor | None = None) -> torch.Tensor:
     """[E, N, K] (any strides; rows taken in ``order``) -> pair-packed [E, N/16, K/2, 16, 2], by the kernel."""
     e, n, k = matrix.shape
-    out = torch.empty(e, n // COLUMN_BLOCK, k // 2, COLUMN_BLOCK, 2, dtype=matrix.dtype)
+    if out is None:
+        out = torch.empty(e, n // COLUMN_BLOCK, k // 2, COLUMN_BLOCK, 2, dtype=matrix.dtype)
     kernel.pack(matrix.data_ptr(), (e, n, k), matrix.stride(), matrix.element_size(),
                 None if order is None else order.data_ptr(), out.data_ptr())
     return out
@@ -52,8 +54,7 @@ def _pack_codes(tensor: QuantizedTensor, kernel: NativeKernel, order: torch.Tens
     for first in range(0, e, _EXPERTS_PER_READ):
         count = min(_EXPERTS_PER_READ, e - first)
         chunk = torch.from_numpy(source.read_range(first * n * k, count * n * k, buffer).reshape(count, n, k))
-        kernel.pack(chunk.data_ptr(), (count, n, k), chunk.stride(), 1, None if order is None else order.data_ptr(),
-                    out[first].data_ptr())
+        pack_pairs(chunk, kernel, order, out=out[first:first + count])
     return out
 
 
@@ -70,20 +71,15 @@ def native_applies(experts: Experts, dtype: torch.dtype) -> bool:
     for name in _MATRICES:
         weight = getattr(experts, name)
         if isinstance(experts, QuantizedExperts):
-            if weight.codes.device.type != "cpu" or weight.scales.dtype != torch.bfloat16:
-                return False
             n, k = weight.codes.shape[-2:]
             group = weight.group_size
-            if weight.codes.shape[-1] != weight.scales.shape[-1] * group or not supports_shape(k, n, group):
-                return False
-            if name == "gate_up_proj" and n % (2 * COLUMN_BLOCK):  # two halves of whole blocks
-                return False
+            fits = (weight.codes.device.type == "cpu" and weight.scales.dtype == torch.bfloat16
+                    and weight.codes.shape[-1] == weight.scales.shape[-1] * group and supports_shape(k, n, group))
         else:
             k, n = weight.shape[-2:]
-            if weight.device.type != "cpu" or not supports_shape(k, n):
-                return False
-            if name == "gate_up_proj" and n % (2 * COLUMN_BLOCK):  # two halves of whole blocks
-                return False
+            fits = weight.device.type == "cpu" and supports_shape(k, n)
+        if not fits or (name == "gate_up_proj" and n % (2 * COLUMN_BLOCK)):  # gate_up: two halves of whole blocks
+            return False
     return True
 
 
