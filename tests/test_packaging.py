@@ -65,7 +65,8 @@ def fresh_venv(tmp_path_factory):
     wheel = next(dist.glob("spacy_privfilter-*.whl"))
     with zipfile.ZipFile(wheel) as archive:  # PEP 561 marker and the GGUF reader ship in the wheel
         assert {"spacy_privfilter/py.typed", "spacy_privfilter/checkpoint/gguf.py",
-                "spacy_privfilter/backends/kernels/experts_avx512.cpp"} <= set(archive.namelist())
+                "spacy_privfilter/backends/kernels/experts_avx512.cpp",
+                "spacy_privfilter/backends/kernels/simd.h"} <= set(archive.namelist())
     _run([sys.executable, "-m", "venv", root / "env"])
     python = root / "env" / "bin" / "python"
     _run([python, "-m", "pip", "install", "-q", "torch==2.13.0"])  # the CPU build, before the extra asks for torch
@@ -108,3 +109,16 @@ def test_a_spacy_packaged_pipeline_installs_and_runs_in_a_fresh_venv(fresh_venv,
             "print(type(doc._.redacted_text).__name__, sorted(nlp.pipe_labels['privacy_filter']))")
     out = _run([python, "-c", code], env=dict(os.environ, HF_HUB_OFFLINE="1"), cwd=tmp_path)
     assert out.stdout.split()[0] == "str" and "private_email" in out.stdout
+
+
+@pytest.mark.slow
+def test_the_installed_wheel_builds_the_native_kernels_where_the_checkout_does(fresh_venv, tmp_path):
+    from spacy_privfilter.backends import native
+
+    if not native.describe()["available"]:
+        pytest.skip(f"the native kernels do not run here: {native.unavailable_reason()}")
+    python, _ = fresh_venv
+    env = dict(os.environ, SPACY_PRIVFILTER_KERNEL_CACHE=str(tmp_path / "cache"))  # built from the wheel's sources
+    code = "from spacy_privfilter.backends import native; d = native.describe(); print(d['available'], d['reason'])"
+    out = _run([python, "-c", code], env=env, cwd=tmp_path)
+    assert out.stdout.split()[0] == "True", out.stdout
