@@ -32,13 +32,13 @@ import numpy as np
 
 log = logging.getLogger(__name__)
 
-ABI_VERSION = 4
+ABI_VERSION = 5
 KERNELS = Path(__file__).with_name("kernels")
 SOURCES = (KERNELS / "experts_avx512.cpp", KERNELS / "attention_avx512.cpp")
 HEADERS = (KERNELS / "simd.h",)
 FLAGS = ("-O3", "-std=c++17", "-shared", "-fPIC", "-fopenmp", "-mavx512f", "-mavx512bw", "-mavx512vl",
-         "-mavx512bf16", "-mfma")
-CPU_FLAGS = ("avx512f", "avx512bw", "avx512vl", "avx512_bf16")
+         "-mavx512bf16", "-mavx512vnni", "-mfma")
+CPU_FLAGS = ("avx512f", "avx512bw", "avx512vl", "avx512_bf16", "avx512_vnni")
 COLUMN_BLOCK = 16  # output columns per packed block
 PAIR_MULTIPLE = 32  # the 8-bit group size must be a multiple of this (two 16-lane halves per k-pair step)
 

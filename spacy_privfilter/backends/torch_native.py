@@ -3,16 +3,19 @@
 Experts: one call per matrix for a whole run of experts.
 
 Replaces two costs of the torch paths on CPUs with AVX-512 BF16:
-- 8-bit experts are multiplied straight from their codes, dequantized in registers (or into a per-thread
-  panel for experts with many rows), instead of dequantizing each expert matrix into a bf16 tensor first.
-  The dequantized values are bitwise those of ``torch_quant.dequantize_codes``;
+- 8-bit experts are multiplied straight from their codes, as the exact affine values scale * q + bias
+  (x . w = scale * (x . q) + bias * sum(x) per group, x . q in integers), instead of dequantizing each expert
+  matrix into a bf16 tensor first: the same weights as ``torch_quant.dequantize_codes`` before its rounding to
+  bf16 (the factored form MLX's own quantized matmul uses), at one byte per weight read;
 - a Python call, a slice and a copy per expert and matrix (~2,000 per layer stack at 512 tokens) become one
   call per matrix and run of experts;
 - the clamped SwiGLU runs in the gate_up call's epilogue, on the sums still in registers: gate_up's rows are
   stored with their gate and up halves interleaved block by block, so a tile holds both halves of its columns.
 
 Matmul semantics are those of the bf16 ``addmm`` path: bf16 inputs and weights, float32 sums, bias added in
-float32, one rounding to bf16. Only the order of the float32 additions differs.
+float32, one rounding to bf16. Only the order of the float32 additions differs; for 8-bit weights, the weights
+are not rounded to bf16, and x values more than 2^7 below the largest of their group of 64 round to 2^-15 of
+it (at most one bf16 rounding of the group's largest product).
 """
 from __future__ import annotations
 

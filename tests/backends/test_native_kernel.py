@@ -107,14 +107,10 @@ def test_native_weights_are_bitwise_the_reference_weights(quantized: bool) -> No
 
 
 @needs_kernel
-@pytest.mark.parametrize("quantized", [False, True], ids=["bf16", "8bit"])
-def test_grouped_products_equal_per_expert_addmm(quantized: bool) -> None:
-    reference = _experts(quantized, seed=5)
+def test_bf16_grouped_products_equal_per_expert_addmm() -> None:
+    reference = _experts(False, seed=5)
     fast = NativeExperts.from_experts(reference, KERNEL)
-    # 0 to 13 rows per expert: every register tile, the 8-bit in-register and panel paths, empty experts.
-    counts = [0, 1, 2, 3, 4, 5, 7, 13]
-    experts = [e for e, c in enumerate(counts) if c]
-    rows = torch.randn(sum(counts), CONFIG.hidden_size, generator=torch.Generator().manual_seed(1)).bfloat16()
+    counts, experts, rows = _rows()
     for name in ("gate_up_proj", "down_proj"):  # hidden and intermediate sizes are both 64 here
         got = fast._matmuls(name, experts, counts, rows, torch.bfloat16).float()
         want = reference._matmuls(name, experts, counts, rows, torch.bfloat16).float()
@@ -129,8 +125,49 @@ def test_grouped_products_equal_per_expert_addmm(quantized: bool) -> None:
     assert (got == want).float().mean() > 0.9  # mostly bitwise: only the float32 sums' order and exp differ
 
 
+def _rows() -> tuple[list[int], list[int], torch.Tensor]:
+    """0 to 13 rows per expert (every register tile, empty experts); one row with an outlier 300x its peers."""
+    counts = [0, 1, 2, 3, 4, 5, 7, 13]
+    rows = torch.randn(sum(counts), CONFIG.hidden_size, generator=torch.Generator().manual_seed(1))
+    rows[3, 5] = 300.0
+    return counts, [e for e, c in enumerate(counts) if c], rows.bfloat16()
+
+
 @needs_kernel
-def test_native_models_match_the_torch_kernels_and_8bit_keep_equals_dequantize(tmp_path: Path) -> None:
+def test_8bit_grouped_products_use_the_exact_affine_weights() -> None:
+    """The kernel multiplies by scale * q + bias itself (not rounded to bf16): its products are within the final
+    bf16 rounding of the float64 products, closer than those of the dequantized bf16 weights."""
+    reference = _experts(True, seed=5)
+    fast = NativeExperts.from_experts(reference, KERNEL)
+    counts, experts, rows = _rows()
+    owner = np.repeat(np.arange(len(counts)), counts)
+    for name in ("gate_up_proj", "down_proj"):
+        tensor = getattr(reference, name)  # codes [E, out, in], scales and biases [E, out, in / 32]
+        exact = (tensor.codes.double() * tensor.scales.double().repeat_interleave(32, -1)
+                 + tensor.biases.double().repeat_interleave(32, -1))
+        bias = getattr(reference, name + "_bias").double()
+        truth = torch.einsum("rk,rnk->rn", rows.double(), exact[owner]) + bias[owner]
+        got = fast._matmuls(name, experts, counts, rows, torch.bfloat16).double()
+        dequantized = reference._matmuls(name, experts, counts, rows, torch.bfloat16).double()
+        # Allowed: the final rounding to bf16 (half a step, <= 2^-8 relative), float32 sums, and x's values more
+        # than 2^7 below their group's largest rounding at the int16 step 2^E, E = floor(log2(largest)) - 14.
+        x = rows.double().reshape(len(rows), -1, 32)
+        step = torch.exp2(torch.floor(torch.log2(x.abs().amax(-1))) - 14)  # [rows, groups]
+        slack = torch.einsum("rg,rngk->rn", step / 2, exact[owner].abs().reshape(len(rows), exact.shape[1], -1, 32))
+        size = torch.einsum("rk,rnk->rn", rows.double().abs(), exact[owner].abs())
+        error = (got - truth).abs()
+        assert (error <= 2 ** -8 * truth.abs() + slack + 1e-6 * size).all(), (error - 2 ** -8 * truth.abs()).max()
+        assert slack[3].min() > 10 * slack[:3].max()  # only the outlier row has values that round
+        assert error.mean() < 0.8 * (dequantized - truth).abs().mean()
+    # The fused SwiGLU epilogue applies the reference activation to the kernel's own gate_up products.
+    got = fast._hidden(experts, counts, rows, torch.bfloat16).float()
+    want = reference.swiglu(fast._matmuls("gate_up_proj", experts, counts, rows, torch.bfloat16)).float()
+    assert got.shape == want.shape == (sum(counts), CONFIG.intermediate_size)
+    assert torch.allclose(got, want, rtol=2 ** -7, atol=1e-3), (got - want).abs().max()
+
+
+@needs_kernel
+def test_native_models_match_the_torch_kernels_and_8bit_keep_is_as_accurate_as_dequantize(tmp_path: Path) -> None:
     folder = write_random_checkpoint(tmp_path / "q8", CONFIG, format="mlx-8bit", dtype="bfloat16", seed=4)
     info = inspect_checkpoint(folder)
     kept, dense = load(info, device="cpu"), load(info, device="cpu", quantized_experts="dequantize")
@@ -146,11 +183,13 @@ def test_native_models_match_the_torch_kernels_and_8bit_keep_equals_dequantize(t
     ids, mask = random_inputs(CONFIG.vocab_size, 3, 70, seed=2)
     a, b, c = kept.logits(ids, mask), dense.logits(ids, mask), torch_kept.logits(ids, mask)
     real = mask.astype(bool)
-    # Same dequantized weights, same kernel and order: kept 8-bit and dequantized-at-load agree exactly.
-    assert np.array_equal(a[real], b[real])
+    f32 = load(info, device="cpu", dtype="float32").logits(ids, mask)  # scale * q + bias in float32
+    # Kept 8-bit multiplies by the exact affine weights, dequantized-at-load by them rounded to bf16: within
+    # float rounding of each other, and kept is at least as close to the float32 run.
+    _as_accurate_as_torch(a, b, f32, real)
     # Against torch's kernels only bf16 rounding differs (summation order), so both are as far from the
     # float32 run of the same weights, and agree with each other on nearly every argmax.
-    _as_accurate_as_torch(a, c, load(info, device="cpu", dtype="float32").logits(ids, mask), real)
+    _as_accurate_as_torch(a, c, f32, real)
 
 
 def _as_accurate_as_torch(native_logits, torch_logits, f32_logits, real) -> None:

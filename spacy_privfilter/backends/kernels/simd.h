@@ -48,10 +48,14 @@ inline void zero(__m512 (&acc)[MR][NR]) {
 }
 
 // acc[i][j] += x row i (row stride ldx, npairs pairs) . pair-packed 16-column block j (block stride bstride).
-template <int MR, int NR>
+// PREFETCH > 0: each block's weights are prefetched that many bytes ahead (weights streamed from memory).
+template <int MR, int NR, int PREFETCH = 0>
 inline void dot_tile(__m512 (&acc)[MR][NR], const bf16* x, int64_t ldx, int64_t npairs, const bf16* w,
                      int64_t bstride) {
   for (int64_t p = 0; p < npairs; ++p) {
+    if (PREFETCH > 0)
+#pragma GCC unroll 4
+      for (int j = 0; j < NR; ++j) _mm_prefetch((const char*)(w + j * bstride + p * 32) + PREFETCH, _MM_HINT_T0);
     __m512bh wv[NR];
 #pragma GCC unroll 4
     for (int j = 0; j < NR; ++j) wv[j] = (__m512bh)_mm512_loadu_si512((const void*)(w + j * bstride + p * 32));
