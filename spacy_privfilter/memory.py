@@ -59,6 +59,29 @@ def tune_allocator() -> bool:
     return mallopt is not None and bool(mallopt(_M_MMAP_THRESHOLD, MMAP_THRESHOLD_BYTES) and mallopt(_M_TRIM_THRESHOLD, TRIM_THRESHOLD_BYTES))
 
 
+# Matmul shapes whose oneDNN kernels stay cached. A forward pass has three bfloat16 projection shapes (q; k and v;
+# o); every new sequence length adds three more.
+KERNEL_CACHE_CAPACITY = 8
+_KERNEL_CACHE_VARIABLES = ("ONEDNN_PRIMITIVE_CACHE_CAPACITY", "LRU_CACHE_CAPACITY")
+
+
+def limit_kernel_caches(capacity: int = KERNEL_CACHE_CAPACITY) -> bool:
+    """Keep the oneDNN kernels of only ``capacity`` matmul shapes (torch's defaults keep 1,024 of each kind).
+
+    torch caches a compiled oneDNN primitive per matmul shape, twice over (oneDNN's primitive cache and ideep's
+    LRU cache, which keeps primitives alive); each costs ~0.7 MB. Texts of ever new lengths add three shapes per
+    forward pass: ``nlp.pipe`` over 500 documents one at a time kept ~920 MiB of them. The capacities are read
+    from the environment when torch first runs a oneDNN matmul, so this must run before that (``build_model``
+    calls it) and does nothing afterwards. A capacity the user set is kept; True when this set one.
+    """
+    missing = [name for name in _KERNEL_CACHE_VARIABLES if name not in os.environ]
+    if len(missing) < len(_KERNEL_CACHE_VARIABLES):
+        return False  # the user chose: both variables matter together, so set neither
+    for name in missing:
+        os.environ[name] = str(capacity)
+    return True
+
+
 def resident_bytes() -> Optional[int]:
     """This process's resident set size in bytes (Linux ``/proc/self/statm``), or None where unknown."""
     try:

@@ -59,3 +59,13 @@ def test_allocator_tuning_respects_the_user_and_the_switch(monkeypatch) -> None:
     applied = memory.tune_allocator()
     assert applied is (sys.platform.startswith("linux") and memory._malloc_trim() is not None)
     memory.tune_allocator.cache_clear()
+
+
+def test_kernel_caches_are_limited_unless_the_user_set_them(monkeypatch) -> None:
+    import os
+
+    monkeypatch.setattr(os, "environ", {})
+    assert memory.limit_kernel_caches(5) is True
+    assert os.environ == {"ONEDNN_PRIMITIVE_CACHE_CAPACITY": "5", "LRU_CACHE_CAPACITY": "5"}
+    monkeypatch.setattr(os, "environ", {"LRU_CACHE_CAPACITY": "64"})
+    assert memory.limit_kernel_caches() is False and os.environ == {"LRU_CACHE_CAPACITY": "64"}

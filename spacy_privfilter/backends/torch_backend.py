@@ -19,7 +19,7 @@ from ..checkpoint.safetensors_io import SafetensorsHeader
 from ..checkpoint.types import CheckpointInfo, QuantizedWeight
 from ..config import ModelConfig
 from ..errors import CheckpointError, ConfigError
-from ..memory import trim_heap, tune_allocator
+from ..memory import limit_kernel_caches, trim_heap, tune_allocator
 from .base import (DTYPES, EXPERT_KERNELS, EXPERT_PRECISIONS, QUANTIZED_EXPERTS_MODES, DType, ExpertKernel,
                    ExpertPrecision, QuantizedExpertsMode)
 from .native import NativeKernel, load_kernel, unavailable_reason
@@ -150,6 +150,8 @@ def build_model(state_dict: Mapping[str, Any], config: ModelConfig, *, dtype: DT
         raise ConfigError(f"expert_kernel must be one of {', '.join(EXPERT_KERNELS)}; got {expert_kernel!r}")
     kernel = _native_kernel(expert_kernel, pack_experts, device=run_device, dtype=run_dtype,
                             expert_precision=expert_precision)
+    if kernel is not None:  # only the attention projections use oneDNN then (torch's expert paths need more shapes)
+        limit_kernel_caches()
     pack = kernel is None and _packing_applies(pack_experts, state_dict, dtype=run_dtype, device=run_device,
                                                expert_precision=expert_precision,
                                                quantized_experts=quantized_experts)

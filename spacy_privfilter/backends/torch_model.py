@@ -31,6 +31,9 @@ from ..config import ModelConfig
 _SCORE_ELEMENTS_PER_CHUNK = 1 << 18
 # Token-expert pairs per run of experts in the MoE (a [512, 2I] float32 slab stays in cache).
 _PAIRS_PER_CHUNK = 512
+# Tokens per MoE call in inference: bounds the [tokens * k, D] expert inputs and the float32 router and
+# output buffers of long inputs and large batches (each chunk reads the expert weights once more).
+_MOE_TOKENS_PER_CHUNK = 2048
 
 
 class RMSNorm(nn.Module):
@@ -44,7 +47,8 @@ class RMSNorm(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x32 = x.float()
         x32 = x32 * torch.rsqrt(x32.pow(2).mean(-1, keepdim=True) + self.eps)
-        return (self.weight * x32).to(x.dtype)
+        # x32 is a fresh tensor: without autograd it is scaled in place (the same products, one copy less).
+        return (self.weight * x32 if torch.is_grad_enabled() else x32.mul_(self.weight)).to(x.dtype)
 
 
 class RotaryEmbedding(nn.Module):
@@ -332,8 +336,10 @@ class Block(nn.Module):
 
         The residual stream, norms, router and expert accumulation stay float32 whatever the weight dtype;
         only the matmul inputs are cast to it. (HF keeps a bfloat16 residual; float32 is as cheap here and
-        agrees with the float32 model more often.)
+        agrees with the float32 model more often.) Without autograd, ``x`` is updated in place and returned.
         """
+        if not torch.is_grad_enabled():
+            return self._inference(x, key_mask, real_rows)
         x = x + self.self_attn(self.input_layernorm(x).to(self.self_attn.q_proj.weight.dtype), key_mask)
         h = self.post_attention_layernorm(x).view(-1, x.shape[-1])
         if real_rows is None:
@@ -342,6 +348,21 @@ class Block(nn.Module):
         update = torch.zeros_like(h)
         update.index_copy_(0, real_rows, self.mlp(torch.index_select(h, 0, real_rows)))
         return x + update.view_as(x)
+
+    def _inference(self, x: torch.Tensor, key_mask: torch.Tensor, real_rows: torch.Tensor | None) -> torch.Tensor:
+        """``forward`` with the residual added in place and the MoE run on chunks of tokens, so that only one
+        chunk's expert activations are alive at once. Every step is row-wise: the same sums as ``forward``."""
+        x += self.self_attn(self.input_layernorm(x).to(self.self_attn.q_proj.weight.dtype), key_mask)
+        flat = x.view(-1, x.shape[-1])
+        count = flat.shape[0] if real_rows is None else real_rows.shape[0]
+        for start in range(0, count, _MOE_TOKENS_PER_CHUNK):
+            if real_rows is None:
+                rows = flat[start:start + _MOE_TOKENS_PER_CHUNK]
+                rows += self.mlp(self.post_attention_layernorm(rows))
+            else:
+                index = real_rows[start:start + _MOE_TOKENS_PER_CHUNK]
+                flat.index_add_(0, index, self.mlp(self.post_attention_layernorm(torch.index_select(flat, 0, index))))
+        return x
 
 
 class PrivacyFilterModel(nn.Module):

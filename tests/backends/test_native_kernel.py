@@ -257,3 +257,14 @@ def test_native_attention_equals_the_banded_torch_path(seq: int, window: int, he
     diff = (got - want).abs()[real]
     assert diff.max().item() <= 2 ** -6 * max(1.0, want[real].abs().max().item()), diff.max()
     assert (got[real] == want[real]).float().mean().item() > 0.8  # mostly bitwise equal
+
+
+def test_native_models_limit_the_onednn_kernel_caches(monkeypatch) -> None:
+    from spacy_privfilter.backends import torch_backend
+
+    calls = []
+    monkeypatch.setattr(torch_backend, "limit_kernel_caches", lambda: calls.append(1))
+    build_model(_state(), CONFIG, dtype="bfloat16", device="cpu", expert_kernel="torch")
+    assert calls == []  # torch's expert kernels use oneDNN with many more shapes: its caches stay as they are
+    build_model(_state(), CONFIG, dtype="bfloat16", device="cpu")
+    assert calls == ([1] if KERNEL is not None else [])

@@ -145,3 +145,26 @@ def test_20000_token_input_windowed_equals_unwindowed_banded_run() -> None:
     # Too little context does change the logits, so the comparison above can fail.
     short = backend.logits(ids[None, :2000], np.ones((1, 2000), dtype=bool))[0]
     assert np.abs(short[-5:] - full[1995:2000]).max() > 1e-3
+
+
+@pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
+def test_inference_runs_the_moe_in_token_chunks_with_the_same_bits(monkeypatch, dtype: str) -> None:
+    import spacy_privfilter.backends.torch_model as torch_model
+
+    config = tiny_config(vocab_size=300, sliding_window=3)
+    weights = {k: torch.from_numpy(v) for k, v in random_state_dict(config, seed=3).items()}
+    model = TorchBackend.from_state_dict(weights, config, device="cpu", dtype=dtype).model
+    ids = torch.as_tensor(np.random.default_rng(3).integers(0, 300, (3, 37)))
+    mask = torch.zeros(3, 37, dtype=torch.bool)
+    mask[0], mask[1, :20], mask[2, :5] = True, True, True
+    with torch.enable_grad():  # the autograd path: out-of-place residual, one MoE call for all real tokens
+        padded_ref, single_ref = model(ids, mask), model(ids[:1], mask[:1])
+    rows_per_call = []
+    moe_forward = torch_model.MoE.forward
+    monkeypatch.setattr(torch_model.MoE, "forward", lambda self, x: rows_per_call.append(len(x)) or moe_forward(self, x))
+    monkeypatch.setattr(torch_model, "_MOE_TOKENS_PER_CHUNK", 16)
+    with torch.inference_mode():
+        padded, single = model(ids, mask), model(ids[:1], mask[:1])
+    assert torch.equal(padded[mask], padded_ref[mask]) and torch.equal(single, single_ref)
+    layers = config.num_hidden_layers
+    assert rows_per_call == layers * [16, 16, 16, 14] + layers * [16, 16, 5]  # 62 real tokens, then 37
