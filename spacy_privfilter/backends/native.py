@@ -32,7 +32,7 @@ import numpy as np
 
 log = logging.getLogger(__name__)
 
-ABI_VERSION = 5
+ABI_VERSION = 6
 KERNELS = Path(__file__).with_name("kernels")
 SOURCES = (KERNELS / "experts_avx512.cpp", KERNELS / "attention_avx512.cpp")
 HEADERS = (KERNELS / "simd.h",)
@@ -62,6 +62,9 @@ class NativeKernel:
         self._attention = library.pf_banded_attention
         self._attention.argtypes = [_P, _P, _P, _P, _P, _I, _I, _I, _I, _I, _I, _P]
         self._attention.restype = None
+        self._rotary = library.pf_rotary
+        self._rotary.argtypes = [_P, _I, _I, _I, _I, _P, _P, ctypes.c_float]
+        self._rotary.restype = None
         self._dequantize = library.pf_dequantize
         self._dequantize.argtypes = [_P, _P, _P, _I, _I, _I, _P]
         self._dequantize.restype = None
@@ -89,6 +92,10 @@ class NativeKernel:
                          window: int, out: int) -> None:
         """Banded GQA attention with sinks (bf16; see the C source); shape = (B, T, H, KV, d)."""
         self._attention(q, k, v, valid, sinks, *shape, window, out)
+
+    def rotary(self, x: int, rows: int, positions: int, heads: int, d: int, cos: int, sin: int, scale: float) -> None:
+        """In place: x [rows, heads, d] bf16 (``positions`` per batch row) -> apply_rotary(x, cos, sin) * scale."""
+        self._rotary(x, rows, positions, heads, d, cos, sin, scale)
 
     def dequantize(self, codes: int, scales: int, biases: int, blocks: int, k: int, group_size: int, out: int) -> None:
         """Pair-packed 8-bit codes of ``blocks`` column blocks -> the pair-packed bf16 weights the kernel uses."""

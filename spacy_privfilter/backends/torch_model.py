@@ -130,11 +130,12 @@ class Attention(nn.Module):
         k = self.k_proj(x).view(batch, seq, self.num_kv_heads, d)
         v = self.v_proj(x).view(batch, seq, self.num_kv_heads, d)
         cos, sin = self.rotary(seq, x.dtype, x.device)
-        q = apply_rotary(q, cos, sin) * self.scale
-        k = apply_rotary(k, cos, sin) * self.scale
         if self.native is not None and q.dtype == torch.bfloat16 and q.device.type == "cpu":
-            out = self.native(q, k, v, key_mask)
+            out = self.native(self.native.rotate(q, cos, sin, self.scale), self.native.rotate(k, cos, sin, self.scale),
+                              v, key_mask)
         else:
+            q = apply_rotary(q, cos, sin) * self.scale
+            k = apply_rotary(k, cos, sin) * self.scale
             out = self._banded(q, k, v, key_mask)
         return self.o_proj(out.reshape(batch, seq, self.num_heads * d))
 

@@ -23,7 +23,7 @@ import numpy as np
 import torch
 
 from .native import COLUMN_BLOCK, NativeKernel, interleave_halves, supports_shape
-from .torch_model import Experts
+from .torch_model import Experts, apply_rotary
 from .torch_quant import QuantizedExperts, QuantizedTensor
 
 _MATRICES = ("gate_up_proj", "down_proj")
@@ -181,6 +181,18 @@ class NativeAttention:
     @staticmethod
     def applies(attention: torch.nn.Module) -> bool:
         return attention.head_dim % COLUMN_BLOCK == 0 and attention.head_dim <= 256
+
+    def rotate(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, scale: float) -> torch.Tensor:
+        """``apply_rotary(x, cos, sin) * scale`` in one pass, bitwise (x: [B, T, heads, d] bf16; cos, sin bf16).
+        A fresh x (a projection's output) is rotated in place."""
+        batch, seq, heads, d = x.shape
+        if d % (2 * COLUMN_BLOCK):  # the kernel takes 16 pairs at a time
+            return apply_rotary(x, cos, sin) * scale
+        if not x.is_contiguous() or torch.is_grad_enabled():
+            x = x.clone(memory_format=torch.contiguous_format)
+        cos, sin = cos.contiguous(), sin.contiguous()
+        self.kernel.rotary(x.data_ptr(), batch * seq, seq, heads, d, cos.data_ptr(), sin.data_ptr(), scale)
+        return x
 
     def __call__(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, key_mask: torch.Tensor) -> torch.Tensor:
         batch, seq, heads, d = q.shape

@@ -268,3 +268,19 @@ def test_native_models_limit_the_onednn_kernel_caches(monkeypatch) -> None:
     assert calls == []  # torch's expert kernels use oneDNN with many more shapes: its caches stay as they are
     build_model(_state(), CONFIG, dtype="bfloat16", device="cpu")
     assert calls == ([1] if KERNEL is not None else [])
+
+
+@needs_kernel
+@pytest.mark.parametrize("batch,seq,heads", [(1, 37, 3), (2, 130, 14)])
+def test_native_rotary_is_bitwise_apply_rotary_then_scale(batch: int, seq: int, heads: int) -> None:
+    from spacy_privfilter.backends.torch_model import Attention, RotaryEmbedding, apply_rotary
+    from spacy_privfilter.backends.torch_native import NativeAttention
+
+    config = tiny_config(vocab_size=300, head_dim=64, num_attention_heads=heads, num_key_value_heads=1)
+    attention = Attention(config, RotaryEmbedding(config))
+    native = NativeAttention(KERNEL, attention)
+    cos, sin = attention.rotary(seq, torch.bfloat16, torch.device("cpu"))
+    x = (torch.randn(batch, seq, heads, 64, generator=torch.Generator().manual_seed(seq)) * 3).bfloat16()
+    want = apply_rotary(x, cos, sin) * attention.scale
+    got = native.rotate(x.clone(), cos, sin, attention.scale)
+    assert got.dtype == torch.bfloat16 and torch.equal(got, want)

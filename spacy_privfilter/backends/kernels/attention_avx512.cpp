@@ -184,4 +184,35 @@ void pf_banded_attention(const bf16* q, const bf16* k, const bf16* v, const uint
   }
 }
 
+// In place, x [B * T][heads][d] bf16 (T positions per batch row): interleaved-pair rotary embedding, then the
+// scale, with torch_model.apply_rotary's roundings on bf16 tensors: each product, difference and sum is
+// computed in float32 and rounded to bf16, as torch's bf16 elementwise ops do, so the result is bitwise
+// theirs. cos, sin: [T][d / 2] bf16. d % 32 == 0.
+void pf_rotary(bf16* x, int64_t rows, int64_t T, int64_t heads, int64_t d, const bf16* cos, const bf16* sin,
+               float scale) {
+  const __m512 sc = _mm512_set1_ps(scale);
+  const __m512i high = _mm512_set1_epi32((int)0xFFFF0000u);
+#pragma omp parallel for schedule(static)
+  for (int64_t r = 0; r < rows; ++r) {
+    const bf16* c = cos + (r % T) * (d / 2);
+    const bf16* s = sin + (r % T) * (d / 2);
+    for (int64_t h = 0; h < heads; ++h) {
+      bf16* row = x + (r * heads + h) * d;
+      for (int64_t i = 0; i < d / 2; i += 16) {  // 16 pairs (even, odd) per step
+        const __m512i pairs = _mm512_loadu_si512((const void*)(row + 2 * i));
+        const __m512 even = _mm512_castsi512_ps(_mm512_slli_epi32(pairs, 16));
+        const __m512 odd = _mm512_castsi512_ps(_mm512_and_si512(pairs, high));
+        const __m512 cv = widen(c + i), sv = widen(s + i);
+        const __m512 re = round_bf16(_mm512_sub_ps(round_bf16(_mm512_mul_ps(even, cv)),
+                                                   round_bf16(_mm512_mul_ps(odd, sv))));
+        const __m512 ro = round_bf16(_mm512_add_ps(round_bf16(_mm512_mul_ps(odd, cv)),
+                                                   round_bf16(_mm512_mul_ps(even, sv))));
+        const __m512i lo = _mm512_srli_epi32(_mm512_castps_si512(round_bf16(_mm512_mul_ps(re, sc))), 16);
+        const __m512i hi = _mm512_and_si512(_mm512_castps_si512(round_bf16(_mm512_mul_ps(ro, sc))), high);
+        _mm512_storeu_si512((void*)(row + 2 * i), _mm512_or_si512(lo, hi));
+      }
+    }
+  }
+}
+
 }  // extern "C"

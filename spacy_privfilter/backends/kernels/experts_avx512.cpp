@@ -153,6 +153,11 @@ void tile_q8(const XInt& xi, int64_t K, const Quantized& q, int64_t block, const
              bf16* out, int64_t ldo, const float* params, float* total) {
   const int64_t groups = K / q.gs, half = q.gs / 2, pairs = K / 2;
   for (int i = 0; i < MR * NR; ++i) _mm512_storeu_ps(total + 16 * i, _mm512_setzero_ps());
+  for (int j = 0; j < NR; ++j)  // the blocks' scales and biases (small, read once per group): ahead of their use
+    for (int64_t o = 0; o < groups * 32; o += 64) {
+      _mm_prefetch((const char*)(q.scales + (block + j) * groups * 16) + o, _MM_HINT_T0);
+      _mm_prefetch((const char*)(q.biases + (block + j) * groups * 16) + o, _MM_HINT_T0);
+    }
   for (int64_t g = 0; g < groups; ++g) {
     __m512i acc[MR][NR];
     dot_tile_q8<MR, NR>(acc, xi.x, K, g * half, (g + 1) * half, w, pairs * 32);
@@ -293,7 +298,7 @@ void grouped(const bf16* x, int64_t K, int64_t N, int64_t n_groups, const int64_
 extern "C" {
 
 // Bumped whenever an entry point's signature or a layout changes; native.py checks it.
-int pf_abi_version(void) { return 5; }
+int pf_abi_version(void) { return 6; }
 
 // src[e, order[n], k] (strides in elements; order NULL: n) -> pair-packed dst [E][N / 16][K / 2][16][2], for
 // 1-byte codes or 2-byte bf16 (elem). One pass, in parallel: the load-time repacking of the expert weights.
