@@ -353,15 +353,19 @@ class Block(nn.Module):
     def _inference(self, x: torch.Tensor, key_mask: torch.Tensor, real_rows: torch.Tensor | None) -> torch.Tensor:
         """``forward`` with the residual added in place and the MoE run on chunks of tokens, so that only one
         chunk's expert activations are alive at once. Every step is row-wise: the same sums as ``forward``."""
-        x += self.self_attn(self.input_layernorm(x).to(self.self_attn.q_proj.weight.dtype), key_mask)
-        flat = x.view(-1, x.shape[-1])
+        flat, step = x.view(-1, x.shape[-1]), _MOE_TOKENS_PER_CHUNK
+        normed = torch.empty(flat.shape, dtype=self.self_attn.q_proj.weight.dtype, device=x.device)
+        for start in range(0, flat.shape[0], step):  # no float32 temporaries of the whole input (32k: 84 MB each)
+            normed[start:start + step] = self.input_layernorm(flat[start:start + step])
+        x += self.self_attn(normed.view_as(x), key_mask)
+        del normed
         count = flat.shape[0] if real_rows is None else real_rows.shape[0]
-        for start in range(0, count, _MOE_TOKENS_PER_CHUNK):
+        for start in range(0, count, step):
             if real_rows is None:
-                rows = flat[start:start + _MOE_TOKENS_PER_CHUNK]
+                rows = flat[start:start + step]
                 rows += self.mlp(self.post_attention_layernorm(rows))
             else:
-                index = real_rows[start:start + _MOE_TOKENS_PER_CHUNK]
+                index = real_rows[start:start + step]
                 flat.index_add_(0, index, self.mlp(self.post_attention_layernorm(torch.index_select(flat, 0, index))))
         return x
 
