@@ -32,12 +32,13 @@ import numpy as np
 
 log = logging.getLogger(__name__)
 
-ABI_VERSION = 6
+ABI_VERSION = 7
 KERNELS = Path(__file__).with_name("kernels")
 SOURCES = (KERNELS / "experts_avx512.cpp", KERNELS / "attention_avx512.cpp")
 HEADERS = (KERNELS / "simd.h",)
 FLAGS = ("-O3", "-std=c++17", "-shared", "-fPIC", "-fopenmp", "-mavx512f", "-mavx512bw", "-mavx512vl",
-         "-mavx512bf16", "-mavx512vnni", "-mfma")
+         "-mavx512bf16", "-mavx512vnni", "-mfma",
+         "-ffp-contract=off")  # never fuse a multiply and an add the torch path rounds separately
 CPU_FLAGS = ("avx512f", "avx512bw", "avx512vl", "avx512_bf16", "avx512_vnni")
 COLUMN_BLOCK = 16  # output columns per packed block
 PAIR_MULTIPLE = 32  # the 8-bit group size must be a multiple of this (two 16-lane halves per k-pair step)
@@ -62,6 +63,9 @@ class NativeKernel:
         self._attention = library.pf_banded_attention
         self._attention.argtypes = [_P, _P, _P, _P, _P, _I, _I, _I, _I, _I, _I, _P]
         self._attention.restype = None
+        self._combine = library.pf_combine
+        self._combine.argtypes = [_P, _P, _P, _P, _I, _I]
+        self._combine.restype = None
         self._rotary = library.pf_rotary
         self._rotary.argtypes = [_P, _I, _I, _I, _I, _P, _P, ctypes.c_float]
         self._rotary.restype = None
@@ -92,6 +96,10 @@ class NativeKernel:
                          window: int, out: int) -> None:
         """Banded GQA attention with sinks (bf16; see the C source); shape = (B, T, H, KV, d)."""
         self._attention(q, k, v, valid, sinks, *shape, window, out)
+
+    def combine(self, out: int, y: int, tokens: int, weights: int, pairs: int, width: int) -> None:
+        """out[tokens[p]] += float(y[p]) * weights[p], pairs in order (float32 out, bf16 y [pairs, width])."""
+        self._combine(out, y, tokens, weights, pairs, width)
 
     def rotary(self, x: int, rows: int, positions: int, heads: int, d: int, cos: int, sin: int, scale: float) -> None:
         """In place: x [rows, heads, d] bf16 (``positions`` per batch row) -> apply_rotary(x, cos, sin) * scale."""

@@ -153,6 +153,13 @@ class NativeExperts(Experts):
             bias=bias.data_ptr(), out=out.data_ptr(), **self._weights(name), **extra)
         return out
 
+    def _combine(self, out: torch.Tensor, tokens: torch.Tensor, y: torch.Tensor, weights: torch.Tensor) -> None:
+        """As Experts._combine, in one pass (bitwise the same float32 roundings and order)."""
+        if y.dtype != torch.bfloat16 or out.shape[1] % COLUMN_BLOCK or not out.is_contiguous():
+            return super()._combine(out, tokens, y, weights)
+        y, tokens, weights = y.contiguous(), tokens.contiguous(), weights.float().contiguous()
+        self.kernel.combine(out.data_ptr(), y.data_ptr(), tokens.data_ptr(), weights.data_ptr(), y.shape[0], y.shape[1])
+
     def _hidden(self, experts: list[int], counts: list[int], rows: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
         hidden = self._call("gate_up_proj", experts, counts, rows, self.intermediate_size,
                             params=self.swiglu_params.ctypes.data)

@@ -284,3 +284,18 @@ def test_native_rotary_is_bitwise_apply_rotary_then_scale(batch: int, seq: int, 
     want = apply_rotary(x, cos, sin) * attention.scale
     got = native.rotate(x.clone(), cos, sin, attention.scale)
     assert got.dtype == torch.bfloat16 and torch.equal(got, want)
+
+
+@needs_kernel
+def test_native_combine_is_bitwise_the_weighted_index_add() -> None:
+    """Each token receives its k routed outputs in pair order, with torch's float32 roundings."""
+    fast = NativeExperts.from_experts(_experts(False), KERNEL)
+    generator = torch.Generator().manual_seed(3)
+    tokens = torch.randint(0, 9, (40,), generator=generator)  # repeated tokens: the order of additions matters
+    y = torch.randn(40, 64, generator=generator).bfloat16()
+    weights = torch.rand(40, generator=generator)
+    start = torch.randn(9, 64, generator=generator)
+    want, got = start.clone(), start.clone()
+    Experts._combine(fast, want, tokens, y, weights)
+    fast._combine(got, tokens, y, weights)
+    assert torch.equal(got, want) and not torch.equal(got, start)

@@ -298,7 +298,7 @@ void grouped(const bf16* x, int64_t K, int64_t N, int64_t n_groups, const int64_
 extern "C" {
 
 // Bumped whenever an entry point's signature or a layout changes; native.py checks it.
-int pf_abi_version(void) { return 6; }
+int pf_abi_version(void) { return 7; }
 
 // src[e, order[n], k] (strides in elements; order NULL: n) -> pair-packed dst [E][N / 16][K / 2][16][2], for
 // 1-byte codes or 2-byte bf16 (elem). One pass, in parallel: the load-time repacking of the expert weights.
@@ -322,6 +322,18 @@ void pf_pack(const void* src, int64_t E, int64_t N, int64_t K, int64_t se, int64
       }
     }
   }
+}
+
+// out[tokens[p]] += float(y[p]) * weights[p] for p = 0, 1, ... in order: the routed outputs summed per token with
+// the float32 roundings of torch's y.float().mul_(w) then index_add_ (same order of additions), bitwise.
+// out float32 [*, D], y bf16 [pairs, D], D % 16 == 0. In parallel over columns.
+void pf_combine(float* out, const bf16* y, const int64_t* tokens, const float* weights, int64_t pairs, int64_t D) {
+#pragma omp parallel for schedule(static)
+  for (int64_t c = 0; c < D; c += 16)
+    for (int64_t p = 0; p < pairs; ++p) {
+      float* o = out + tokens[p] * D + c;
+      _mm512_storeu_ps(o, _mm512_add_ps(_mm512_loadu_ps(o), _mm512_mul_ps(widen(y + p * D + c), _mm512_set1_ps(weights[p]))));
+    }
 }
 
 // Pair-packed 8-bit codes of `blocks` 16-column blocks -> pair-packed bf16(scale * q + bias), the reference
