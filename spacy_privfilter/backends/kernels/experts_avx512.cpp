@@ -293,6 +293,16 @@ void grouped(const bf16* x, int64_t K, int64_t N, int64_t n_groups, const int64_
   }
 }
 
+// One packed row: its pairs (2 codes or 2 bf16 each) to every 16th pair slot of dst.
+template <typename Pair>
+inline void copy_pairs(const uint8_t* from, uint8_t* to, int64_t pairs) {
+  for (int64_t p = 0; p < pairs; ++p) {
+    Pair v;
+    memcpy(&v, from + p * sizeof(Pair), sizeof(Pair));
+    memcpy(to + p * 16 * sizeof(Pair), &v, sizeof(Pair));
+  }
+}
+
 }  // namespace
 
 extern "C" {
@@ -311,7 +321,10 @@ void pf_pack(const void* src, int64_t E, int64_t N, int64_t K, int64_t se, int64
     for (int64_t c = 0; c < 16; ++c) {
       const int64_t n = order ? order[nb * 16 + c] : nb * 16 + c;
       const int64_t base = e * se + n * sn, out = (t * pairs) * 32 + c * 2;
-      if (elem == 1) {
+      if (sk == 1) {  // contiguous rows: move whole pairs (2 or 4 bytes), 16 pairs apart in dst
+        if (elem == 1) copy_pairs<uint16_t>((const uint8_t*)src + base, (uint8_t*)dst + out, pairs);
+        else copy_pairs<uint32_t>((const uint8_t*)src + 2 * base, (uint8_t*)dst + 2 * out, pairs);
+      } else if (elem == 1) {
         const uint8_t* from = (const uint8_t*)src + base;
         uint8_t* to = (uint8_t*)dst + out;
         for (int64_t k = 0; k < K; ++k) to[(k >> 1) * 32 + (k & 1)] = from[k * sk];
