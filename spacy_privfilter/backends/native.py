@@ -2,9 +2,9 @@
 
 ``kernels/*.cpp`` are compiled by the system C++ compiler the first time they are needed, cached, and loaded
 with ctypes: plain C entry points, so no Python extension ABI, no torch headers and no build step at install.
-They run on x86-64 Linux CPUs with AVX-512 BF16 (AMD Zen 4 and later, Intel Cooper Lake and Sapphire Rapids
-and later); elsewhere, or without a compiler, ``load_kernel()`` returns None and ``unavailable_reason()``
-says why, and the torch backend keeps its torch kernels.
+They run on x86-64 Linux CPUs with AVX-512 BF16 and VNNI (AMD Zen 4 and later, Intel Cooper Lake and
+Sapphire Rapids and later); elsewhere, or without a compiler, ``load_kernel()`` returns None and
+``unavailable_reason()`` says why, and the torch backend keeps its torch kernels.
 
 The library is built with ``-fopenmp`` and loaded after torch, so its ``libgomp.so.1`` resolves to the copy
 torch already loaded: one OpenMP runtime, one thread pool, and ``torch.set_num_threads`` applies to it.

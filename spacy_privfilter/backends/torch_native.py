@@ -158,7 +158,7 @@ class NativeExperts(Experts):
         if y.dtype != torch.bfloat16 or out.shape[1] % COLUMN_BLOCK or not out.is_contiguous():
             return super()._combine(out, tokens, y, weights)
         y, tokens, weights = y.contiguous(), tokens.contiguous(), weights.float().contiguous()
-        self.kernel.combine(out.data_ptr(), y.data_ptr(), tokens.data_ptr(), weights.data_ptr(), y.shape[0], y.shape[1])
+        self.kernel.combine(out.data_ptr(), y.data_ptr(), tokens.data_ptr(), weights.data_ptr(), *y.shape)
 
     def _hidden(self, experts: list[int], counts: list[int], rows: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
         hidden = self._call("gate_up_proj", experts, counts, rows, self.intermediate_size,

@@ -17,7 +17,7 @@ using namespace pf;
 
 // Bytes ahead at which the tiles prefetch the expert weights they stream (each block of a panel is its own
 // stream): the hardware prefetchers alone leave a core at ~60% of its bandwidth here (24 vs 37 GB/s for 8-bit
-// codes at one row, measured on Zen 4).
+// codes at one row, measured on the benchmark machine, an AMD EPYC of the Zen 5 class).
 constexpr int PREFETCH = 2048;
 
 struct Quantized {
@@ -345,7 +345,8 @@ void pf_combine(float* out, const bf16* y, const int64_t* tokens, const float* w
   for (int64_t c = 0; c < D; c += 16)
     for (int64_t p = 0; p < pairs; ++p) {
       float* o = out + tokens[p] * D + c;
-      _mm512_storeu_ps(o, _mm512_add_ps(_mm512_loadu_ps(o), _mm512_mul_ps(widen(y + p * D + c), _mm512_set1_ps(weights[p]))));
+      const __m512 term = _mm512_mul_ps(widen(y + p * D + c), _mm512_set1_ps(weights[p]));
+      _mm512_storeu_ps(o, _mm512_add_ps(_mm512_loadu_ps(o), term));
     }
 }
 
