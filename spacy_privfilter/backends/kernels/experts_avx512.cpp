@@ -149,8 +149,8 @@ inline void dot_tile_q8(__m512i (&out)[MR][NR], const int16_t* x, int64_t ldx, i
 
 // The float32 sums live in `total` ([MR][NR][16], per thread), outside the registers the int32 sums need.
 template <class Epilogue, int MR, int NR>
-void tile_q8(const XInt& xi, int64_t K, const Quantized& q, int64_t block, const uint8_t* w, const float* bias,
-             bf16* out, int64_t ldo, const float* params, float* total) {
+void tile_q8(const XInt& xi, int64_t K, const Quantized& q, int64_t block, const float* bias, bf16* out,
+             int64_t ldo, const float* params, float* total) {
   const int64_t groups = K / q.gs, half = q.gs / 2, pairs = K / 2;
   for (int i = 0; i < MR * NR; ++i) _mm512_storeu_ps(total + 16 * i, _mm512_setzero_ps());
   for (int j = 0; j < NR; ++j)  // the blocks' scales and biases (small, read once per group): ahead of their use
@@ -160,7 +160,7 @@ void tile_q8(const XInt& xi, int64_t K, const Quantized& q, int64_t block, const
     }
   for (int64_t g = 0; g < groups; ++g) {
     __m512i acc[MR][NR];
-    dot_tile_q8<MR, NR>(acc, xi.x, K, g * half, (g + 1) * half, w, pairs * 32);
+    dot_tile_q8<MR, NR>(acc, xi.x, K, g * half, (g + 1) * half, q.codes + block * pairs * 32, pairs * 32);
 #pragma GCC unroll 4
     for (int j = 0; j < NR; ++j) {
       const __m512 s = widen(q.scales + ((block + j) * groups + g) * 16);
@@ -228,8 +228,8 @@ void dequantize_blocks(const Quantized& q, int64_t block, int64_t count, bf16* d
 constexpr int MR = 6, NR = 4;
 constexpr int64_t CHUNK_ROWS = 2048;  // rows of x held in XInt form at once (8-bit), ~2.6 MB at K = 640
 typedef void (*Bf16Tile)(const bf16*, int64_t, const bf16*, const float*, bf16*, int64_t, const float*);
-typedef void (*Q8Tile)(const XInt&, int64_t, const Quantized&, int64_t, const uint8_t*, const float*, bf16*, int64_t,
-                       const float*, float*);
+typedef void (*Q8Tile)(const XInt&, int64_t, const Quantized&, int64_t, const float*, bf16*, int64_t, const float*,
+                       float*);
 #define TILE_ROW(T, E, m) {T<E, m, 1>, T<E, m, 2>, T<E, m, 3>, T<E, m, 4>}
 #define TILES(T, E) {TILE_ROW(T, E, 1), TILE_ROW(T, E, 2), TILE_ROW(T, E, 3), TILE_ROW(T, E, 4), TILE_ROW(T, E, 5), \
                      TILE_ROW(T, E, 6)}
@@ -274,11 +274,10 @@ void grouped(const bf16* x, int64_t K, int64_t N, int64_t n_groups, const int64_
         if (codes) {
           const Quantized q{codes + e * N * K, scales + e * N * groups, biases + e * N * groups, K, gs};
           const int64_t r0 = first[g] - first[g0];
-          const uint8_t* panel = codes + e * N * K + block * K * 16;
           for (int64_t m = 0; m < rows; m += MR) {
             const int64_t mr = (rows - m) < MR ? (rows - m) : MR;
             const XInt xi{xq.data() + (r0 + m) * K, exps.data() + (r0 + m) * groups, sums.data() + (r0 + m) * groups};
-            Q8_TILES[swiglu][mr - 1][nr - 1](xi, K, q, block, panel, b, og + m * ldo, ldo, params, total);
+            Q8_TILES[swiglu][mr - 1][nr - 1](xi, K, q, block, b, og + m * ldo, ldo, params, total);
           }
           continue;
         }
