@@ -12,7 +12,7 @@ torch already loaded: one OpenMP runtime, one thread pool, and ``torch.set_num_t
 Cache: ``$SPACY_PRIVFILTER_KERNEL_CACHE``, else ``$XDG_CACHE_HOME/spacy_privfilter/kernels`` (default
 ``~/.cache``); the file name carries a hash of the sources, the flags and the compiler, so an edit or a new
 compiler builds anew. Built into a temporary name and renamed, so concurrent processes never load half a
-file. Each process checks the loaded kernels against a numpy reference before using them.
+file. Each process checks every entry point of the loaded kernels against a numpy reference before use.
 """
 from __future__ import annotations
 
@@ -288,6 +288,7 @@ def _self_test(kernel: NativeKernel) -> None:
         if not np.isfinite(error) or error > 1e-2 * np.abs(want).max():
             raise _Unavailable(f"the built kernel failed its self-test ({kind} weights, error {error:.3g})")
     _self_test_swiglu(kernel, x, order, counts, rows, want, packed, dense, bias, group)
+    _self_test_passes(kernel)
 
 
 def _self_test_swiglu(kernel: NativeKernel, x, order, counts, rows, products, packed, dense, bias, group) -> None:
@@ -312,6 +313,32 @@ def _self_test_swiglu(kernel: NativeKernel, x, order, counts, rows, products, pa
         if not np.isfinite(error) or error > 2e-2 * max(1.0, np.abs(want).max()):
             raise _Unavailable(f"the built kernel failed its self-test (SwiGLU, error {error:.3g})")
 
+
+def _self_test_passes(kernel: NativeKernel) -> None:
+    """pf_rotary and pf_combine against numpy doing the same float32 operations and bf16 roundings: bitwise."""
+    rng = np.random.default_rng(1)
+    rows, heads, d, positions, scale = 6, 2, 32, 4, np.float32(64 ** -0.25)
+    x, cos, sin = (bf16_bits(rng.standard_normal(shape) * 3) for shape in ((rows, heads, d), (positions, d // 2),
+                                                                            (positions, d // 2)))
+    r = lambda v: bf16_values(bf16_bits(v))  # noqa: E731 - float32 -> nearest bf16 -> float32
+    values = bf16_values(x)
+    even, odd = values[..., 0::2], values[..., 1::2]
+    c, s = (bf16_values(t)[np.arange(rows) % positions][:, None, :] for t in (cos, sin))
+    want = np.empty_like(values)
+    want[..., 0::2] = r(r(r(even * c) - r(odd * s)) * scale)
+    want[..., 1::2] = r(r(r(odd * c) + r(even * s)) * scale)
+    kernel.rotary(_address(x), rows, positions, heads, d, _address(cos), _address(sin), float(scale))
+    if not np.array_equal(bf16_values(x), want):
+        raise _Unavailable("the built kernel failed its self-test (rotary)")
+    tokens = np.array([2, 0, 2, 1, 2], dtype=np.int64)  # repeated: the order of additions matters
+    y, weights = bf16_bits(rng.standard_normal((5, 16))), rng.random(5).astype(np.float32)
+    out = rng.standard_normal((3, 16)).astype(np.float32)
+    want = out.copy()
+    for p, token in enumerate(tokens):
+        want[token] += bf16_values(y[p]) * weights[p]
+    kernel.combine(_address(out), _address(y), _address(tokens), _address(weights), len(tokens), 16)
+    if not np.array_equal(out, want):
+        raise _Unavailable("the built kernel failed its self-test (combine)")
 
 def describe() -> dict[str, Any]:
     """For diagnostics: whether the kernel loads, from where, or why not."""
