@@ -23,7 +23,9 @@ from .measure import summarize
 from .report import render_markdown, render_plot
 from .workloads import build_workloads, count_tokens, get_encoding
 
-WORKLOADS = ("scaling", "pipe", "cold")
+WORKLOADS = ("scaling", "paired", "pipe", "cold")
+# The paired workload: these two in one process, runs alternating (the 8-bit / bf16 ratios of issue 18).
+PAIRED = ("torch-bf16", "torch-int8")
 FULL_LENGTHS = (128, 512, 2048, 4096, 8192, 32768)
 QUICK_LENGTHS = (128, 512, 2048)
 # OpenMed's MLX runtime runs a few tokens/s on a Linux CPU: it is in the full run only.
@@ -180,7 +182,16 @@ class Runner:
                 entry["cold"] = self.cold(c, ckpt, first_doc)
             if progress is not None:
                 progress({"meta": self.meta(roof), "roofline": _roofline(roof), "contenders": entries})
-        return {"meta": self.meta(roof), "roofline": _roofline(roof), "contenders": entries}
+        results = {"meta": self.meta(roof), "roofline": _roofline(roof), "contenders": entries}
+        chosen = {c.name: c for c in contenders}
+        if "paired" in workloads and all(name in chosen for name in PAIRED):
+            self.log(f"{' + '.join(PAIRED)} in one process, runs alternating: {', '.join(map(str, args.lengths))}")
+            folders = [str(checkpoint_dir(args.cache, args.size, chosen[name].checkpoint)) for name in PAIRED]
+            results["paired"] = self.job({"job": "paired", "contenders": list(PAIRED), "checkpoint_dirs": folders,
+                                          "workloads": str(self.workloads_path), "lengths": list(args.lengths),
+                                          "rounds": 2 * args.repeats + 1})
+            results["meta"] = self.meta(roof)
+        return results
 
     def job(self, spec: dict) -> dict:
         args = self.args

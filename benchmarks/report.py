@@ -23,9 +23,9 @@ def render_markdown(results: dict) -> str:
     scaling = _scaling_table(results, notes)  # fills ``notes`` with the skip reasons it numbers
     if notes:
         scaling += ["", "Skipped:", *[f"{i + 1}. {note}" for i, note in enumerate(notes)]]
-    sections = (_targets_table(results), _issue18_table(results), scaling, _relative_table(results),
-                _memory_table(results), _rss_by_length_table(results), _pipe_table(results),
-                _cold_table(results))
+    sections = (_targets_table(results), _issue18_table(results), _paired_table(results), scaling,
+                _relative_table(results), _memory_table(results), _rss_by_length_table(results),
+                _pipe_table(results), _cold_table(results))
     for section in sections:
         lines += ["", *section]
     lines.append("")
@@ -161,13 +161,23 @@ def _issue18_table(results: dict) -> list[str]:
     rows.append((f"torch bf16 tokens/s, slowest / fastest over 2,048-32,768 tokens (ran: {_names(flat)})",
                  min(speeds) / max(speeds) if len(speeds) > 1 else None, 0.85, "",
                  {"2048", "32768"} <= set(flat)))
-    ratio = lambda col: median_tps(int8, col) / median_tps(bf16, col)  # noqa: E731
-    both = [c for c in ran(bf16) if c in ran(int8)]
-    rows.append(("torch 8-bit / torch bf16 tokens/s at 128 tokens", ratio("128") if "128" in both else None,
-                 1.3, "x"))
-    worst = min(both, key=ratio, default=None)
+    # 8-bit / bf16: from the paired job (one process, runs alternating) when it ran; the separate processes'
+    # ratio is named beside it.
+    separate = {c: median_tps(int8, c) / median_tps(bf16, c) for c in ran(bf16) if c in ran(int8)}
+    paired = paired_ratios(results)
+    ratios = paired or separate
+    both = [c for c in lengths if c in ratios]
+
+    def how(col: str | None) -> str:
+        if not paired:
+            return " (separate processes)"
+        beside = f"; separate processes: {separate[col]:.2f}x" if col in separate else ""
+        return f" (paired: one process, runs alternating{beside})"
+
+    rows.append((f"torch 8-bit / torch bf16 tokens/s at 128 tokens{how('128')}", ratios.get("128"), 1.3, "x"))
+    worst = min(both, key=ratios.__getitem__, default=None)
     rows.append((f"torch 8-bit / torch bf16 tokens/s at the worst length: {_names([worst] if worst else [])} "
-                 f"tokens (lengths both ran: {_names(both)})", ratio(worst) if worst else None, 1.0, "x",
+                 f"tokens (lengths both ran: {_names(both)}){how(worst)}", ratios.get(worst), 1.0, "x",
                  both == lengths and "32768" in lengths))
     # Peaks per length are running peaks (reset after loading), ascending: the last one <= 8,192 is the peak.
     peaks = [(c, p["peak_rss_mb"]) for c, p in int8.get("lengths", {}).items()
@@ -195,6 +205,37 @@ def _issue18_table(results: dict) -> list[str]:
             "met '-': no figure, or a figure within its bound from a run that covered only part of the "
             "target (fewer lengths or documents than it names); such a figure that misses its bound "
             "reads 'no'."]
+
+
+def paired_ratios(results: dict) -> dict[str, float]:
+    """8-bit / bf16 speed ratio (median over rounds) per length the paired job ran; {} when it did not run."""
+    paired = results.get("paired") or {}
+    if paired.get("status") != "ok":
+        return {}
+    return {col: point["ratio"]["median"] for col, point in paired["lengths"].items() if "ratio" in point}
+
+
+def _paired_table(results: dict) -> list[str]:
+    paired = results.get("paired")
+    lines = ["## torch 8-bit vs torch bf16, paired: one process, runs alternating", ""]
+    if not paired:
+        return lines + ["(not run)"]
+    if paired.get("status") != "ok":
+        return lines + [f"{paired.get('status')}: {paired.get('reason', '')}"]
+    lines += [f"Both models loaded in one process; at each length {paired['rounds']} rounds of one run each, the "
+              "order alternating. Ratio = 8-bit tokens/s / bf16 tokens/s within a round, median [min-max]: the "
+              "two runs of a round are made seconds apart, so the machine's drifts between the separate "
+              "processes of the tables above (minutes apart) cancel out.", "",
+              "| tokens | torch bf16 tokens/s | torch 8-bit tokens/s | 8-bit / bf16 |", "|---|---|---|---|"]
+    for col, point in paired["lengths"].items():
+        if "skipped" in point:
+            lines.append(f"| {int(col):,} | skipped: {point['skipped']} | | |")
+            continue
+        r = point["ratio"]
+        lines.append(f"| {int(col):,} | {_fmt_summary(point['tokens_per_s'][0])} | "
+                     f"{_fmt_summary(point['tokens_per_s'][1])} | "
+                     f"{r['median']:.2f}x [{r['min']:.2f}-{r['max']:.2f}] |")
+    return lines
 
 
 def _names(cols: list[str]) -> str:

@@ -1,7 +1,8 @@
 """One benchmark job in its own process, so its peak RSS is its own.
 
 Usage: ``python -m benchmarks.worker SPEC.json RESULT.json``; jobs: ``roofline``, ``scaling`` (single texts of
-each length plus a padded batch of 32 short texts) and ``pipe`` (documents through spaCy's ``nlp.pipe``).
+each length plus a padded batch of 32 short texts), ``paired`` (two contenders' single texts, runs alternating in
+one process) and ``pipe`` (documents through spaCy's ``nlp.pipe``).
 """
 from __future__ import annotations
 
@@ -90,6 +91,38 @@ def scaling_job(spec: dict) -> dict:
     except (MemoryError, RuntimeError) as exc:
         out["batch32"] = {"skipped": f"failed: {type(exc).__name__}"}
     out["rss_end_mb"] = rss_mb()  # while the model is still alive (after return it may be freed)
+    return out
+
+
+def paired_job(spec: dict) -> dict:
+    """Two contenders loaded in one process, their single-text runs alternating (A then B, then B then A, ...)
+    at each length. Each round's speed ratio compares two runs made within a second of each other, so drifts of
+    the machine between separate processes minutes apart (other tenants of the host, where memory landed)
+    cancel out of the ratio. Reports both speeds and the ratio second / first per round: median [min-max]."""
+    workloads = Workloads.from_dict(json.loads(Path(spec["workloads"]).read_text(encoding="utf-8")))
+    names = spec["contenders"]
+    runners = [load(by_name(name), Path(folder), device=spec["device"])
+               for name, folder in zip(names, spec["checkpoint_dirs"])]
+    out: dict = {"contenders": names, "rounds": spec["rounds"], "lengths": {}}
+    previous: tuple[int, float] | None = None  # (length, seconds of one round)
+    for length in spec["lengths"]:
+        if previous is not None and previous[1] * length / previous[0] > spec["max_run_s"]:
+            projected = previous[1] * length / previous[0]
+            out["lengths"][str(length)] = {"skipped": f"one round projected ~{projected:.0f} s > "
+                                                      f"{spec['max_run_s']:.0f} s cap"}
+            continue
+        input_ids = workloads.single_ids(length)
+        attention_mask = np.ones_like(input_ids, dtype=bool)
+        for runner in runners:  # first run at a new length: kernel selection and buffers, not timed
+            runner.forward(input_ids, attention_mask)
+        seconds: list[list[float]] = [[], []]
+        for round_ in range(spec["rounds"]):
+            for i in ((0, 1) if round_ % 2 == 0 else (1, 0)):
+                seconds[i].append(time_call(lambda: runners[i].forward(input_ids, attention_mask)))
+        out["lengths"][str(length)] = {
+            "tokens_per_s": [summarize([length / s for s in runs]) for runs in seconds],
+            "ratio": summarize([a / b for a, b in zip(*seconds)])}
+        previous = (length, sum(s[-1] for s in seconds))
     return out
 
 
@@ -221,7 +254,7 @@ def _gpu_peak(device: str) -> dict:
     return {"gpu_peak_mb": torch.cuda.max_memory_allocated() / 2**20}
 
 
-JOBS = {"roofline": roofline_job, "scaling": scaling_job, "pipe": pipe_job}
+JOBS = {"roofline": roofline_job, "scaling": scaling_job, "paired": paired_job, "pipe": pipe_job}
 
 if __name__ == "__main__":
     sys.exit(main(sys.argv[1:]))

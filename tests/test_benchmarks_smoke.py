@@ -158,6 +158,34 @@ def test_issue_18_targets_from_a_partial_run_can_fail_but_not_pass():
     assert next(line for line in lines if "worst length" in line).endswith("| 0.98x | >= 1.00x | no |")
 
 
+def test_8bit_targets_read_the_paired_ratios_and_name_the_separate_ones():
+    results = _issue18_results()
+    summary = lambda m, lo, hi: {"median": m, "min": lo, "max": hi, "n": 7}  # noqa: E731
+    results["paired"] = {"status": "ok", "rounds": 7, "contenders": ["torch-bf16", "torch-int8"], "lengths": {
+        "128": {"tokens_per_s": [summary(2000, 1900, 2100), summary(2700, 2600, 2800)],
+                "ratio": summary(1.35, 1.3, 1.4)},
+        "2048": {"tokens_per_s": [summary(6000, 5900, 6100), summary(6120, 6000, 6200)],
+                 "ratio": summary(1.02, 0.99, 1.05)},
+        "32768": {"skipped": "one round projected ~99 s > 60 s cap"}}}
+    text = render_markdown(results)
+    section = text.split("## Targets (issue #18)", 1)[1].split("\n## ", 1)[0]
+    line = next(line for line in section.splitlines() if "tokens/s at 128 tokens" in line)
+    # The paired median (1.35), not the separate processes' 3,500 / 2,500 = 1.40, which is named beside it.
+    assert "(paired: one process, runs alternating; separate processes: 1.40x)" in line
+    assert line.endswith("| 1.35x | >= 1.30x | yes |")
+    worst = next(line for line in section.splitlines() if "worst length" in line)
+    assert "worst length: 2,048 tokens (lengths both ran: 128, 2,048)" in worst
+    assert worst.endswith("separate processes: 0.98x) | 1.02x | >= 1.00x | - |")  # 32,768 did not run: partial
+    table = text.split("## torch 8-bit vs torch bf16, paired", 1)[1].split("\n## ", 1)[0]
+    assert "7 rounds" in table
+    assert "| 128 | 2,000 [1,900-2,100] | 2,700 [2,600-2,800] | 1.35x [1.30-1.40] |" in table
+    assert "| 32,768 | skipped: one round projected ~99 s > 60 s cap | | |" in table
+    results["paired"] = {"status": "failed", "reason": "MemoryError: "}
+    text = render_markdown(results)
+    assert "failed: MemoryError" in text.split("## torch 8-bit vs torch bf16, paired", 1)[1]
+    assert "(separate processes) | 1.40x | >= 1.30x | yes |" in text  # back to the separate processes
+
+
 def test_the_8bit_cold_start_runs_in_quick_and_full_runs():
     from benchmarks.__main__ import QUICK_COLD
 
@@ -187,6 +215,29 @@ def test_tiny_end_to_end_run_writes_table_plot_and_json(tmp_path):
     assert "| torch bf16 share of the roofline ceiling at 2,048 tokens | - |" in table  # bf16 did not run
     assert (out / "cpu.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert (cache / "tiny-hf" / "config.json").is_file()
+
+
+def test_tiny_paired_run_alternates_both_models_in_one_process(tmp_path):
+    pytest.importorskip("torch")
+    pytest.importorskip("matplotlib")
+    out, cache = tmp_path / "results", tmp_path / "cache"
+    cmd = [sys.executable, "-m", "benchmarks", "--size", "tiny", "--only", "torch-bf16,torch-int8,paired",
+           "--lengths", "16,64", "--repeats", "2", "--threads", "1", "--out", str(out), "--cache", str(cache)]
+    proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=300,
+                          env={**os.environ, "PYTHONPATH": str(ROOT)})
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    results = json.loads((out / "cpu.json").read_text(encoding="utf-8"))
+    paired = results["paired"]
+    assert paired["status"] == "ok", paired.get("reason")
+    assert paired["contenders"] == ["torch-bf16", "torch-int8"] and paired["rounds"] == 5
+    for length in ("16", "64"):
+        bf16, int8 = paired["lengths"][length]["tokens_per_s"]
+        ratio = paired["lengths"][length]["ratio"]
+        assert bf16["n"] == int8["n"] == ratio["n"] == 5
+        assert 0 < ratio["min"] <= ratio["median"] <= ratio["max"]
+        assert 0 < bf16["min"] <= bf16["median"] <= bf16["max"]
+    assert "scaling" not in results["contenders"]["torch-bf16"]  # only the paired workload ran
+    assert "## torch 8-bit vs torch bf16, paired" in (out / "cpu.md").read_text(encoding="utf-8")
 
 
 def test_cuda_run_is_accepted_and_skips_cleanly_without_a_gpu(tmp_path, capsys):
