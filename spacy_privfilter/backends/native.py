@@ -32,7 +32,7 @@ import numpy as np
 
 log = logging.getLogger(__name__)
 
-ABI_VERSION = 7
+ABI_VERSION = 8
 KERNELS = Path(__file__).with_name("kernels")
 SOURCES = (KERNELS / "experts_avx512.cpp", KERNELS / "attention_avx512.cpp")
 HEADERS = (KERNELS / "simd.h",)
@@ -41,6 +41,7 @@ FLAGS = ("-O3", "-std=c++17", "-shared", "-fPIC", "-fopenmp", "-mavx512f", "-mav
          "-ffp-contract=off")  # never fuse a multiply and an add the torch path rounds separately
 CPU_FLAGS = ("avx512f", "avx512bw", "avx512vl", "avx512_bf16", "avx512_vnni")
 COLUMN_BLOCK = 16  # output columns per packed block
+PANEL = 4  # column blocks per panel of the packed layout (the kernel's register tile width, NR)
 PAIR_MULTIPLE = 32  # the 8-bit group size must be a multiple of this (two 16-lane halves per k-pair step)
 
 _P, _I = ctypes.c_void_p, ctypes.c_int64
@@ -106,16 +107,21 @@ class NativeKernel:
         self._rotary(x, rows, positions, heads, d, cos, sin, scale)
 
     def dequantize(self, codes: int, scales: int, biases: int, blocks: int, k: int, group_size: int, out: int) -> None:
-        """Pair-packed 8-bit codes of ``blocks`` column blocks -> the pair-packed bf16 weights the kernel uses."""
+        """One expert's pair-packed 8-bit codes (``blocks`` column blocks) -> pair-packed bf16 weights."""
         self._dequantize(codes, scales, biases, blocks, k, group_size, out)
 
 
 # -- layouts in numpy: the reference the self-test checks the kernel's own packing against ------------------
 
 def pack_pairs(matrix: np.ndarray) -> np.ndarray:
-    """[..., N, K] -> pair-packed [..., N/16, K/2, 16, 2] (bf16 as uint16, or uint8 codes)."""
+    """[..., N, K] -> pair-packed [..., N/16, K/2, 16, 2] in panels (bf16 as uint16, or uint8 codes): the N/16
+    blocks of 16 rows are stored by panels of PANEL blocks (the last may have fewer), a panel of nr blocks as
+    [K/2, nr, 16, 2], so that a register tile reads its panel as one stream. The shape is the block order's."""
     *lead, n, k = matrix.shape
-    return np.ascontiguousarray(matrix.reshape(*lead, n // COLUMN_BLOCK, COLUMN_BLOCK, k // 2, 2).swapaxes(-3, -2))
+    blocks = matrix.reshape(*lead, n // COLUMN_BLOCK, COLUMN_BLOCK, k // 2, 2).swapaxes(-3, -2)
+    panels = [blocks[..., s:s + PANEL, :, :, :].swapaxes(-4, -3) for s in range(0, blocks.shape[-4], PANEL)]
+    flat = np.concatenate([panel.reshape(*lead, -1) for panel in panels], axis=-1)
+    return np.ascontiguousarray(flat.reshape(blocks.shape))
 
 
 def pack_groups(values: np.ndarray) -> np.ndarray:

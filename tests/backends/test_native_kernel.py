@@ -71,10 +71,10 @@ def _state(seed: int = 11) -> dict:
     return {k: torch.from_numpy(v) for k, v in random_state_dict(CONFIG, seed=seed).items()}
 
 
-def _experts(quantized: bool, seed: int = 3) -> Experts:
+def _experts(quantized: bool, seed: int = 3, config=CONFIG) -> Experts:
     """Random experts (hidden 64 -> 2 x 64 -> 64), dense bf16 or 8-bit with group size 32 (MLX's format)."""
     rng = np.random.default_rng(seed)
-    experts = Experts(CONFIG)
+    experts = Experts(config)
     weights = {}
     for name in ("gate_up_proj", "down_proj"):
         values = rng.standard_normal(getattr(experts, name).shape).astype(np.float32) * 0.2
@@ -104,6 +104,28 @@ def test_native_weights_are_bitwise_the_reference_weights(quantized: bool) -> No
         want = dequantize_codes(tensor.codes[2], tensor.scales[2], tensor.biases[2], group_size=32,
                                 dtype=torch.bfloat16)
         assert torch.equal(fast.expert_weight("gate_up_proj", 2, torch.bfloat16).t(), want)
+
+
+@needs_kernel
+@pytest.mark.parametrize("quantized", [False, True], ids=["bf16", "8bit"])
+def test_a_last_panel_of_fewer_blocks_packs_and_multiplies_like_the_others(quantized: bool) -> None:
+    """Hidden 96: the down projection's 6 column blocks are packed as a panel of 4 and a panel of 2."""
+    config = tiny_config(vocab_size=300, hidden_size=96, intermediate_size=96)
+    reference = _experts(quantized, config=config)
+    fast = NativeExperts.from_experts(reference, KERNEL)
+    assert (fast.down_proj_codes if quantized else fast.down_proj_packed).shape[1] == 6  # column blocks
+    for name in ("gate_up_proj", "down_proj"):
+        for expert in range(config.num_local_experts):
+            assert torch.equal(fast.expert_weight(name, expert, torch.bfloat16),
+                               reference.expert_weight(name, expert, torch.bfloat16))
+    counts = [0, 1, 5, 7, 0, 2, 13, 3]
+    rows = torch.randn(sum(counts), 96, generator=torch.Generator().manual_seed(4)).bfloat16()
+    experts = [e for e, c in enumerate(counts) if c]
+    got = fast._matmuls("down_proj", experts, counts, rows, torch.bfloat16).float()
+    want = reference._matmuls("down_proj", experts, counts, rows, torch.bfloat16).float()
+    # bf16: only the order of the float32 additions differs; 8-bit: the kernel's weights are the unrounded ones.
+    assert torch.allclose(got, want, rtol=2 ** -6, atol=2e-2), (got - want).abs().max()
+    assert (got - want).abs().max() < 0.05 * want.abs().max()
 
 
 @needs_kernel

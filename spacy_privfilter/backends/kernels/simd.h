@@ -47,18 +47,18 @@ inline void zero(__m512 (&acc)[MR][NR]) {
     for (int j = 0; j < NR; ++j) acc[i][j] = _mm512_setzero_ps();
 }
 
-// acc[i][j] += x row i (row stride ldx, npairs pairs) . pair-packed 16-column block j (block stride bstride).
-// PREFETCH > 0: each block's weights are prefetched that many bytes ahead (weights streamed from memory).
+// acc[i][j] += x row i (row stride ldx, npairs pairs) . pair-packed 16-column block j (block stride bstride,
+// pair stride pstride elements). PREFETCH > 0: the weights are prefetched that many bytes ahead (streamed).
 template <int MR, int NR, int PREFETCH = 0>
 inline void dot_tile(__m512 (&acc)[MR][NR], const bf16* x, int64_t ldx, int64_t npairs, const bf16* w,
-                     int64_t bstride) {
+                     int64_t bstride, int64_t pstride = 32) {
   for (int64_t p = 0; p < npairs; ++p) {
     if (PREFETCH > 0)
 #pragma GCC unroll 4
-      for (int j = 0; j < NR; ++j) _mm_prefetch((const char*)(w + j * bstride + p * 32) + PREFETCH, _MM_HINT_T0);
+      for (int j = 0; j < NR; ++j) _mm_prefetch((const char*)(w + j * bstride + p * pstride) + PREFETCH, _MM_HINT_T0);
     __m512bh wv[NR];
 #pragma GCC unroll 4
-    for (int j = 0; j < NR; ++j) wv[j] = (__m512bh)_mm512_loadu_si512((const void*)(w + j * bstride + p * 32));
+    for (int j = 0; j < NR; ++j) wv[j] = (__m512bh)_mm512_loadu_si512((const void*)(w + j * bstride + p * pstride));
 #pragma GCC unroll 8
     for (int i = 0; i < MR; ++i) {
       const __m512bh xv = broadcast_pair(x + i * ldx + 2 * p);
