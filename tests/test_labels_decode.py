@@ -8,7 +8,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from spacy_privfilter.decode import log_softmax, tags_to_token_spans, viterbi, viterbi_dense
+from spacy_privfilter import cbuild, decode
+from spacy_privfilter.decode import log_softmax, tags_to_token_spans, viterbi, viterbi_dense, viterbi_numpy
 from spacy_privfilter.errors import CheckpointError, ConfigError, LabelSchemeError
 from spacy_privfilter.labels import (BIAS_KEYS, LabelScheme, TransitionBiases, normalize_id2label,
                                      read_checkpoint_biases, read_id2label)
@@ -224,9 +225,10 @@ def test_viterbi_equals_brute_force_small_schemes():
         tables = reference_tables(id2label, biases)
         lp = random_log_probs(rng, int(rng.integers(1, 16)), len(id2label), ties)
         expected = brute_force_viterbi(lp, tables)
-        got = viterbi(lp, scheme, biases)
+        got = viterbi(lp, scheme, biases)  # compiled where it builds (see test_the_compiled_decoder_is_used...)
         assert got.dtype == np.int64
         assert got.tolist() == expected.tolist(), f"case {case}"
+        assert viterbi_numpy(lp, scheme, biases).tolist() == expected.tolist(), f"case {case} (numpy)"
         assert viterbi_dense(lp, scheme, biases).tolist() == expected.tolist(), f"case {case} (dense)"
         assert is_valid_path(got, tables)
         compared += 1
@@ -244,6 +246,7 @@ def test_viterbi_equals_brute_force_nemotron(nemotron):
         lp = random_log_probs(rng, int(rng.integers(1, 12)), 221, ties)
         expected = _dense_vectorised(lp, tables)
         assert viterbi(lp, nemotron, biases).tolist() == expected.tolist(), f"case {case}"
+        assert viterbi_numpy(lp, nemotron, biases).tolist() == expected.tolist(), f"case {case} (numpy)"
         compared += 1
     print(f"\nviterbi vs brute force, 221 Nemotron labels: {compared} emission matrices, 0 differences")
 
@@ -261,6 +264,51 @@ def _dense_vectorised(lp, tables):
     for t in range(len(lp) - 1, 0, -1):
         path.append(int(back[t, path[-1]]))
     return np.array(path[::-1])
+
+
+@pytest.fixture()
+def fresh_decoder(monkeypatch, tmp_path):
+    """The compiled decoder loaded anew, from an empty cache folder; restored afterwards."""
+    monkeypatch.setenv("SPACY_PRIVFILTER_KERNEL_CACHE", str(tmp_path / "kernels"))
+    decode._compiled_viterbi.cache_clear()
+    yield decode._compiled_viterbi
+    decode._compiled_viterbi.cache_clear()
+    decode._reason = None
+
+
+def test_the_compiled_decoder_is_used_where_a_compiler_exists(fresh_decoder, tmp_path, nemotron):
+    if cbuild.find_compiler() is None:
+        pytest.skip("no C++ compiler here: viterbi runs viterbi_numpy")
+    assert fresh_decoder() is not None, decode.compiled_viterbi_reason()
+    assert len(list((tmp_path / "kernels").glob("viterbi-*.so"))) == 1
+    lp = log_softmax(np.random.default_rng(5).normal(0, 3, (300, 221)).astype(np.float32))
+    assert viterbi(lp, nemotron).tolist() == viterbi_numpy(lp, nemotron).tolist()
+
+
+def test_without_the_compiled_decoder_viterbi_runs_in_numpy_and_says_why(fresh_decoder, monkeypatch, nemotron):
+    lp = log_softmax(np.random.default_rng(6).normal(0, 3, (50, 221)).astype(np.float32))
+    monkeypatch.setenv("SPACY_PRIVFILTER_NATIVE", "0")
+    assert fresh_decoder() is None and "SPACY_PRIVFILTER_NATIVE=0" in decode.compiled_viterbi_reason()
+    assert viterbi(lp, nemotron).tolist() == viterbi_numpy(lp, nemotron).tolist()
+    fresh_decoder.cache_clear()
+    monkeypatch.setenv("SPACY_PRIVFILTER_NATIVE", "1")
+    monkeypatch.setenv("CXX", "false")  # a compiler that fails
+    assert fresh_decoder() is None and "false failed to build the Viterbi decoder" in decode.compiled_viterbi_reason()
+    assert viterbi(lp, nemotron).tolist() == viterbi_numpy(lp, nemotron).tolist()
+
+
+def test_a_compiled_decoder_that_disagrees_with_numpy_is_refused(fresh_decoder, monkeypatch):
+    if cbuild.find_compiler() is None:
+        pytest.skip("no C++ compiler here")
+    real = decode._run_compiled
+
+    def off_by_one(entry, lp, scheme, biases):
+        path = real(entry, lp, scheme, biases)
+        path[-1] = (path[-1] + 1) % scheme.num_labels
+        return path
+
+    monkeypatch.setattr(decode, "_run_compiled", off_by_one)
+    assert fresh_decoder() is None and "self-test" in decode.compiled_viterbi_reason()
 
 
 def test_viterbi_edge_cases(nemotron):

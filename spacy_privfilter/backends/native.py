@@ -9,26 +9,23 @@ Sapphire Rapids and later); elsewhere, or without a compiler, ``load_kernel()`` 
 The library is built with ``-fopenmp`` and loaded after torch, so its ``libgomp.so.1`` resolves to the copy
 torch already loaded: one OpenMP runtime, one thread pool, and ``torch.set_num_threads`` applies to it.
 
-Cache: ``$SPACY_PRIVFILTER_KERNEL_CACHE``, else ``$XDG_CACHE_HOME/spacy_privfilter/kernels`` (default
-``~/.cache``); the file name carries a hash of the sources, the flags and the compiler, so an edit or a new
-compiler builds anew. Built into a temporary name and renamed, so concurrent processes never load half a
-file. Each process checks every entry point of the loaded kernels against a numpy reference before use.
+Building and caching: ``spacy_privfilter/cbuild.py`` (``$SPACY_PRIVFILTER_KERNEL_CACHE``, else
+``$XDG_CACHE_HOME/spacy_privfilter/kernels``; keyed by the sources, the flags and the compiler). Each process
+checks every entry point of the loaded kernels against a numpy reference before use.
 """
 from __future__ import annotations
 
 import ctypes
 import functools
-import hashlib
 import logging
-import os
 import platform
-import shutil
 import subprocess
-import tempfile
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from ..cbuild import BuildError, build_library, disabled
 
 log = logging.getLogger(__name__)
 
@@ -185,59 +182,22 @@ def _cpu_flags() -> set[str]:
     return set()
 
 
-def _compiler() -> str | None:
-    wanted = os.environ.get("CXX")
-    if wanted:
-        return shutil.which(wanted)
-    return next((found for name in ("c++", "g++", "clang++") if (found := shutil.which(name))), None)
-
-
-def cache_dir() -> Path:
-    if os.environ.get("SPACY_PRIVFILTER_KERNEL_CACHE"):
-        return Path(os.environ["SPACY_PRIVFILTER_KERNEL_CACHE"])
-    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
-    return Path(base) / "spacy_privfilter" / "kernels"
-
-
 def _load() -> NativeKernel:
-    if os.environ.get("SPACY_PRIVFILTER_NATIVE", "1") == "0":
+    if disabled():
         raise _Unavailable("disabled by SPACY_PRIVFILTER_NATIVE=0")
     if platform.system() != "Linux" or platform.machine() not in ("x86_64", "AMD64"):
         raise _Unavailable(f"it needs x86-64 Linux (this is {platform.system()} {platform.machine()})")
     missing = [flag for flag in CPU_FLAGS if flag not in _cpu_flags()]
     if missing:
         raise _Unavailable(f"this CPU lacks {', '.join(missing)}")
-    compiler = _compiler()
-    if compiler is None:
-        raise _Unavailable("no C++ compiler found (install g++, or set CXX)")
-    version = subprocess.run([compiler, "--version"], capture_output=True, text=True, timeout=30).stdout
-    texts = [path.read_text() for path in (*SOURCES, *HEADERS)]
-    key = hashlib.sha256("\0".join([*texts, *FLAGS, version]).encode()).hexdigest()[:16]
-    folder = cache_dir()
-    target = folder / f"experts_avx512-{key}.so"
-    if not target.exists():
-        _build(compiler, folder, target)
+    try:
+        target = build_library("experts_avx512", SOURCES, FLAGS, headers=HEADERS, what="the kernel")
+    except BuildError as exc:
+        raise _Unavailable(str(exc)) from None
     library = ctypes.CDLL(str(target))
     if library.pf_abi_version() != ABI_VERSION:
         raise _Unavailable(f"{target} has ABI {library.pf_abi_version()}, expected {ABI_VERSION}")
     return NativeKernel(library, target)
-
-
-def _build(compiler: str, folder: Path, target: Path) -> None:
-    folder.mkdir(parents=True, exist_ok=True)
-    fd, partial = tempfile.mkstemp(prefix=target.stem + ".", suffix=".tmp", dir=folder)
-    os.close(fd)
-    try:
-        done = subprocess.run([compiler, *FLAGS, *map(str, SOURCES), "-o", partial], capture_output=True,
-                              text=True, timeout=300)
-        if done.returncode != 0:
-            last = (done.stderr.strip().splitlines() or ["no output"])[-1]
-            raise _Unavailable(f"{Path(compiler).name} failed to build the kernel ({last[:300]})")
-        os.replace(partial, target)
-        log.info("built the native expert kernel: %s", target)
-    finally:
-        if os.path.exists(partial):
-            os.unlink(partial)
 
 
 def bf16_bits(values: np.ndarray) -> np.ndarray:
