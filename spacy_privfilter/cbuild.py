@@ -18,9 +18,10 @@ import shutil
 import subprocess
 import tempfile
 from pathlib import Path
-from typing import Sequence
+from typing import Callable, Sequence, TypeVar
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 
 class BuildError(Exception):
@@ -82,3 +83,14 @@ def build_library(stem: str, sources: Sequence[Path], flags: Sequence[str], *, h
         if os.path.exists(partial):
             os.unlink(partial)
     return target
+
+
+def load_or_reason(load: Callable[[], T], what: str) -> tuple[T | None, str | None]:
+    """``(load(), None)``, or ``(None, why)`` when ``load`` cannot give a working library here: a BuildError (no
+    compiler, another CPU, a failed self-test...) or an error of the compiler or the loader. Never raises those."""
+    try:
+        return load(), None
+    except BuildError as exc:
+        return None, str(exc)
+    except (OSError, subprocess.SubprocessError, AttributeError) as exc:
+        return None, f"{what} could not be built or loaded ({type(exc).__name__}: {exc})"

@@ -20,13 +20,12 @@ from __future__ import annotations
 import ctypes
 import functools
 import logging
-import subprocess
 from pathlib import Path
 from typing import Callable
 
 import numpy as np
 
-from .cbuild import BuildError, build_library, disabled
+from .cbuild import BuildError, build_library, disabled, load_or_reason
 from .labels import LabelScheme, TransitionBiases
 
 log = logging.getLogger(__name__)
@@ -224,24 +223,24 @@ def compiled_viterbi_reason() -> str | None:
 @functools.lru_cache(maxsize=None)
 def _compiled_viterbi() -> Callable[[np.ndarray, LabelScheme, TransitionBiases], np.ndarray] | None:
     global _reason
-    try:
-        if disabled():
-            raise BuildError("disabled by SPACY_PRIVFILTER_NATIVE=0")
-        library = ctypes.CDLL(str(build_library("viterbi", (_SOURCE,), _FLAGS, what="the Viterbi decoder")))
-        if library.pf_viterbi_abi() != _ABI:
-            raise BuildError(f"the Viterbi library has ABI {library.pf_viterbi_abi()}, expected {_ABI}")
-        entry = library.pf_viterbi
-        entry.argtypes = [ctypes.c_void_p, *[ctypes.c_int64] * 4, *[ctypes.c_void_p] * 12]
-        entry.restype = None
-        decode = functools.partial(_run_compiled, entry)
-        _self_test(decode)
-        return decode
-    except BuildError as exc:
-        _reason = str(exc)
-    except (OSError, subprocess.SubprocessError, AttributeError) as exc:
-        _reason = f"the Viterbi library could not be built or loaded ({type(exc).__name__}: {exc})"
-    log.info("compiled Viterbi decoder unavailable: %s; decoding in numpy", _reason)
-    return None
+    decode, _reason = load_or_reason(_load_compiled, "the Viterbi library")
+    if decode is None:
+        log.info("compiled Viterbi decoder unavailable: %s; decoding in numpy", _reason)
+    return decode
+
+
+def _load_compiled() -> Callable[[np.ndarray, LabelScheme, TransitionBiases], np.ndarray]:
+    if disabled():
+        raise BuildError("disabled by SPACY_PRIVFILTER_NATIVE=0")
+    library = ctypes.CDLL(str(build_library("viterbi", (_SOURCE,), _FLAGS, what="the Viterbi decoder")))
+    if library.pf_viterbi_abi() != _ABI:
+        raise BuildError(f"the Viterbi library has ABI {library.pf_viterbi_abi()}, expected {_ABI}")
+    entry = library.pf_viterbi
+    entry.argtypes = [ctypes.c_void_p, *[ctypes.c_int64] * 4, *[ctypes.c_void_p] * 12]
+    entry.restype = None
+    decode = functools.partial(_run_compiled, entry)
+    _self_test(decode)
+    return decode
 
 
 def _run_compiled(entry, lp: np.ndarray, scheme: LabelScheme, b: TransitionBiases) -> np.ndarray:

@@ -192,16 +192,21 @@ def test_the_8bit_cold_start_runs_in_quick_and_full_runs():
     assert "torch-int8" in QUICK_COLD and by_name("torch-int8").cold
 
 
-def test_tiny_end_to_end_run_writes_table_plot_and_json(tmp_path):
+def _tiny_run(tmp_path: Path, only: str, *options: str) -> tuple[dict, Path, Path]:
+    """``python -m benchmarks`` on the tiny model, 16 and 64 tokens, one thread: (results, out folder, cache)."""
     pytest.importorskip("torch")
     pytest.importorskip("matplotlib")
     out, cache = tmp_path / "results", tmp_path / "cache"
-    cmd = [sys.executable, "-m", "benchmarks", "--size", "tiny", "--only", "torch-fp32,scaling",
-           "--lengths", "16,64", "--docs", "2", "--threads", "1", "--out", str(out), "--cache", str(cache)]
+    cmd = [sys.executable, "-m", "benchmarks", "--size", "tiny", "--only", only, "--lengths", "16,64", *options,
+           "--threads", "1", "--out", str(out), "--cache", str(cache)]
     proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=300,
                           env={**os.environ, "PYTHONPATH": str(ROOT)})
     assert proc.returncode == 0, proc.stderr[-2000:]
-    results = json.loads((out / "cpu.json").read_text(encoding="utf-8"))
+    return json.loads((out / "cpu.json").read_text(encoding="utf-8")), out, cache
+
+
+def test_tiny_end_to_end_run_writes_table_plot_and_json(tmp_path):
+    results, out, cache = _tiny_run(tmp_path, "torch-fp32,scaling", "--docs", "2")
     scaling = results["contenders"]["torch-fp32"]["scaling"]
     assert scaling["status"] == "ok", scaling.get("reason")
     for length in ("16", "64"):
@@ -218,15 +223,7 @@ def test_tiny_end_to_end_run_writes_table_plot_and_json(tmp_path):
 
 
 def test_tiny_paired_run_alternates_both_models_in_one_process(tmp_path):
-    pytest.importorskip("torch")
-    pytest.importorskip("matplotlib")
-    out, cache = tmp_path / "results", tmp_path / "cache"
-    cmd = [sys.executable, "-m", "benchmarks", "--size", "tiny", "--only", "torch-bf16,torch-int8,paired",
-           "--lengths", "16,64", "--repeats", "2", "--threads", "1", "--out", str(out), "--cache", str(cache)]
-    proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=300,
-                          env={**os.environ, "PYTHONPATH": str(ROOT)})
-    assert proc.returncode == 0, proc.stderr[-2000:]
-    results = json.loads((out / "cpu.json").read_text(encoding="utf-8"))
+    results, out, _ = _tiny_run(tmp_path, "torch-bf16,torch-int8,paired", "--repeats", "2")
     paired = results["paired"]
     assert paired["status"] == "ok", paired.get("reason")
     assert paired["contenders"] == ["torch-bf16", "torch-int8"] and paired["rounds"] == 5

@@ -19,13 +19,12 @@ import ctypes
 import functools
 import logging
 import platform
-import subprocess
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from ..cbuild import BuildError, build_library, disabled
+from ..cbuild import BuildError, build_library, disabled, load_or_reason
 
 log = logging.getLogger(__name__)
 
@@ -155,20 +154,20 @@ def unavailable_reason() -> str | None:
 def load_kernel() -> NativeKernel | None:
     """The native kernel, built or read from the cache and checked; None (with a reason) where it cannot run."""
     global _reason
-    try:
-        kernel = _load()
-        _self_test(kernel)
-        return kernel
-    except _Unavailable as exc:
-        _reason = str(exc)
-    except (OSError, subprocess.SubprocessError, AttributeError) as exc:
-        _reason = f"the kernel library could not be built or loaded ({type(exc).__name__}: {exc})"
-    log.info("native expert kernel unavailable: %s; using torch kernels", _reason)
-    return None
+    kernel, _reason = load_or_reason(_checked_kernel, "the kernel library")
+    if kernel is None:
+        log.info("native expert kernel unavailable: %s; using torch kernels", _reason)
+    return kernel
 
 
-class _Unavailable(Exception):
-    pass
+def _checked_kernel() -> NativeKernel:
+    kernel = _load()
+    _self_test(kernel)
+    return kernel
+
+
+class _Unavailable(BuildError):
+    """Why the kernel cannot run here (``unavailable_reason``)."""
 
 
 def _cpu_flags() -> set[str]:
