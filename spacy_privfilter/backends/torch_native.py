@@ -74,9 +74,11 @@ def _block_order(packed: torch.Tensor) -> torch.Tensor:
 
 
 def pack_groups(values: torch.Tensor) -> torch.Tensor:
-    """Per-group scales or biases [E, N, G] -> [E, N/16, G, 16]."""
+    """Per-group scales or biases [E, N, G] -> [E, N/16, G, 16], always a copy: ``contiguous()`` of a view that
+    is already contiguous (one group per row) would keep a view of the mapped file."""
     e, n, g = values.shape
-    return values.reshape(e, n // COLUMN_BLOCK, COLUMN_BLOCK, g).transpose(-1, -2).contiguous()
+    return values.reshape(e, n // COLUMN_BLOCK, COLUMN_BLOCK, g).transpose(-1, -2).clone(
+        memory_format=torch.contiguous_format)
 
 
 def native_applies(experts: Experts, dtype: torch.dtype) -> bool:

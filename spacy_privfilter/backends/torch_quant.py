@@ -75,27 +75,33 @@ class QuantizedTensor(nn.Module):
     """uint8 codes plus per-group scales and biases, kept on ``device``; dequantized on demand."""
 
     def __init__(self, weight: QuantizedWeight, *, dtype: torch.dtype, device: torch.device,
-                 copy: bool = False) -> None:
+                 copy: bool = False, keep_codes: bool = True) -> None:
         super().__init__()
         self.group_size = weight.group_size
         # Without ``copy`` 8-bit codes stay views of the loaded (often memory-mapped) file: no second copy.
         own = (lambda t: t.clone()) if copy else (lambda t: t)
-        self.register_buffer("codes", own(unpack_codes(weight.weight, weight.bits).to(device)))
+        codes = unpack_codes(weight.weight, weight.bits)
+        self._shape = codes.shape
+        # keep_codes=False: the codes are read elsewhere (QuantizedEmbedding reads rows from the file); only
+        # their shape is kept, so that nothing here holds the (mapped) file.
+        self.register_buffer("codes", own(codes.to(device)) if keep_codes else None)
         self.register_buffer("scales", own(_as_tensor(weight.scales).to(device=device, dtype=dtype)))
         self.register_buffer("biases", own(_as_tensor(weight.biases).to(device=device, dtype=dtype)))
         # Where the codes lie on disk, while they are still views of the (mapped) file: lets a repacking
         # read them without mapping them in (torch_native.py).
         self.source = weight.source if not copy and device.type == "cpu" and weight.bits == 8 else None
-        if self.codes.shape[-1] != self.scales.shape[-1] * self.group_size:
-            raise CheckpointError(f"quantized weight has {self.codes.shape[-1]} columns but "
+        if self._shape[-1] != self.scales.shape[-1] * self.group_size:
+            raise CheckpointError(f"quantized weight has {self._shape[-1]} columns but "
                                   f"{self.scales.shape[-1]} groups of {self.group_size}")
 
     @property
     def shape(self) -> torch.Size:
-        return self.codes.shape
+        return self._shape
 
     def rows(self, index: Any, dtype: torch.dtype) -> torch.Tensor:
         """Dequantized ``self[index]`` (index over the leading axis)."""
+        if self.codes is None:
+            raise ValueError("this table keeps no codes (its rows are read from the file)")
         return dequantize_codes(self.codes[index], self.scales[index], self.biases[index],
                                 group_size=self.group_size, dtype=dtype)
 
@@ -107,26 +113,30 @@ class QuantizedEmbedding(nn.Module):
     the file for each call instead of through the memory map: a mapped page brings its neighbours with it,
     so after a few thousand distinct tokens the whole 122 MiB table of the full-size 8-bit model was
     resident; read, it costs only the rows in use (one positioned read per distinct token of a batch).
+    Then only the per-group scales and biases are kept, copied (7.6 MiB at full size): views of the mapped file
+    kept the whole map alive, and with it every page that loading touched (92 MiB of the full-size 8-bit model).
     """
 
     def __init__(self, weight: QuantizedWeight, *, dtype: torch.dtype, device: torch.device,
                  copy: bool = False) -> None:
         super().__init__()
-        self.weight = QuantizedTensor(weight, dtype=dtype, device=device, copy=copy)
-        self.dtype, self.bits = dtype, weight.bits
         self.source = weight.source if (weight.source is not None and not copy and device.type == "cpu") else None
+        from_file = self.source is not None
+        self.weight = QuantizedTensor(weight, dtype=dtype, device=device, copy=copy or from_file,
+                                      keep_codes=not from_file)
+        self.dtype, self.bits = dtype, weight.bits
 
     def forward(self, input_ids: torch.Tensor) -> torch.Tensor:
         if self.source is None:
             return self.weight.rows(input_ids, self.dtype)
         table = self.weight
-        vocab = table.codes.shape[0]
+        vocab = table.shape[0]
         unique, inverse = torch.unique(input_ids, return_inverse=True)
         if not unique.numel():
-            return torch.empty(*input_ids.shape, table.codes.shape[-1], dtype=self.dtype)
+            return torch.empty(*input_ids.shape, table.shape[-1], dtype=self.dtype)
         if not (0 <= int(unique[0]) and int(unique[-1]) < vocab):
             raise IndexError(f"token ids must be in [0, {vocab}); got {int(unique[0])}..{int(unique[-1])}")
-        row_bytes = table.codes.shape[-1] * self.bits // 8
+        row_bytes = table.shape[-1] * self.bits // 8
         raw = torch.from_numpy(self.source.read_rows(unique.tolist(), row_bytes))
         codes = unpack_codes(raw.view(torch.int32), self.bits)
         rows = dequantize_codes(codes, table.scales[unique], table.biases[unique], group_size=table.group_size,

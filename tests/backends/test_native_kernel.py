@@ -1,6 +1,7 @@
 """The native expert kernel: building, refusing, exact dequantization, and the same products as torch."""
 from __future__ import annotations
 
+import gc
 from pathlib import Path
 
 import numpy as np
@@ -221,6 +222,24 @@ def _as_accurate_as_torch(native_logits, torch_logits, f32_logits, real) -> None
     theirs = np.abs(torch_logits - f32_logits)[real].mean()
     assert ours <= 1.5 * theirs + 1e-3, (ours, theirs)
     assert (native_logits.argmax(-1) == torch_logits.argmax(-1))[real].mean() >= 0.97
+
+
+@needs_kernel
+def test_a_kept_8bit_model_on_the_kernel_leaves_its_weight_file_unmapped(tmp_path: Path) -> None:
+    """Expert codes are read from the file into the kernel's layout and embedding rows are read per call, so
+    once the model is built nothing maps the file: no page of it stays resident (the embedding's scales and
+    biases used to be views of the map, which kept all of it alive)."""
+    maps = Path("/proc/self/maps")
+    if not maps.is_file():
+        pytest.skip("needs /proc/self/maps (Linux)")
+    folder = tmp_path / "q8"
+    folder = write_random_checkpoint(folder, CONFIG, format="mlx-8bit", dtype="bfloat16", seed=5)
+    backend = load(inspect_checkpoint(folder), device="cpu")
+    assert all(isinstance(layer.mlp.experts, NativeExperts) for layer in backend.model.layers)
+    gc.collect()
+    assert not [line for line in maps.read_text().splitlines() if str(folder) in line]
+    ids, mask = random_inputs(CONFIG.vocab_size, 2, 9, seed=4)
+    assert np.isfinite(backend.logits(ids, mask)).all()  # embedding rows still come from the file
 
 
 @needs_kernel
