@@ -115,9 +115,24 @@ def pack_pairs(matrix: np.ndarray) -> np.ndarray:
     [K/2, nr, 16, 2], so that a register tile reads its panel as one stream. The shape is the block order's."""
     *lead, n, k = matrix.shape
     blocks = matrix.reshape(*lead, n // COLUMN_BLOCK, COLUMN_BLOCK, k // 2, 2).swapaxes(-3, -2)
-    panels = [blocks[..., s:s + PANEL, :, :, :].swapaxes(-4, -3) for s in range(0, blocks.shape[-4], PANEL)]
+    panels = [blocks[..., s:s + width, :, :, :].swapaxes(-4, -3) for s, width in _panels(blocks.shape[-4])]
     flat = np.concatenate([panel.reshape(*lead, -1) for panel in panels], axis=-1)
     return np.ascontiguousarray(flat.reshape(blocks.shape))
+
+
+def unpack_pairs(packed: np.ndarray) -> np.ndarray:
+    """The inverse of ``pack_pairs``: pair-packed [..., N/16, K/2, 16, 2] in panels -> [..., N, K]."""
+    *lead, blocks, pairs, _, _ = packed.shape
+    flat, size = packed.reshape(*lead, -1), pairs * 2 * COLUMN_BLOCK
+    panels = [flat[..., s * size:(s + width) * size].reshape(*lead, pairs, width, COLUMN_BLOCK, 2).swapaxes(-4, -3)
+              for s, width in _panels(blocks)]
+    in_blocks = np.concatenate(panels, axis=-4)  # [..., N/16, K/2, 16, 2]
+    return np.ascontiguousarray(in_blocks.swapaxes(-3, -2)).reshape(*lead, blocks * COLUMN_BLOCK, pairs * 2)
+
+
+def _panels(blocks: int) -> list[tuple[int, int]]:
+    """(first block, blocks) of each panel of a matrix of ``blocks`` column blocks."""
+    return [(start, min(PANEL, blocks - start)) for start in range(0, blocks, PANEL)]
 
 
 def pack_groups(values: np.ndarray) -> np.ndarray:
@@ -231,7 +246,7 @@ def _self_test(kernel: NativeKernel) -> None:
         got = np.empty_like(pack_pairs(source))
         kernel.pack(_address(source), source.shape, tuple(d // source.itemsize for d in source.strides),
                     source.itemsize, None, _address(got))
-        if not np.array_equal(got, pack_pairs(source)):
+        if not np.array_equal(got, pack_pairs(source)) or not np.array_equal(unpack_pairs(got), source):
             raise _Unavailable("the built kernel failed its self-test (packing)")
     unpacked = np.empty_like(packed["bf16"][1])
     kernel.dequantize(_address(packed["codes"][1]), _address(packed["scales"][1]), _address(packed["biases"][1]),

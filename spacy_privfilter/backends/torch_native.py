@@ -22,7 +22,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from .native import COLUMN_BLOCK, PANEL, NativeKernel, interleave_halves, supports_shape
+from .native import COLUMN_BLOCK, NativeKernel, interleave_halves, supports_shape, unpack_pairs
 from .torch_model import Experts, apply_rotary
 from .torch_quant import QuantizedExperts, QuantizedTensor
 
@@ -60,17 +60,6 @@ def _pack_codes(tensor: QuantizedTensor, kernel: NativeKernel, order: torch.Tens
         chunk = torch.from_numpy(source.read_range(first * n * k, count * n * k, buffer).reshape(count, n, k))
         pack_pairs(chunk, kernel, order, out=out[first:first + count])
     return out
-
-
-def _block_order(packed: torch.Tensor) -> torch.Tensor:
-    """One expert's pair-packed [N/16, K/2, 16, 2], stored in panels (``native.pack_pairs``) -> in block order."""
-    blocks, pairs = packed.shape[:2]
-    flat, panels = packed.reshape(-1), []
-    for start in range(0, blocks, PANEL):
-        width = min(PANEL, blocks - start)
-        panel = flat[start * pairs * 2 * COLUMN_BLOCK:(start + width) * pairs * 2 * COLUMN_BLOCK]
-        panels.append(panel.reshape(pairs, width, COLUMN_BLOCK, 2).transpose(0, 1))
-    return torch.cat(panels)
 
 
 def pack_groups(values: torch.Tensor) -> torch.Tensor:
@@ -141,8 +130,7 @@ class NativeExperts(Experts):
                                    codes.shape[1] * 2, self.group_size, packed.data_ptr())
         else:
             packed = getattr(self, name + "_packed")[expert]
-        blocks, pairs = packed.shape[:2]
-        dense = _block_order(packed).transpose(1, 2).reshape(blocks * COLUMN_BLOCK, pairs * 2)  # [out, in]
+        dense = torch.from_numpy(unpack_pairs(packed.view(torch.int16).numpy())).view(torch.bfloat16)  # [out, in]
         if name == "gate_up_proj":
             dense = dense[torch.argsort(self.gate_up_order)]
         return dense.t().to(dtype)
