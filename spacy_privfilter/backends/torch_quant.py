@@ -80,11 +80,13 @@ class QuantizedTensor(nn.Module):
         self.group_size = weight.group_size
         # Without ``copy`` 8-bit codes stay views of the loaded (often memory-mapped) file: no second copy.
         own = (lambda t: t.clone()) if copy else (lambda t: t)
-        codes = unpack_codes(weight.weight, weight.bits)
-        self._shape = codes.shape
         # keep_codes=False: the codes are read elsewhere (QuantizedEmbedding reads rows from the file); only
-        # their shape is kept, so that nothing here holds the (mapped) file.
-        self.register_buffer("codes", own(codes.to(device)) if keep_codes else None)
+        # their shape is kept (not unpacked: 4-bit codes would be a full-size copy), so that nothing here holds
+        # the (mapped) file.
+        codes = unpack_codes(weight.weight, weight.bits) if keep_codes else None
+        words = _as_tensor(weight.weight).shape
+        self._shape = codes.shape if codes is not None else torch.Size([*words[:-1], words[-1] * 32 // weight.bits])
+        self.register_buffer("codes", own(codes.to(device)) if codes is not None else None)
         self.register_buffer("scales", own(_as_tensor(weight.scales).to(device=device, dtype=dtype)))
         self.register_buffer("biases", own(_as_tensor(weight.biases).to(device=device, dtype=dtype)))
         # Where the codes lie on disk, while they are still views of the (mapped) file: lets a repacking
