@@ -69,3 +69,23 @@ def test_kernel_caches_are_limited_unless_the_user_set_them(monkeypatch) -> None
     assert os.environ == {"ONEDNN_PRIMITIVE_CACHE_CAPACITY": "5", "LRU_CACHE_CAPACITY": "5"}
     monkeypatch.setattr(os, "environ", {"LRU_CACHE_CAPACITY": "64"})
     assert memory.limit_kernel_caches() is False and os.environ == {"LRU_CACHE_CAPACITY": "64"}
+
+
+def test_collector_paused_restores_the_collector_and_respects_the_callers_choice() -> None:
+    import gc
+
+    assert gc.isenabled()
+    with memory.collector_paused():
+        assert not gc.isenabled()
+    assert gc.isenabled()
+    with pytest.raises(KeyError):
+        with memory.collector_paused():
+            raise KeyError("boom")
+    assert gc.isenabled()  # back on after an error too
+    gc.disable()
+    try:
+        with memory.collector_paused():
+            assert not gc.isenabled()
+        assert not gc.isenabled()  # the caller turned it off: it stays off
+    finally:
+        gc.enable()

@@ -26,7 +26,7 @@ from ..backends.base import Backend, DType
 from ..errors import ConfigError
 from .colors import register_mapped_colors
 from .runtime import check_device, declare_requirements, resolve_device, shared_backend
-from ..memory import HeapTrimmer
+from ..memory import HeapTrimmer, collector_paused
 from ..spans import CharSpan
 from ..recognizers.engine import MODEL_SOURCE
 
@@ -245,14 +245,16 @@ class PrivacyFilter(ModelStorage, Pipe):
 
         The Detector packs the chunk's texts by model tokens and windows long ones, so the result equals
         one-by-one processing. If a chunk fails, its docs are retried one by one so that only a failing doc
-        reaches the error handler (``nlp.set_error_handler``); docs come back in input order.
+        reaches the error handler (``nlp.set_error_handler``); docs come back in input order. Python's cyclic
+        garbage collector pauses while a chunk runs (``memory.collector_paused``).
         """
         error_handler = self.get_error_handler()
         for docs in minibatch(stream, size=batch_size):
             self.detector  # noqa: B018  (a model that cannot load is an error for the caller, not per doc)
             try:
-                char_spans = self._detect([doc.text for doc in docs])
-                self.set_annotations(docs, char_spans)
+                with collector_paused():  # see memory.py: the batch's spans never reach a full collection
+                    char_spans = self._detect([doc.text for doc in docs])
+                    self.set_annotations(docs, char_spans)
             except Exception:  # retry doc by doc below; the handler sees each doc's own error
                 char_spans = None
             if char_spans is not None:

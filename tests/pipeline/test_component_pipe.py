@@ -105,3 +105,48 @@ def test_n_process_2_matches_single_process():
     assert [doc.text for doc in multi] == texts
     assert [spans_of(doc) for doc in multi] == single
     assert all(len(doc.spans["pii"].attrs["scores"]) == len(doc.spans["pii"]) for doc in multi)
+
+
+class AllocatingDetector(FixedDetector):
+    """Keeps 20,000 small tracked objects alive for the batch (as many detected spans would), counting the
+    garbage collections that start while it runs."""
+
+    def __init__(self, **kwargs) -> None:
+        super().__init__(**kwargs)
+        self.collections_inside: list[int] = []
+        self.enabled_inside: list[bool] = []
+
+    def detect_batch(self, texts):
+        import gc
+
+        started = []
+        callback = lambda phase, info: phase == "start" and started.append(info["generation"])  # noqa: E731
+        gc.callbacks.append(callback)
+        try:
+            self.enabled_inside.append(gc.isenabled())
+            kept = [[i] for i in range(20_000)]  # > the young generation's threshold (700) many times over
+            out = super().detect_batch(texts)
+        finally:
+            gc.callbacks.remove(callback)
+        self.collections_inside.append(len(started))
+        del kept
+        return out
+
+
+def test_no_garbage_collection_runs_inside_a_batch_and_the_collector_is_back_after():
+    import gc
+
+    detector = AllocatingDetector(fail=["boom"])
+    nlp = make_nlp(detector)
+    docs = list(nlp.pipe([f"Note {i}" for i in range(6)], batch_size=3))
+    assert len(docs) == 6 and gc.isenabled()
+    assert detector.enabled_inside == [False, False] and detector.collections_inside == [0, 0]
+    nlp.set_error_handler(lambda *args: None)
+    list(nlp.pipe(["fine", "boom"], batch_size=2))  # the batch fails, then its docs run one by one
+    assert gc.isenabled()
+    gc.disable()
+    try:
+        list(nlp.pipe(["a", "b"], batch_size=2))
+        assert not gc.isenabled()  # the user's choice stands
+    finally:
+        gc.enable()
