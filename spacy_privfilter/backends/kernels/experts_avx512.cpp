@@ -22,8 +22,8 @@ using namespace pf;
 
 // Bytes ahead at which the tiles prefetch the expert weights they stream: the hardware prefetchers alone leave
 // a core at ~60% of its bandwidth here (24 vs 37 GB/s for 8-bit codes at one row, measured on the benchmark
-// machine, an AMD EPYC of the Zen 5 class). 8 KB ahead (about a memory latency of streaming at one row) beat
-// 1, 2, 4, 6, 12, 16 and 32 KB: per expert, 8-bit 12-20% and bf16 8-10% faster than 2 KB at 4 to 16 rows.
+// machine, an AMD EPYC of the Zen 5 class). Of 1 to 32 KB ahead, 8 KB (about a memory latency of streaming at
+// one row) was best or level with the best: per expert, 8-bit 12-20% and bf16 8-10% faster than 2 KB at 4-16 rows.
 constexpr int PREFETCH = 8192;
 
 // Column blocks per panel: the register tiles' width (both weight kinds) and the packed layout's panel.
