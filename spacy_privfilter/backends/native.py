@@ -28,7 +28,7 @@ from ..cbuild import BuildError, build_library, disabled, load_or_reason
 
 log = logging.getLogger(__name__)
 
-ABI_VERSION = 8
+ABI_VERSION = 9
 KERNELS = Path(__file__).with_name("kernels")
 SOURCES = (KERNELS / "experts_avx512.cpp", KERNELS / "attention_avx512.cpp")
 HEADERS = (KERNELS / "simd.h",)
@@ -69,6 +69,9 @@ class NativeKernel:
         self._dequantize = library.pf_dequantize
         self._dequantize.argtypes = [_P, _P, _P, _I, _I, _I, _P]
         self._dequantize.restype = None
+        self._topk = library.pf_topk
+        self._topk.argtypes = [_P, _I, _I, _I, _P, _P]
+        self._topk.restype = _I
 
     def grouped_linear(self, x: int, k: int, n: int, n_groups: int, experts: int, counts: int, *, weight: int | None,
                        codes: int | None, scales: int | None, biases: int | None, group_size: int, bias: int,
@@ -105,6 +108,11 @@ class NativeKernel:
     def dequantize(self, codes: int, scales: int, biases: int, blocks: int, k: int, group_size: int, out: int) -> None:
         """One expert's pair-packed 8-bit codes (``blocks`` column blocks) -> pair-packed bf16 weights."""
         self._dequantize(codes, scales, biases, blocks, k, group_size, out)
+
+    def topk(self, logits: int, rows: int, n: int, k: int, values: int, indices: int) -> int:
+        """torch.topk of float32 logits [rows, n] over the last dim (k <= 16): values float32 and indices int64
+        [rows, k]. Returns how many rows it left unwritten (a NaN, or ties whose order torch decides)."""
+        return self._topk(logits, rows, n, k, values, indices)
 
 
 # -- layouts in numpy: the reference the self-test checks the kernel's own packing against ------------------
@@ -319,6 +327,14 @@ def _self_test_passes(kernel: NativeKernel) -> None:
     kernel.combine(_address(out), _address(y), _address(tokens), _address(weights), len(tokens), 16)
     if not np.array_equal(out, want):
         raise _Unavailable("the built kernel failed its self-test (combine)")
+    logits = rng.standard_normal((9, 20)).astype(np.float32)
+    logits[7, 3], logits[8, 5] = logits[7].max(), np.nan  # a tie at the top and a NaN: left to the caller
+    values, indices = np.zeros((9, 4), dtype=np.float32), np.zeros((9, 4), dtype=np.int64)
+    left = kernel.topk(_address(logits), 9, 20, 4, _address(values), _address(indices))
+    want = np.argsort(-logits[:7], axis=1, kind="stable")[:, :4]
+    if left != 2 or not np.array_equal(indices[:7], want) or not np.array_equal(values[:7], logits[:7][
+            np.arange(7)[:, None], want]):
+        raise _Unavailable("the built kernel failed its self-test (top-k)")
 
 def describe() -> dict[str, Any]:
     """For diagnostics: whether the kernel loads, from where, or why not."""

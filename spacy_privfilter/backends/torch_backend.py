@@ -24,7 +24,7 @@ from .base import (DTYPES, EXPERT_KERNELS, EXPERT_PRECISIONS, QUANTIZED_EXPERTS_
                    ExpertPrecision, QuantizedExpertsMode)
 from .native import NativeKernel, load_kernel, unavailable_reason
 from .torch_model import Experts, PrivacyFilterModel
-from .torch_native import NativeAttention, NativeExperts, native_applies
+from .torch_native import NativeAttention, NativeExperts, NativeTopK, native_applies
 from .torch_packed import PackedExperts, packing_available
 from .torch_quant import QuantizedEmbedding, QuantizedExperts, dequantize
 
@@ -220,6 +220,7 @@ def _native_kernel(wanted: str, pack_experts: bool | None, *, device: torch.devi
 
 def _install_native(model: PrivacyFilterModel, kernel: NativeKernel, *, dtype: torch.dtype, required: bool) -> None:
     for n, layer in enumerate(model.layers):
+        layer.mlp.select = NativeTopK(kernel)
         if dtype == torch.bfloat16 and NativeAttention.applies(layer.self_attn):
             layer.self_attn.native = NativeAttention(kernel, layer.self_attn)
         experts = layer.mlp.experts

@@ -1,19 +1,18 @@
 """The Privacy Filter encoder in PyTorch (the math is in docs/architecture.md §2).
 
-Embedding -> L pre-norm blocks (banded bidirectional GQA attention with sinks and interleaved YaRN RoPE;
-sparse top-k MoE with the clamped SwiGLU) -> final RMSNorm -> token classifier. Attribute names follow the
-canonical HF checkpoint names (without the ``model.`` prefix) so weights load by name, and the MLX model
-(``mlx_model.py``) mirrors this file class by class.
+Embedding -> L pre-norm blocks (banded bidirectional GQA attention with sinks and interleaved YaRN RoPE; sparse
+top-k MoE with the clamped SwiGLU) -> final RMSNorm -> token classifier. Attribute names follow the canonical HF
+checkpoint names (without the ``model.`` prefix) so weights load by name, and the MLX model (``mlx_model.py``)
+mirrors this file class by class.
 
-Attention never builds a T x T matrix: queries are cut into blocks that attend to the keys of their own
-block plus ``sliding_window`` tokens on each side, so time and memory grow linearly with length. The MoE
-runs each expert only on the tokens routed to it (token-expert pairs sorted by expert).
+Attention never builds a T x T matrix: queries are cut into blocks that attend to the keys of their own block plus
+``sliding_window`` tokens on each side, so time and memory grow linearly with length. The MoE runs each expert only
+on the tokens routed to it (token-expert pairs sorted by expert).
 
-Precision: the residual stream, norms, softmax, router, SwiGLU and classifier are float32 in every mode;
-with bfloat16 weights the matmuls (experts included) run in bfloat16. On a margin-scaled test model the
-bf16 argmax agrees with the float32 run on 99.70% of tokens (experts in float32: 99.65%; transformers
-bf16 eager 99.65%, grouped_mm 99.60%), while float32 experts make a full-size layer 1.6x (512 tokens)
-to 1.9x (4,096 tokens) slower.
+Precision: the residual stream, norms, softmax, router, SwiGLU and classifier are float32 in every mode; with
+bfloat16 weights the matmuls (experts included) run in bfloat16. On a margin-scaled test model the bf16 argmax
+agrees with the float32 run on 99.70% of tokens (experts in float32: 99.65%; transformers bf16 eager 99.65%,
+grouped_mm 99.60%), while float32 experts make a full-size layer 1.6x (512 tokens) to 1.9x (4,096 tokens) slower.
 """
 from __future__ import annotations
 
@@ -308,6 +307,7 @@ def _expert_runs(counts: list[int], target: int):
 
 class MoE(nn.Module):
     """float32 top-k router (softmax over the selected logits) feeding the routed experts."""
+    select = staticmethod(torch.topk)  # the router's top-k (the native runtime sets torch_native.NativeTopK)
 
     def __init__(self, config: ModelConfig) -> None:
         super().__init__()
@@ -318,7 +318,7 @@ class MoE(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """x: [N, D] -> [N, D] in x's dtype."""
         logits = F.linear(x.float(), self.router.weight, self.router.bias)
-        top_logits, expert_ids = torch.topk(logits, self.top_k, dim=-1)
+        top_logits, expert_ids = self.select(logits, self.top_k, dim=-1)
         # The reference divides the weights by k and multiplies the sum by k again; kept for bit-level parity.
         routing_weights = torch.softmax(top_logits, dim=-1) / self.top_k
         return self.experts(x, expert_ids, routing_weights).to(x.dtype) * self.top_k

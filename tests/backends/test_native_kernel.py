@@ -12,7 +12,7 @@ torch = pytest.importorskip("torch")
 from spacy_privfilter.backends import native  # noqa: E402
 from spacy_privfilter.backends.torch_backend import build_model, load  # noqa: E402
 from spacy_privfilter.backends.torch_model import Experts  # noqa: E402
-from spacy_privfilter.backends.torch_native import NativeExperts  # noqa: E402
+from spacy_privfilter.backends.torch_native import NativeExperts, NativeTopK  # noqa: E402
 from spacy_privfilter.backends.torch_packed import PackedExperts, packing_available  # noqa: E402
 from spacy_privfilter.backends.torch_quant import QuantizedExperts, dequantize_codes  # noqa: E402
 from spacy_privfilter.checkpoint import QuantizedWeight, inspect_checkpoint  # noqa: E402
@@ -259,6 +259,8 @@ def test_bfloat16_models_use_the_kernel_unless_told_otherwise() -> None:
         a, b, c = (model(ids, mask).numpy() for model in (auto, plain, f32))
     _as_accurate_as_torch(a, b, c, mask.bool().numpy())
     assert all(layer.self_attn.native is not None for layer in auto.layers)  # attention runs natively too
+    assert all(isinstance(layer.mlp.select, NativeTopK) for layer in auto.layers)  # and the router's top-k
+    assert plain.layers[0].mlp.select is torch.topk
 
 
 def test_native_refuses_what_it_cannot_run() -> None:
@@ -340,3 +342,32 @@ def test_native_combine_is_bitwise_the_weighted_index_add() -> None:
     Experts._combine(fast, want, tokens, y, weights)
     fast._combine(got, tokens, y, weights)
     assert torch.equal(got, want) and not torch.equal(got, start)
+
+
+@needs_kernel
+@pytest.mark.parametrize("rows,n,k", [(300, 128, 4), (3000, 128, 4), (50, 32, 1), (40, 20, 16), (10, 4, 4)])
+def test_native_topk_gives_torch_topk_values_and_indices(rows: int, n: int, k: int) -> None:
+    logits = torch.randn(rows, n, generator=torch.Generator().manual_seed(rows + n))
+    want = torch.topk(logits, k, dim=-1)
+    values, indices = NativeTopK(KERNEL)(logits, k, dim=-1)
+    assert torch.equal(values, want.values) and torch.equal(indices, want.indices)
+
+
+@needs_kernel
+def test_native_topk_leaves_ties_nan_and_autograd_to_torch() -> None:
+    logits = torch.randn(64, 128, generator=torch.Generator().manual_seed(3))
+    logits[5, 7] = logits[5].max()  # tied first place: torch decides the order
+    logits[9, 2] = float("nan")
+    logits[11] = logits[11].clamp(max=0.0)  # its largest values are all zeros
+    logits[11, 2] = -0.0  # (equal to 0.0)
+    values, indices = torch.empty(64, 4), torch.empty(64, 4, dtype=torch.int64)
+    assert KERNEL.topk(logits.data_ptr(), 64, 128, 4, values.data_ptr(), indices.data_ptr()) == 3
+    want = torch.topk(logits, 4, dim=-1)
+    got = NativeTopK(KERNEL)(logits, 4, dim=-1)
+    assert torch.equal(got[1], want.indices) and torch.allclose(got[0], want.values, equal_nan=True)
+    # autograd, another dtype, another dim or k beyond 16: torch.topk itself
+    trained = torch.randn(8, 32, requires_grad=True)
+    assert NativeTopK(KERNEL)(trained, 4)[0].grad_fn is not None
+    assert NativeTopK(KERNEL)(torch.randn(8, 32).bfloat16(), 4)[0].dtype == torch.bfloat16
+    assert torch.equal(NativeTopK(KERNEL)(logits.t(), 4, dim=0)[1], torch.topk(logits.t(), 4, dim=0).indices)
+    assert NativeTopK(KERNEL)(torch.randn(4, 64), 20)[1].shape == (4, 20)

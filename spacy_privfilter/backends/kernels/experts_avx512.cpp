@@ -345,7 +345,7 @@ inline void copy_pairs(const uint8_t* from, uint8_t* to, int64_t pairs, int64_t 
 extern "C" {
 
 // Bumped whenever an entry point's signature or a layout changes; native.py checks it.
-int pf_abi_version(void) { return 8; }
+int pf_abi_version(void) { return 9; }
 
 // src[e, order[n], k] (strides in elements; order NULL: n) -> pair-packed dst, [E][N / 16 blocks][K / 2][16][2]
 // with each expert's blocks in panels (see the layout at the top), for 1-byte codes or 2-byte bf16 (elem). One
@@ -387,6 +387,47 @@ void pf_combine(float* out, const bf16* y, const int64_t* tokens, const float* w
       const __m512 term = _mm512_mul_ps(widen(y + p * D + c), _mm512_set1_ps(weights[p]));
       _mm512_storeu_ps(o, _mm512_add_ps(_mm512_loadu_ps(o), term));
     }
+}
+
+// The router's top k of each row of float32 logits [rows][n] (1 <= k <= 16, k <= n), as torch.topk(largest=True,
+// sorted=True) gives it: the k largest values in descending order and their indices. torch leaves the order of
+// equal values unspecified, so a row with a NaN or with equal values among its k + 1 largest is not written; the
+// return value counts such rows (the caller then asks torch.topk). Each 16 values are compared at once with the
+// smallest of the k + 1 kept; the few that beat it are inserted in index order.
+int64_t pf_topk(const float* logits, int64_t rows, int64_t n, int64_t k, float* values, int64_t* indices) {
+  constexpr int64_t MAX_K = 16;
+  if (k < 1 || k > MAX_K || k > n) return rows;
+  const int64_t keep = std::min(k + 1, n);
+  int64_t undecided = 0;
+#pragma omp parallel for schedule(static) reduction(+ : undecided) if (rows * n >= (1 << 18))
+  for (int64_t r = 0; r < rows; ++r) {
+    const float* row = logits + r * n;
+    float best[MAX_K + 1];
+    int64_t at[MAX_K + 1], kept = 0;
+    bool unordered = false;
+    for (int64_t i0 = 0; i0 < n && !unordered; i0 += 16) {
+      const __mmask16 valid = (__mmask16)(n - i0 >= 16 ? 0xFFFF : (1u << (n - i0)) - 1);
+      const __m512 v = _mm512_maskz_loadu_ps(valid, row + i0);
+      unordered = _mm512_mask_cmp_ps_mask(valid, v, v, _CMP_UNORD_Q) != 0;  // a NaN
+      for (__mmask16 over = kept < keep ? valid : _mm512_mask_cmp_ps_mask(valid, v, _mm512_set1_ps(best[keep - 1]),
+                                                                         _CMP_GT_OQ);
+           over && !unordered; over &= over - 1) {
+        const int64_t i = i0 + __builtin_ctz(over);
+        const float x = row[i];
+        if (kept == keep && !(x > best[keep - 1])) continue;  // an equal one here ranks below the k + 1 kept
+        int64_t j = kept < keep ? kept++ : keep - 1;
+        for (; j > 0 && x > best[j - 1]; --j) best[j] = best[j - 1], at[j] = at[j - 1];
+        best[j] = x, at[j] = i;
+      }
+    }
+    for (int64_t j = 1; j < kept; ++j) unordered = unordered || !(best[j - 1] > best[j]);
+    if (unordered) {
+      ++undecided;
+      continue;
+    }
+    for (int64_t j = 0; j < k; ++j) values[r * k + j] = best[j], indices[r * k + j] = at[j];
+  }
+  return undecided;
 }
 
 // One expert's pair-packed 8-bit codes (`blocks` 16-column blocks) -> pair-packed bf16(scale * q + bias) in the
