@@ -10,8 +10,9 @@ resident memory has grown by ``threshold_bytes`` since the last look.
 ``collector_paused()`` keeps Python's cyclic garbage collector off while one batch runs. A batch's detected
 spans (tens of thousands of small tracked objects with a model that finds many) otherwise outlive two young
 collections, reach the oldest generation, and soon trigger a full collection: it walks every tracked object of
-the process (~430,000 with spaCy and torch loaded, ~0.23 s on the benchmark machine) and was most of the
-``nlp.pipe`` time spent outside the model at batch size 64. Freed when the batch ends, they never get there.
+the process (~430,000 in the benchmark's, with spaCy, torch and the venv's spaCy plugins loaded: ~0.23 s) and
+was most of the ``nlp.pipe`` time spent outside the model at batch size 64. Freed when the batch ends, they
+never get there.
 """
 from __future__ import annotations
 
